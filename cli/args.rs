@@ -1,0 +1,339 @@
+//! The command line: one subcommand per stage, parsed with clap into plain
+//! structs. Nothing here does I/O; `commands.rs` turns these into library calls.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const ABOUT: &str =
+    "Build CLIP-style image-text corpora from the web and train CLIP models on them";
+
+const LONG_ABOUT: &str = "\
+Build CLIP-style image-text corpora from the web and train CLIP models on them.
+
+CLIP learned image representations from 400M (image, text) pairs whose text \
+contains one of 500,000 queries, balanced to at most 20,000 pairs per query. \
+wit rebuilds that data and model as a staged pipeline over one dataset directory:
+
+  queries   the query list (WordNet, Wikipedia words, bigrams, titles)
+  crawl     web pages -> image-text candidates        (or: extract, from web archives)
+  match     keep candidates whose text contains a query
+  balance   cap pairs per query (MetaCLIP's balancing)
+  download  fetch images -> WebDataset shards
+  stats     corpus statistics and report
+  train     train a CLIP dual encoder on the shards
+  eval      zero-shot, linear-probe and retrieval evaluation
+
+Each stage reads the previous stage's files and writes DATASET/STAGE/ in numbered \
+parts; a killed stage resumes where it stopped, and --parts N --part I splits a \
+stage among N processes or machines. Every flag can also be set in a TOML file \
+given with --config: top-level keys apply to every command that has the flag, \
+a [match] (or [queries.import], ...) table to one command; flags given on the \
+command line win.";
+
+/// The `wit` command line.
+#[derive(Debug, Parser)]
+#[command(name = "wit", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    /// TOML file whose keys mirror the flags (flags win)
+    #[arg(long, global = true, value_name = "FILE", env = "WIT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// The stage to run
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One subcommand per stage, in pipeline order.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build or import the query list that candidate texts must contain
+    #[command(subcommand)]
+    Queries(QueriesCommand),
+    /// Crawl web pages from seed URLs into image-text candidates
+    Crawl(CrawlArgs),
+    /// Read Common Crawl WARC/WAT archives into image-text candidates
+    Extract(ExtractArgs),
+    /// Keep the candidates whose text contains at least one query
+    Match(MatchArgs),
+    /// Cap the pairs per query at t, as MetaCLIP balances CLIP's data
+    Balance(BalanceArgs),
+    /// Download the balanced images and write WebDataset shards
+    Download(DownloadArgs),
+    /// Corpus statistics: the funnel, query balance and content
+    Stats(StatsArgs),
+    /// Train a CLIP model on the shards
+    Train(TrainArgs),
+    /// Evaluate a CLIP checkpoint: zero-shot, linear probe, retrieval
+    Eval(EvalArgs),
+}
+
+/// Options shared by every stage that runs in parts.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Split the stage's parts among N processes (on one machine or many) and
+    /// run only one share; use with --part
+    #[arg(long, value_name = "N", requires = "part")]
+    pub parts: Option<u32>,
+
+    /// Which share to run, 0 <= I < N: the parts whose number is I modulo N
+    #[arg(long, value_name = "I", requires = "parts")]
+    pub part: Option<u32>,
+
+    /// Worker threads [default: the number of CPUs]
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Delete this stage's earlier output and start it over (finished parts
+    /// are otherwise kept and skipped)
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The dataset directory every stage reads and writes.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArg {
+    /// The dataset directory: each stage reads the previous stage's output
+    /// there and writes its own into DATASET/STAGE/
+    #[arg(short, long = "dataset", visible_alias = "out", value_name = "DATASET")]
+    pub dataset: PathBuf,
+}
+
+/// `wit queries ...`
+#[derive(Debug, Subcommand)]
+pub enum QueriesCommand {
+    /// Build the query list from WordNet, Wikipedia and page views (MetaCLIP's recipe)
+    #[command(long_about = "\
+Build the query list from WordNet, Wikipedia and page views (MetaCLIP's recipe).
+
+CLIP's 500,000 queries: every WordNet synset, every word occurring at least 100 \
+times in English Wikipedia, bigrams with high pointwise mutual information, and \
+the titles of Wikipedia articles above a search volume. A query's id is its \
+position in the list. Any source may be left out.")]
+    Build(QueriesBuildArgs),
+    /// Import an existing query list (a JSON array of strings, or one query per line)
+    #[command(long_about = "\
+Import an existing query list: a JSON array of strings (the format MetaCLIP \
+publishes its metadata.json in) or a text file with one query per line. The \
+list is kept as it is: a query's id is its position. Writes \
+DATASET/queries/queries.parquet (id, query, source, score), queries.json and \
+_manifest.json.")]
+    Import(QueriesImportArgs),
+}
+
+/// `wit queries build`
+#[derive(Debug, Args)]
+pub struct QueriesBuildArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// WordNet 3.0 database directory (data.noun, data.verb, data.adj, data.adv)
+    #[arg(long, value_name = "DIR")]
+    pub wordnet: Option<PathBuf>,
+    /// Wikipedia pages-articles XML dump (.xml or .xml.bz2)
+    #[arg(long, value_name = "DUMP")]
+    pub wikipedia: Option<PathBuf>,
+    /// Plain-text corpus files for word and bigram counts ("-" for stdin)
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub corpus: Vec<PathBuf>,
+    /// Wikimedia page-view files (gzipped "project title views bytes" lines)
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub pageviews: Vec<PathBuf>,
+    /// A list of titles with view counts, instead of page-view files
+    #[arg(long, value_name = "FILE")]
+    pub titles: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit queries import`
+#[derive(Debug, Args)]
+pub struct QueriesImportArgs {
+    /// The query list: a JSON array of strings, or one query per line
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit crawl`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Crawl web pages from seed URLs and extract image-text candidates: each <img> \
+with its alt or title text, and figures with their captions, with the page's \
+URL, title and language. Obeys robots.txt and per-host rate limits, and refuses \
+private and loopback addresses unless --allow-private is given. Writes \
+DATASET/candidates/.")]
+pub struct CrawlArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// A URL to start from (repeatable)
+    #[arg(long, value_name = "URL")]
+    pub seed: Vec<String>,
+    /// A file of seed URLs, one per line
+    #[arg(long, value_name = "FILE")]
+    pub seeds: Option<PathBuf>,
+    /// Allow private, loopback and link-local addresses (off: such hosts are refused)
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Stop after this many pages
+    #[arg(long, value_name = "N")]
+    pub max_pages: Option<u64>,
+    /// Follow links at most this many hops from a seed
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit extract`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Read web archives (Common Crawl WARC or WAT files, gzipped or not) and extract \
+image-text candidates from the archived HTML pages, as the crawler does, one \
+part per archive file. Writes DATASET/candidates/.")]
+pub struct ExtractArgs {
+    /// WARC or WAT files
+    #[arg(value_name = "ARCHIVE", required = true)]
+    pub archives: Vec<PathBuf>,
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit match`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Keep the candidates whose text contains at least one query, and record the ids \
+of all the queries it contains.
+
+Matching follows MetaCLIP: the text is padded with a space on each side; the \
+characters , . ; : ? ! and ` get a space on both sides; tab, newline and \
+carriage return become spaces; each query matches as \" query \" (whole words or \
+phrases), case-sensitive unless --lowercase. Overlapping matches all count.
+
+Reads DATASET/candidates/ and DATASET/queries/queries.json, writes \
+DATASET/matched/ (the candidate columns plus query_ids); candidates that match \
+nothing are dropped and counted. With --stdin, reads captions one per line and \
+prints the JSON array of matched query ids for each.")]
+pub struct MatchArgs {
+    /// The dataset directory (not needed with --stdin and --queries)
+    #[arg(short, long = "dataset", visible_alias = "out", value_name = "DATASET")]
+    pub dataset: Option<PathBuf>,
+    /// The query list [default: DATASET/queries/queries.json]
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<PathBuf>,
+    /// Lowercase texts and queries before matching (MetaCLIP matches case-sensitively)
+    #[arg(long)]
+    pub lowercase: bool,
+    /// Read captions from stdin, one per line; print each one's matched query ids
+    #[arg(long)]
+    pub stdin: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit balance`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Balance the matched pairs over queries (MetaCLIP's Algorithm 1): count the pairs \
+of every query over the whole dataset, then keep each pair with probability \
+1 - prod(1 - min(1, t / count(q))) over its queries q, so that head queries \
+(\"the\", \"photo\") keep about t pairs and tail queries keep all of theirs. \
+Random draws come from a seeded hash of the pair's uid: the result does not \
+depend on how many processes ran. Writes DATASET/balanced/.")]
+pub struct BalanceArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// t: the number of pairs a query keeps on average (CLIP and MetaCLIP: 20,000)
+    #[arg(short = 't', long, value_name = "T", default_value_t = 20_000)]
+    pub max_per_query: u64,
+    /// Seed of the per-pair random draws
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit download`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Download the images of the balanced pairs, resize and re-encode them, and write \
+WebDataset tar shards (KEY.jpg, KEY.txt, KEY.json) with one Parquet row per \
+pair, failures included with their reason. Obeys X-Robots-Tag opt-outs (noai, \
+noimageai, ...) and robots.txt, with per-host rate limits. Writes DATASET/shards/.")]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// Target image size in pixels
+    #[arg(long, value_name = "PX", default_value_t = 256)]
+    pub image_size: u32,
+    /// How to fit images to the size: no, border, keep_ratio, keep_ratio_largest, center_crop
+    #[arg(long, value_name = "MODE", default_value = "border")]
+    pub resize_mode: String,
+    /// Allow private, loopback and link-local addresses (off: such hosts are refused)
+    #[arg(long)]
+    pub allow_private: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `wit stats`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Corpus statistics over every stage of a dataset: the funnel from candidates to \
+stored images, the balance of pairs over queries before and after balancing, \
+and the content (caption lengths, image sizes, hosts). Prints tables and writes \
+a JSON file, PNG plots and an HTML report. --sql runs a query over the stage \
+tables (candidates, matched, balanced, shards).")]
+pub struct StatsArgs {
+    /// The dataset directory
+    #[arg(value_name = "DATASET")]
+    pub dataset: PathBuf,
+    /// Run this SQL query over the stage tables instead of the report
+    #[arg(long, value_name = "QUERY")]
+    pub sql: Option<String>,
+}
+
+/// `wit train`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Train a CLIP dual encoder (a ViT or modified ResNet for images, a Transformer for \
+text, linear projections into one embedding space, a learned temperature) with \
+the symmetric contrastive loss and AdamW with warmup and cosine decay, \
+streaming DATASET/shards/.")]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// Model preset: RN50, RN101, RN50x4, ViT-B/32, ViT-B/16, ViT-L/14, ...
+    #[arg(long, value_name = "NAME", default_value = "ViT-B/32")]
+    pub model: String,
+    /// Global batch size (CLIP: 32,768)
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub batch_size: usize,
+}
+
+/// `wit eval`
+#[derive(Debug, Args)]
+#[command(long_about = "\
+Evaluate a CLIP checkpoint: zero-shot classification (class names in prompt \
+templates, ensembles averaged in embedding space), linear probes on frozen \
+image features, and image-text retrieval.")]
+pub struct EvalArgs {
+    /// The checkpoint (safetensors)
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// An evaluation set: a folder per class, or a WebDataset with a cls field
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}

@@ -1,0 +1,153 @@
+//! From parsed arguments to library calls, one function per subcommand.
+//! Library code never sees the argument structs.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use wit_contract::{Dataset, Progress, RunOptions, Share, Stage, Summary};
+use wit_filter::{Case, QueryMatcher};
+
+use crate::BadUsage;
+use crate::args::{Cli, Command, MatchArgs, QueriesCommand, QueriesImportArgs, RunArgs};
+use crate::ui::Reporter;
+
+/// Runs the subcommand.
+pub fn run(cli: Cli) -> Result<()> {
+    let progress = Reporter::new(cli.quiet > 0);
+    match cli.command {
+        Command::Queries(QueriesCommand::Import(args)) => queries_import(args, &progress),
+        Command::Queries(QueriesCommand::Build(_)) => not_built("queries build", 3, "queries"),
+        Command::Crawl(_) => not_built("crawl", 4, "crawler"),
+        Command::Extract(_) => not_built("extract", 4, "crawler"),
+        Command::Match(args) => match_(args, &progress),
+        Command::Balance(_) => not_built("balance", 5, "filter"),
+        Command::Download(_) => not_built("download", 6, "download and shards"),
+        Command::Stats(_) => not_built("stats", 7, "stats"),
+        Command::Train(_) => not_built("train", 8, "trainer"),
+        Command::Eval(_) => not_built("eval", 9, "eval"),
+    }
+}
+
+/// The stages that work today, for the message of those that do not.
+const BUILT: &str = "`wit queries import`, `wit match`";
+
+fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
+    bail!(
+        "`wit {command}` is not built yet (planned in issue {issue}, {title}); the stages built so far are {BUILT}"
+    )
+}
+
+fn run_options<'a>(run: &RunArgs, progress: &'a dyn Progress) -> Result<RunOptions<'a>> {
+    let share = match (run.parts, run.part) {
+        (Some(n), Some(i)) => Some(Share::new(n, i)?),
+        _ => None,
+    };
+    let jobs = match run.jobs {
+        Some(0) => bail!(BadUsage("--jobs must be at least 1".into())),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Ok(RunOptions {
+        share,
+        jobs,
+        force: run.force,
+        progress,
+    })
+}
+
+/// Logs what a stage run did, in one line.
+fn report(stage: Stage, dataset: &Path, s: &Summary) {
+    let counts: Vec<String> = s.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let share = if s.in_share < s.parts {
+        format!(
+            " (this process's share: {} of {} parts)",
+            s.in_share, s.parts
+        )
+    } else {
+        String::new()
+    };
+    tracing::info!(
+        "{}: ran {} parts, skipped {} already complete{share}, in {:.1}s; {}",
+        stage.dir_name(),
+        s.ran,
+        s.skipped,
+        s.elapsed.as_secs_f64(),
+        counts.join(" ")
+    );
+    let dir = dataset.join(stage.dir_name());
+    if s.complete {
+        tracing::info!("{}: complete, manifest written", dir.display());
+    } else {
+        tracing::info!(
+            "{}: not complete yet: other shares (--parts/--part) still have parts to run",
+            dir.display()
+        );
+    }
+}
+
+fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()> {
+    let opts = run_options(&args.run, progress)?;
+    let queries = wit_queries::import(&args.file)?;
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let summary = wit_queries::write_stage(
+        &dataset,
+        &queries,
+        vec![args.file.display().to_string()],
+        serde_json::json!({
+            "import": wit_contract::query_list::fingerprint(
+                &queries.iter().map(|q| q.query.clone()).collect::<Vec<_>>()
+            ),
+            "queries": queries.len(),
+        }),
+        &opts,
+    )?;
+    report(Stage::Queries, dataset.root(), &summary);
+    Ok(())
+}
+
+fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
+    let case = if args.lowercase {
+        Case::Fold
+    } else {
+        Case::Sensitive
+    };
+    let queries_path: PathBuf = match (&args.queries, &args.dataset) {
+        (Some(q), _) => q.clone(),
+        (None, Some(d)) => Dataset::new(d)
+            .stage_dir(Stage::Queries)
+            .join(wit_queries::QUERIES_JSON),
+        (None, None) => bail!(BadUsage("give --dataset, or --queries with --stdin".into())),
+    };
+    if args.queries.is_none() && !queries_path.is_file() {
+        return Err(wit_contract::Error::bad_input(
+            &queries_path,
+            format!(
+                "not found: run {} first, or give --queries",
+                Stage::Queries.commands()
+            ),
+        )
+        .into());
+    }
+    let queries = wit_contract::query_list::read_query_list(&queries_path)?;
+    if args.stdin {
+        let matcher = QueryMatcher::new(&queries, case)?;
+        let stdout = std::io::stdout();
+        let out = std::io::BufWriter::new(stdout.lock());
+        return match wit_filter::match_lines(&matcher, std::io::stdin().lock(), out) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e).context("matching lines from stdin"),
+        };
+    }
+    let Some(dataset) = &args.dataset else {
+        bail!(BadUsage(
+            "give --dataset (or --stdin to match lines from stdin)".into()
+        ));
+    };
+    let opts = run_options(&args.run, progress)?;
+    let dataset = Dataset::new(dataset);
+    let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &opts)?;
+    report(Stage::Matched, dataset.root(), &summary);
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The TOML config file: keys mirror the long flags, flags win.
+//!
+//! ```toml
+//! dataset = "runs/demo"      # top level: every command that has --dataset
+//! jobs = 4
+//!
+//! [match]                    # one command
+//! lowercase = true
+//!
+//! [queries.import]           # a nested command
+//! force = true
+//! ```
+//!
+//! The file is applied by turning its entries into flags for the arguments
+//! that the command line left unset, and parsing again, so that config values
+//! go through exactly the same validation as flags. Keys may be written with
+//! `-` or `_`. Relative paths are taken from the current directory, as on the
+//! command line. Unknown tables and keys are errors, so typos do not pass
+//! silently.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use clap::{ArgAction, ArgMatches, Command, parser::ValueSource};
+
+use crate::BadUsage;
+
+/// The flags that the config file at `path` adds to the command line whose
+/// parse is `matches`: one for each key that applies to the command being run
+/// and whose argument the command line (or the environment) did not set.
+///
+/// # Errors
+/// [`BadUsage`] naming the file if it cannot be read or parsed, or holds an
+/// unknown command, an unknown key or a value of the wrong kind.
+pub fn extra_args(cli: &Command, matches: &ArgMatches, path: &Path) -> Result<Vec<OsString>> {
+    let bad = |msg: String| anyhow!(BadUsage(format!("config file {}: {msg}", path.display())));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+    validate(cli, &table, "").map_err(bad)?;
+
+    // Follow the subcommands given on the command line down to the one that runs.
+    let (mut leaf, mut leaf_m, mut node) = (cli, matches, Some(&table));
+    let mut names = Vec::new();
+    while let Some((sub, sub_m)) = leaf_m.subcommand() {
+        leaf = leaf
+            .find_subcommand(sub)
+            .ok_or_else(|| anyhow!("clap returned an unknown subcommand {sub}"))?;
+        leaf_m = sub_m;
+        node = node
+            .and_then(|t| t.get(sub))
+            .and_then(toml::Value::as_table);
+        names.push(sub);
+    }
+    let top = table
+        .iter()
+        .filter(|(k, v)| !v.is_table() && has_flag(leaf, k));
+    let own = node
+        .filter(|_| !names.is_empty())
+        .into_iter()
+        .flat_map(|t| t.iter().filter(|(_, v)| !v.is_table()));
+
+    let mut extra = Vec::new();
+    for (key, value) in top.chain(own) {
+        let arg = leaf
+            .get_arguments()
+            .find(|a| flag_is(a, key))
+            .expect("validated above");
+        if matches!(
+            leaf_m.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue; // flags and environment variables win
+        }
+        let long = arg.get_long().expect("flag_is only accepts long flags");
+        let wrong = |what: &str| bad(format!("`{key}` takes {what}, not {value}"));
+        match (arg.get_action(), value) {
+            (ArgAction::SetTrue, toml::Value::Boolean(b)) => {
+                if *b {
+                    extra.push(format!("--{long}").into());
+                }
+            }
+            (ArgAction::SetTrue, _) => return Err(wrong("true or false")),
+            (ArgAction::Count, toml::Value::Integer(n)) if *n >= 0 => {
+                extra.extend((0..*n).map(|_| OsString::from(format!("--{long}"))));
+            }
+            (ArgAction::Count, _) => return Err(wrong("a count")),
+            (ArgAction::Append, toml::Value::Array(items)) => {
+                for item in items {
+                    let item =
+                        scalar(item).ok_or_else(|| wrong("an array of strings or numbers"))?;
+                    extra.push(format!("--{long}={item}").into());
+                }
+            }
+            (_, v) => {
+                let v = scalar(v).ok_or_else(|| wrong("a string or a number"))?;
+                extra.push(format!("--{long}={v}").into());
+            }
+        }
+    }
+    Ok(extra)
+}
+
+/// Checks every table and key of `table` against the commands and flags of
+/// `cmd` (named `name`), so that typos are caught even for commands not run now.
+fn validate(cmd: &Command, table: &toml::Table, name: &str) -> std::result::Result<(), String> {
+    for (key, value) in table {
+        let full = if name.is_empty() {
+            key.clone()
+        } else {
+            format!("{name}.{key}")
+        };
+        match value {
+            toml::Value::Table(sub) => {
+                let sub_cmd = cmd
+                    .find_subcommand(key)
+                    .ok_or_else(|| format!("[{full}] is not a wit command"))?;
+                validate(sub_cmd, sub, &full)?;
+            }
+            _ if name.is_empty() => {
+                if !any_command_has(cmd, key) {
+                    return Err(format!(
+                        "unknown key `{key}`: no wit command has --{}",
+                        dashes(key)
+                    ));
+                }
+            }
+            _ => {
+                if !has_flag(cmd, key) {
+                    return Err(format!(
+                        "[{name}] has an unknown key `{key}`: wit {} has no --{}",
+                        name.replace('.', " "),
+                        dashes(key)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        _ => None,
+    }
+}
+
+fn dashes(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+fn flag_is(arg: &clap::Arg, key: &str) -> bool {
+    let key = dashes(key);
+    key != "config"
+        && (arg.get_long() == Some(key.as_str())
+            || arg
+                .get_visible_aliases()
+                .is_some_and(|a| a.contains(&key.as_str())))
+}
+
+fn has_flag(cmd: &Command, key: &str) -> bool {
+    cmd.get_arguments().any(|a| flag_is(a, key))
+}
+
+fn any_command_has(cmd: &Command, key: &str) -> bool {
+    has_flag(cmd, key) || cmd.get_subcommands().any(|s| any_command_has(s, key))
+}

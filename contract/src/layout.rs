@@ -1,0 +1,181 @@
+//! Where every stage's files live inside a dataset directory, and how parts are named.
+//!
+//! A dataset is a directory. Each stage owns one subdirectory and writes its
+//! output there as numbered parts, `part-00000.parquet`, `part-00001.parquet`, ...,
+//! each with a sidecar `_part-00000.json` (the part's counts, written last, which
+//! marks the part complete), and one `_manifest.json` once every part is complete.
+//! Files being written carry a `.tmp-` prefix and are renamed when complete, so
+//! a glob over `part-*.parquet` never sees a half-written file.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The stages of the pipeline, in the order data flows through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// The query list (`wit queries`).
+    Queries,
+    /// Image-text candidates from crawling or web archives (`wit crawl`, `wit extract`).
+    Candidates,
+    /// Candidates whose text contains at least one query (`wit match`).
+    Matched,
+    /// Matched pairs kept by balancing (`wit balance`).
+    Balanced,
+    /// Downloaded images in WebDataset shards (`wit download`).
+    Shards,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Queries,
+        Stage::Candidates,
+        Stage::Matched,
+        Stage::Balanced,
+        Stage::Shards,
+    ];
+
+    /// The name of the stage's directory inside a dataset, also the stage's name in manifests.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Stage::Queries => "queries",
+            Stage::Candidates => "candidates",
+            Stage::Matched => "matched",
+            Stage::Balanced => "balanced",
+            Stage::Shards => "shards",
+        }
+    }
+
+    /// The `wit` commands that write this stage, for error messages.
+    pub fn commands(self) -> &'static str {
+        match self {
+            Stage::Queries => "`wit queries build` or `wit queries import`",
+            Stage::Candidates => "`wit crawl` or `wit extract`",
+            Stage::Matched => "`wit match`",
+            Stage::Balanced => "`wit balance`",
+            Stage::Shards => "`wit download`",
+        }
+    }
+}
+
+/// A dataset directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    root: PathBuf,
+}
+
+impl Dataset {
+    /// A dataset rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Dataset { root: root.into() }
+    }
+
+    /// The dataset's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of one stage.
+    pub fn stage_dir(&self, stage: Stage) -> PathBuf {
+        self.root.join(stage.dir_name())
+    }
+}
+
+/// The file name of part `part`'s Parquet output: `part-00042.parquet`.
+pub fn part_file_name(part: u32) -> String {
+    format!("part-{part:05}.parquet")
+}
+
+/// The file name of part `part`'s sidecar (counts and done marker): `_part-00042.json`.
+pub fn part_stats_name(part: u32) -> String {
+    format!("_part-{part:05}.json")
+}
+
+/// The prefix of every temporary file that part `part` writes.
+pub fn part_tmp_prefix(part: u32) -> String {
+    format!(".tmp-part-{part:05}-")
+}
+
+/// The name of a stage's manifest.
+pub const MANIFEST_NAME: &str = "_manifest.json";
+
+/// Parses `part-NNNNN.parquet` into its number; any other name gives `None`.
+pub fn parse_part_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The Parquet parts present in `dir`, sorted by part number.
+///
+/// # Errors
+/// [`Error::BadInput`] if `dir` does not exist; [`Error::Io`] if it cannot be read.
+pub fn list_parts(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    if !dir.is_dir() {
+        return Err(Error::bad_input(dir, "no such directory"));
+    }
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if let Some(part) = entry.file_name().to_str().and_then(parse_part_file_name) {
+            parts.push((part, entry.path()));
+        }
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names_round_trip() {
+        for part in [0, 7, 42, 99_999, 100_000, 4_000_000] {
+            assert_eq!(parse_part_file_name(&part_file_name(part)), Some(part));
+        }
+        assert_eq!(part_file_name(42), "part-00042.parquet");
+        assert_eq!(parse_part_file_name("part-42.parquet"), None);
+        assert_eq!(parse_part_file_name("part-00042.json"), None);
+        assert_eq!(
+            parse_part_file_name(".tmp-part-00042-part-00042.parquet"),
+            None
+        );
+        assert_eq!(parse_part_file_name("part-0004a.parquet"), None);
+    }
+
+    #[test]
+    fn tmp_prefix_of_one_part_is_not_a_prefix_of_another() {
+        assert!(!format!("{}x", part_tmp_prefix(31)).starts_with(&part_tmp_prefix(3)));
+        assert!(!part_tmp_prefix(100_000).starts_with(&part_tmp_prefix(10_000)));
+    }
+
+    #[test]
+    fn list_parts_sorts_numerically_and_ignores_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "part-00010.parquet",
+            "part-00002.parquet",
+            "part-100000.parquet",
+            "part-00002.json",
+            ".tmp-part-00003-part-00003.parquet",
+            "_manifest.json",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let got: Vec<u32> = list_parts(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(got, vec![2, 10, 100_000]);
+        assert!(
+            list_parts(&dir.path().join("missing"))
+                .unwrap_err()
+                .is_bad_input()
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Reading and writing the contract's Parquet files.
+//!
+//! Writers use one fixed set of properties (zstd level 3, the library's default
+//! row-group size), so that a part is a deterministic function of its rows:
+//! rerunning a stage gives byte-identical files. Readers check the file's
+//! columns against the contract schema and name the file and column on mismatch.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Rows per record batch when reading.
+pub const READ_BATCH_ROWS: usize = 8192;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
+        ))
+        .build()
+}
+
+/// Writes record batches of one schema to a Parquet file.
+pub struct ParquetWriter {
+    path: PathBuf,
+    inner: ArrowWriter<File>,
+    rows: u64,
+}
+
+impl ParquetWriter {
+    /// Creates (truncates) `path` for rows of `schema`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created.
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        let file = File::create(path).at(path)?;
+        let inner = ArrowWriter::try_new(file, schema, Some(writer_properties()))
+            .map_err(|e| write_error(path, e))?;
+        Ok(ParquetWriter {
+            path: path.to_path_buf(),
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Appends one batch.
+    ///
+    /// # Errors
+    /// [`Error::Write`] if the batch does not fit the schema or the write fails.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.inner
+            .write(batch)
+            .map_err(|e| write_error(&self.path, e))
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the footer and flushes the file to disk.
+    ///
+    /// # Errors
+    /// [`Error::Write`] or [`Error::Io`] if closing or syncing fails.
+    pub fn finish(self) -> Result<u64> {
+        let file = self
+            .inner
+            .into_inner()
+            .map_err(|e| write_error(&self.path, e))?;
+        file.sync_all().at(&self.path)?;
+        Ok(self.rows)
+    }
+}
+
+fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `batches` to `path` in one go.
+///
+/// # Errors
+/// As [`ParquetWriter`].
+pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
+    let mut w = ParquetWriter::create(path, schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()
+}
+
+/// Opens a Parquet file of the contract and checks that it has every column of
+/// `expected` with the expected type. Extra columns are allowed and not read.
+///
+/// # Errors
+/// [`Error::BadInput`] naming the file if it is not Parquet, is truncated, or
+/// lacks a column; [`Error::Io`] if it cannot be opened.
+pub fn read_file(
+    path: &Path,
+    expected: &Schema,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    let file = File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
+    let found = builder.schema().clone();
+    let mut indices = Vec::with_capacity(expected.fields().len());
+    for field in expected.fields() {
+        let (i, got) = found
+            .column_with_name(field.name())
+            .ok_or_else(|| Error::bad_input(path, format!("missing column `{}`", field.name())))?;
+        if !types_match(got.data_type(), field.data_type()) {
+            return Err(Error::bad_input(
+                path,
+                format!(
+                    "column `{}` has type {}, expected {}",
+                    field.name(),
+                    got.data_type(),
+                    field.data_type()
+                ),
+            ));
+        }
+        indices.push(i);
+    }
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.clone());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
+    // The projection keeps the file's column order; reorder to the contract's.
+    let mut order: Vec<usize> = (0..indices.len()).collect();
+    order.sort_by_key(|&i| indices[i]);
+    let mut position = vec![0; indices.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let expected = SchemaRef::new(expected.clone());
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| {
+        let batch =
+            batch.map_err(|e| Error::bad_input(&path, format!("corrupt Parquet data: {e}")))?;
+        let columns = position.iter().map(|&p| batch.column(p).clone()).collect();
+        RecordBatch::try_new(expected.clone(), columns)
+            .map_err(|e| Error::bad_input(&path, format!("columns do not fit the contract: {e}")))
+    }))
+}
+
+/// Types match if equal, ignoring the names and nullability of list items
+/// (writers in other languages name them `element` or `item`).
+fn types_match(got: &arrow_schema::DataType, want: &arrow_schema::DataType) -> bool {
+    use arrow_schema::DataType::*;
+    match (got, want) {
+        (List(a), List(b)) | (LargeList(a), List(b)) => types_match(a.data_type(), b.data_type()),
+        _ => got == want,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Candidate, candidates_to_batch};
+    use crate::schema;
+
+    fn sample(n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| {
+                Candidate::new(
+                    format!("http://a/{i}.jpg"),
+                    format!("text {i}"),
+                    "alt",
+                    "http://a/",
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_then_read_gives_the_same_rows_and_deterministic_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = candidates_to_batch(&sample(100)).unwrap();
+        let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+        write_file(&a, schema::candidates(), std::slice::from_ref(&batch)).unwrap();
+        write_file(&b, schema::candidates(), std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let back: Vec<RecordBatch> = read_file(&a, &schema::candidates())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(back, vec![batch]);
+    }
+
+    #[test]
+    fn truncated_or_foreign_files_are_bad_input_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.parquet");
+        let batch = candidates_to_batch(&sample(10)).unwrap();
+        write_file(&good, schema::candidates(), &[batch]).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.path().join("cut.parquet");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_file(&cut, &schema::candidates()).err().unwrap();
+        assert!(err.is_bad_input());
+        assert!(err.to_string().contains("cut.parquet"), "{err}");
+
+        // A valid Parquet file of another stage's schema lacks columns.
+        let err = read_file(&good, &schema::matched()).err().unwrap();
+        assert!(
+            err.to_string().contains("missing column `query_ids`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! The one stage runner that every stage uses.
+//!
+//! A stage's work is split into numbered parts. [`run_stage`] runs the parts
+//! that are not yet complete on a pool of worker threads, or only the share of
+//! them that `--parts N --part I` gives to this process, so that N processes on
+//! N machines can share a stage over a common file system. Each part writes its
+//! files under temporary names; when the part's work returns, the files are
+//! renamed into place and the part's sidecar (`_part-NNNNN.json`) is written
+//! last. A rerun skips parts whose sidecar exists and redoes the others, after
+//! removing their temporary leftovers. The process that completes the last part
+//! writes `_manifest.json`.
+//!
+//! The runner does not decide what a part contains: the stage does, as a
+//! deterministic function of the part number, the inputs and the parameters.
+//! Together these rules make a stage safe to kill at any moment and rerun to
+//! the same bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout::{MANIFEST_NAME, Stage, part_stats_name, part_tmp_prefix};
+use crate::manifest::{
+    Counts, Manifest, PartStats, add_counts, params_hash, read_part_stats, rfc3339, sync_dir,
+    to_json_bytes, tool, write_atomic,
+};
+use crate::progress::Progress;
+
+/// What a stage is about to produce.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// The stage.
+    pub stage: Stage,
+    /// The stage's directory (`DATASET/STAGE`).
+    pub dir: PathBuf,
+    /// How many parts the stage has in all.
+    pub parts: u32,
+    /// The inputs, for the manifest.
+    pub inputs: Vec<String>,
+    /// Every parameter that affects the output, as a JSON object. Parts made
+    /// with other parameters are refused.
+    pub params: serde_json::Value,
+}
+
+/// One process's share of a stage: the parts whose number is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    count: u32,
+    index: u32,
+}
+
+impl Share {
+    /// Share `index` (0-based) of `count`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] unless `count > 0` and `index < count`.
+    pub fn new(count: u32, index: u32) -> Result<Share> {
+        if count == 0 || index >= count {
+            return Err(Error::Usage(format!(
+                "--part {index} is out of range for --parts {count}: expected 0 <= part < parts"
+            )));
+        }
+        Ok(Share { count, index })
+    }
+
+    /// Whether part `part` belongs to this share.
+    pub fn contains(&self, part: u32) -> bool {
+        part % self.count == self.index
+    }
+}
+
+/// How to run a stage.
+pub struct RunOptions<'a> {
+    /// Run only this share of the parts; `None` runs them all.
+    pub share: Option<Share>,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Remove the stage's earlier output first (refused together with `share`,
+    /// since other processes may be writing there).
+    pub force: bool,
+    /// Progress reporting.
+    pub progress: &'a dyn Progress,
+}
+
+/// What one call of [`run_stage`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Parts of the stage in all.
+    pub parts: u32,
+    /// Parts in this process's share.
+    pub in_share: u32,
+    /// Parts run now.
+    pub ran: u32,
+    /// Parts skipped because an earlier run completed them.
+    pub skipped: u32,
+    /// Counters of the parts in this share, run now or before.
+    pub counts: Counts,
+    /// Whether every part of the stage is now complete (and the manifest written).
+    pub complete: bool,
+    /// Wall time of this call.
+    pub elapsed: Duration,
+}
+
+/// The place where a part writes its files.
+pub struct PartContext<'a> {
+    dir: &'a Path,
+    part: u32,
+    outputs: Vec<(PathBuf, String)>,
+}
+
+impl PartContext<'_> {
+    /// The part's number.
+    pub fn part(&self) -> u32 {
+        self.part
+    }
+
+    /// The path to write output file `name` (relative to the stage directory) to.
+    /// It is a temporary name; the runner renames it to `name` when the part's
+    /// work returns successfully, in the order the outputs were asked for.
+    pub fn output(&mut self, name: &str) -> PathBuf {
+        let tmp = self
+            .dir
+            .join(format!("{}{name}", part_tmp_prefix(self.part)));
+        self.outputs.push((tmp.clone(), name.to_string()));
+        tmp
+    }
+}
+
+/// Runs the incomplete parts of a stage that belong to this process's share.
+///
+/// `work` is called once per part to run, from several threads at once. It
+/// must be a deterministic function of the part number, the inputs and the
+/// parameters, and write its files only through [`PartContext::output`].
+/// A failing part does not stop the others: they are committed, and the
+/// failures returned together as [`Error::PartsFailed`].
+///
+/// # Errors
+/// [`Error::Conflict`] if the directory holds parts made with other
+/// parameters; [`Error::Usage`] for `force` with a share; [`Error::Io`] if the
+/// directory cannot be prepared; [`Error::PartsFailed`] if any part failed.
+pub fn run_stage<F>(spec: &StageSpec, opts: &RunOptions<'_>, work: F) -> Result<Summary>
+where
+    F: Fn(&mut PartContext<'_>) -> Result<Counts> + Sync,
+{
+    let start = Instant::now();
+    let hash = params_hash(&spec.params, spec.parts);
+    if opts.force {
+        if opts.share.is_some() {
+            return Err(Error::Usage(
+                "--force cannot be combined with --parts/--part: other processes may be writing the same stage".into(),
+            ));
+        }
+        if spec.dir.exists() {
+            std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
+        }
+    }
+    std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
+    check_no_foreign_parts(spec, &hash)?;
+    if opts.share.is_none() {
+        remove_tmp_files(&spec.dir, ".tmp-")?;
+    }
+
+    let in_share: Vec<u32> = (0..spec.parts)
+        .filter(|p| opts.share.is_none_or(|s| s.contains(*p)))
+        .collect();
+    let mut done: Vec<PartStats> = Vec::new();
+    let mut pending: Vec<u32> = Vec::new();
+    for &part in &in_share {
+        match complete_part(&spec.dir, part, &hash) {
+            Some(stats) => done.push(stats),
+            None => pending.push(part),
+        }
+    }
+    let skipped = done.len() as u32;
+    if skipped > 0 {
+        tracing::info!(
+            "{}: {skipped} of {} parts already complete, skipping them",
+            spec.stage.dir_name(),
+            in_share.len()
+        );
+    }
+
+    opts.progress.start(
+        &format!("{} parts", spec.stage.dir_name()),
+        in_share.len() as u64,
+        skipped as u64,
+    );
+    let next = AtomicUsize::new(0);
+    let finished: Mutex<Vec<PartStats>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(u32, Error)>> = Mutex::new(Vec::new());
+    let threads = opts.jobs.max(1).min(pending.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(&part) = pending.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    match run_part(spec, &hash, part, &work) {
+                        Ok(stats) => {
+                            tracing::debug!(
+                                "{}: part {part} done {:?}",
+                                spec.stage.dir_name(),
+                                stats.counts
+                            );
+                            finished
+                                .lock()
+                                .expect("no panics hold this lock")
+                                .push(stats);
+                        }
+                        Err(e) => {
+                            tracing::error!("{}: part {part} failed: {e}", spec.stage.dir_name());
+                            failures
+                                .lock()
+                                .expect("no panics hold this lock")
+                                .push((part, e));
+                        }
+                    }
+                    opts.progress.advance(1);
+                }
+            });
+        }
+    });
+    opts.progress.finish();
+
+    let finished = finished.into_inner().expect("threads joined");
+    let mut failures = failures.into_inner().expect("threads joined");
+    let ran = finished.len() as u32;
+    done.extend(finished);
+    let mut counts = Counts::new();
+    for s in &done {
+        add_counts(&mut counts, &s.counts);
+    }
+    if !failures.is_empty() {
+        failures.sort_by_key(|f| f.0);
+        return Err(Error::PartsFailed {
+            failures,
+            total: in_share.len() as u32,
+        });
+    }
+    let complete = write_manifest_if_complete(spec, &hash)?;
+    Ok(Summary {
+        parts: spec.parts,
+        in_share: in_share.len() as u32,
+        ran,
+        skipped,
+        counts,
+        complete,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Refuses a directory holding parts or a manifest made with other parameters.
+fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
+    let manifest = spec.dir.join(MANIFEST_NAME);
+    if let Ok(bytes) = std::fs::read(&manifest)
+        && let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+        && m.params_hash != hash
+    {
+        return Err(conflict(spec, &m.params, m.parts));
+    }
+    for entry in std::fs::read_dir(&spec.dir).at(&spec.dir)? {
+        let entry = entry.at(&spec.dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("_part-")
+            && name.ends_with(".json")
+            && let Some(stats) = read_part_stats(&entry.path())
+            && stats.params_hash != hash
+        {
+            return Err(Error::Conflict {
+                path: spec.dir.clone(),
+                message: format!(
+                    "holds {name}, made with other parameters or another part count than this run ({} parts, {}); \
+                     rerun with the same ones, use --force to start this stage over, or choose another dataset directory",
+                    spec.parts, spec.params
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn conflict(spec: &StageSpec, old_params: &serde_json::Value, old_parts: u32) -> Error {
+    Error::Conflict {
+        path: spec.dir.clone(),
+        message: format!(
+            "was made with other parameters ({old_parts} parts, {old_params}) than this run ({} parts, {}); \
+             use --force to start this stage over, or choose another dataset directory",
+            spec.parts, spec.params
+        ),
+    }
+}
+
+/// The part's sidecar if the part is complete: present, made with these
+/// parameters, and every file it lists exists.
+fn complete_part(dir: &Path, part: u32, hash: &str) -> Option<PartStats> {
+    let stats = read_part_stats(&dir.join(part_stats_name(part)))?;
+    (stats.part == part
+        && stats.params_hash == hash
+        && stats.files.iter().all(|f| dir.join(f).is_file()))
+    .then_some(stats)
+}
+
+fn remove_tmp_files(dir: &Path, prefix: &str) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).at(&path)?;
+            } else {
+                std::fs::remove_file(&path).at(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_part<F>(spec: &StageSpec, hash: &str, part: u32, work: &F) -> Result<PartStats>
+where
+    F: Fn(&mut PartContext<'_>) -> Result<Counts> + Sync,
+{
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    remove_tmp_files(&spec.dir, &part_tmp_prefix(part))?;
+    let mut ctx = PartContext {
+        dir: &spec.dir,
+        part,
+        outputs: Vec::new(),
+    };
+    let counts = match work(&mut ctx) {
+        Ok(c) => c,
+        Err(e) => {
+            // Leave no half-written files behind a failed part.
+            let _ = remove_tmp_files(&spec.dir, &part_tmp_prefix(part));
+            return Err(e);
+        }
+    };
+    let mut files = Vec::with_capacity(ctx.outputs.len());
+    for (tmp, name) in &ctx.outputs {
+        let dest = spec.dir.join(name);
+        std::fs::rename(tmp, &dest).at(&dest)?;
+        files.push(name.clone());
+    }
+    let stats = PartStats {
+        part,
+        params_hash: hash.to_string(),
+        files,
+        counts,
+        started: rfc3339(started_at),
+        finished: rfc3339(SystemTime::now()),
+        seconds: clock.elapsed().as_secs_f64(),
+    };
+    let name = part_stats_name(part);
+    let final_path = spec.dir.join(&name);
+    let tmp = spec.dir.join(format!("{}{name}", part_tmp_prefix(part)));
+    std::fs::write(&tmp, to_json_bytes(&stats, &final_path)?).at(&tmp)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .at(&tmp)?;
+    std::fs::rename(&tmp, &final_path).at(&final_path)?;
+    sync_dir(&spec.dir);
+    Ok(stats)
+}
+
+/// Writes the manifest if every part of the stage is complete; says whether it did.
+fn write_manifest_if_complete(spec: &StageSpec, hash: &str) -> Result<bool> {
+    let mut all = Vec::with_capacity(spec.parts as usize);
+    for part in 0..spec.parts {
+        match complete_part(&spec.dir, part, hash) {
+            Some(s) => all.push(s),
+            None => return Ok(false),
+        }
+    }
+    let mut counts = Counts::new();
+    for s in &all {
+        add_counts(&mut counts, &s.counts);
+    }
+    let manifest = Manifest {
+        stage: spec.stage.dir_name().to_string(),
+        tool: tool(),
+        inputs: spec.inputs.clone(),
+        params: spec.params.clone(),
+        params_hash: hash.to_string(),
+        parts: spec.parts,
+        counts,
+        started: all
+            .iter()
+            .map(|s| s.started.clone())
+            .min()
+            .unwrap_or_default(),
+        finished: all
+            .iter()
+            .map(|s| s.finished.clone())
+            .max()
+            .unwrap_or_default(),
+        part_seconds: all.iter().map(|s| s.seconds).sum(),
+    };
+    let path = spec.dir.join(MANIFEST_NAME);
+    write_atomic(&path, &to_json_bytes(&manifest, &path)?)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    fn spec(dir: &Path, parts: u32, params: serde_json::Value) -> StageSpec {
+        StageSpec {
+            stage: Stage::Matched,
+            dir: dir.to_path_buf(),
+            parts,
+            inputs: vec!["in".into()],
+            params,
+        }
+    }
+
+    fn opts(share: Option<Share>) -> RunOptions<'static> {
+        RunOptions {
+            share,
+            jobs: 3,
+            force: false,
+            progress: &NoProgress,
+        }
+    }
+
+    /// Writes "part N" into part-N.txt, failing for the parts in `fail`.
+    fn work(fail: &'static [u32]) -> impl Fn(&mut PartContext<'_>) -> Result<Counts> + Sync {
+        move |ctx| {
+            let part = ctx.part();
+            let path = ctx.output(&format!("part-{part:05}.txt"));
+            std::fs::write(&path, format!("part {part}")).unwrap();
+            if fail.contains(&part) {
+                return Err(Error::bad_input(format!("input-{part}"), "broken"));
+            }
+            Ok(Counts::from([("rows".to_string(), u64::from(part))]))
+        }
+    }
+
+    #[test]
+    fn runs_every_part_then_writes_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 5, serde_json::json!({"k": 1}));
+        let sum = run_stage(&s, &opts(None), work(&[])).unwrap();
+        assert_eq!((sum.ran, sum.skipped, sum.complete), (5, 0, true));
+        assert_eq!(sum.counts["rows"], 10);
+        let m = Manifest::read(dir.path().parent().unwrap(), Stage::Matched);
+        // The temp dir is not named "matched": read the manifest directly.
+        assert!(m.is_err());
+        let m: Manifest =
+            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_NAME)).unwrap())
+                .unwrap();
+        assert_eq!((m.parts, m.counts["rows"]), (5, 10));
+        // A rerun does nothing.
+        let again = run_stage(&s, &opts(None), work(&[])).unwrap();
+        assert_eq!((again.ran, again.skipped, again.complete), (0, 5, true));
+    }
+
+    #[test]
+    fn shares_split_the_parts_and_the_last_one_writes_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 7, serde_json::json!({}));
+        let a = run_stage(&s, &opts(Some(Share::new(2, 0).unwrap())), work(&[])).unwrap();
+        assert_eq!((a.in_share, a.ran, a.complete), (4, 4, false));
+        assert!(!dir.path().join(MANIFEST_NAME).exists());
+        let b = run_stage(&s, &opts(Some(Share::new(2, 1).unwrap())), work(&[])).unwrap();
+        assert_eq!((b.in_share, b.ran, b.complete), (3, 3, true));
+        assert!(dir.path().join(MANIFEST_NAME).exists());
+        assert!(Share::new(2, 2).is_err());
+        assert!(Share::new(0, 0).is_err());
+    }
+
+    #[test]
+    fn failed_parts_leave_nothing_and_are_redone_on_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 4, serde_json::json!({}));
+        let err = run_stage(&s, &opts(None), work(&[1, 3])).unwrap_err();
+        match &err {
+            Error::PartsFailed { failures, total } => {
+                assert_eq!(*total, 4);
+                assert_eq!(failures.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 3]);
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.is_bad_input());
+        assert!(err.to_string().contains("input-1"), "{err}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with(".tmp") || n.contains("00001")),
+            "{names:?}"
+        );
+        let sum = run_stage(&s, &opts(None), work(&[])).unwrap();
+        assert_eq!((sum.ran, sum.skipped, sum.complete), (2, 2, true));
+    }
+
+    #[test]
+    fn other_parameters_are_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        run_stage(
+            &spec(dir.path(), 3, serde_json::json!({"t": 1})),
+            &opts(None),
+            work(&[]),
+        )
+        .unwrap();
+        let other = spec(dir.path(), 3, serde_json::json!({"t": 2}));
+        let err = run_stage(&other, &opts(None), work(&[])).unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        let forced = RunOptions {
+            force: true,
+            ..opts(None)
+        };
+        assert_eq!(run_stage(&other, &forced, work(&[])).unwrap().ran, 3);
+    }
+
+    #[test]
+    fn leftover_temporary_files_of_a_killed_run_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 2, serde_json::json!({}));
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.path().join(".tmp-part-00001-part-00001.txt"), "half").unwrap();
+        std::fs::write(dir.path().join(".tmp-4242-_manifest.json"), "half").unwrap();
+        run_stage(&s, &opts(None), work(&[])).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(".tmp")), "{names:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("part-00001.txt")).unwrap(),
+            "part 1"
+        );
+    }
+}

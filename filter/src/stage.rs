@@ -1,0 +1,144 @@
+//! `wit match` over a dataset: `candidates/` in, `matched/` out, part by part.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, UInt32Builder};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::{DataType, Field};
+use wit_contract::layout::part_file_name;
+use wit_contract::query_list::fingerprint;
+use wit_contract::records::string_column;
+use wit_contract::schema::{self, col};
+use wit_contract::{
+    Counts, Dataset, Error, Manifest, Result, RunOptions, Stage, StageSpec, Summary, pq, run_stage,
+};
+
+use crate::matcher::{Case, QueryMatcher};
+
+/// Runs the match stage on `dataset` with the query list `queries`
+/// (read from `queries_path`, recorded in the manifest).
+///
+/// Each part of `candidates/` gives the part of the same number in `matched/`:
+/// the rows whose text contains at least one query, with `query_ids` added.
+///
+/// # Errors
+/// [`Error::BadInput`] if `candidates/` is missing or incomplete; otherwise as [`run_stage`].
+pub fn run_match(
+    dataset: &Dataset,
+    queries: &[String],
+    queries_path: &Path,
+    case: Case,
+    opts: &RunOptions<'_>,
+) -> Result<Summary> {
+    let upstream = Manifest::read(dataset.root(), Stage::Candidates)?;
+    let matcher = QueryMatcher::new(queries, case)?;
+    let input_dir = dataset.stage_dir(Stage::Candidates);
+    let spec = StageSpec {
+        stage: Stage::Matched,
+        dir: dataset.stage_dir(Stage::Matched),
+        parts: upstream.parts,
+        inputs: vec![
+            input_dir.display().to_string(),
+            queries_path.display().to_string(),
+        ],
+        params: serde_json::json!({
+            "case": match case { Case::Sensitive => "sensitive", Case::Fold => "fold" },
+            "queries": queries.len(),
+            "queries_fingerprint": fingerprint(queries),
+            "candidates_params_hash": upstream.params_hash,
+        }),
+    };
+    run_stage(&spec, opts, |ctx| {
+        let input = input_dir.join(part_file_name(ctx.part()));
+        let output = ctx.output(&part_file_name(ctx.part()));
+        match_part(&matcher, &input, &output)
+    })
+}
+
+/// Matches one Parquet part of candidates into one Parquet part of matched pairs.
+///
+/// # Errors
+/// [`Error::BadInput`] if `input` is missing or does not follow the candidates
+/// schema; [`Error::Write`]/[`Error::Io`] if the output cannot be written.
+pub fn match_part(matcher: &QueryMatcher, input: &Path, output: &Path) -> Result<Counts> {
+    if !input.is_file() {
+        return Err(Error::bad_input(
+            input,
+            "listed by the candidates manifest but missing",
+        ));
+    }
+    let mut writer = pq::ParquetWriter::create(output, schema::matched())?;
+    let (mut candidates, mut matches) = (0u64, 0u64);
+    let (mut buf, mut ids) = (String::new(), Vec::new());
+    for batch in pq::read_file(input, &schema::candidates())? {
+        let batch = batch?;
+        let texts = string_column(&batch, col::TEXT);
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
+        for text in texts.iter() {
+            matcher.find(text.unwrap_or(""), &mut buf, &mut ids);
+            keep.push(!ids.is_empty());
+            if !ids.is_empty() {
+                lists.values().append_slice(&ids);
+                lists.append(true);
+                matches += ids.len() as u64;
+            }
+        }
+        candidates += batch.num_rows() as u64;
+        let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
+            .map_err(|e| Error::bad_input(input, e.to_string()))?;
+        let mut columns: Vec<ArrayRef> = kept.columns().to_vec();
+        columns.push(Arc::new(lists.finish()));
+        let out = RecordBatch::try_new(schema::matched(), columns).map_err(|e| Error::Write {
+            path: output.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        writer.write(&out)?;
+    }
+    let matched = writer.finish()?;
+    Ok(Counts::from([
+        ("candidates".to_string(), candidates),
+        ("matched".to_string(), matched),
+        ("no_match".to_string(), candidates - matched),
+        ("query_matches".to_string(), matches),
+    ]))
+}
+
+/// The item field of `query_ids`, so the built list matches the contract type exactly.
+fn query_ids_item() -> Arc<Field> {
+    match schema::query_ids_type() {
+        DataType::List(f) => f,
+        other => unreachable!("query_ids is a list, not {other}"),
+    }
+}
+
+/// Reads captions one per line from `input` and writes, per line, the JSON
+/// array of the ids of the queries it contains (sorted), for spot checks.
+///
+/// # Errors
+/// The I/O error of `input` or `output` (a closed pipe included).
+pub fn match_lines(
+    matcher: &QueryMatcher,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> std::io::Result<u64> {
+    let (mut buf, mut ids) = (String::new(), Vec::new());
+    let mut lines = 0;
+    for line in input.lines() {
+        let line = line?;
+        matcher.find(&line, &mut buf, &mut ids);
+        output.write_all(b"[")?;
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                output.write_all(b",")?;
+            }
+            write!(output, "{id}")?;
+        }
+        output.write_all(b"]\n")?;
+        lines += 1;
+    }
+    output.flush()?;
+    Ok(lines)
+}

@@ -1,0 +1,196 @@
+//! The command line: help, exit codes, one-line errors, the config file.
+
+use crate::util::*;
+
+const STAGES: &[&str] = &[
+    "queries", "crawl", "extract", "match", "balance", "download", "stats", "train", "eval",
+];
+
+#[test]
+fn help_lists_every_stage_and_each_has_help() {
+    let o = run(&["--help"]);
+    ok(&o);
+    let text = String::from_utf8(o.stdout).unwrap();
+    for stage in STAGES {
+        assert!(
+            text.contains(&format!("\n  {stage} ")),
+            "wit --help lacks {stage}:\n{text}"
+        );
+        let sub = run(&[stage, "--help"]);
+        ok(&sub);
+        assert!(sub.stdout.len() > 200, "wit {stage} --help is too short");
+    }
+    ok(&run(&["queries", "import", "--help"]));
+    ok(&run(&["queries", "build", "--help"]));
+}
+
+fn assert_one_line_error(o: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line:\n{err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+}
+
+#[test]
+fn bad_usage_exits_2_with_one_line() {
+    assert_one_line_error(&run(&["match", "--no-such-flag"]), 2, "--no-such-flag");
+    assert_one_line_error(&run(&["no-such-stage"]), 2, "no-such-stage");
+    assert_one_line_error(&run(&["queries", "import"]), 2, "FILE");
+    assert_one_line_error(&run(&["match", "-d", "x", "--parts", "2"]), 2, "--part");
+    assert_one_line_error(&run(&["match", "-d", "x", "--jobs", "many"]), 2, "many");
+}
+
+#[test]
+fn missing_input_exits_2_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here.json");
+    let ds = tmp.path().join("ds");
+    let o = run(&[
+        "queries",
+        "import",
+        missing.to_str().unwrap(),
+        "-d",
+        ds.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, 2, "nothing-here.json");
+
+    // A dataset without candidates says which command makes them.
+    let list = tmp.path().join("q.txt");
+    write_queries(&list);
+    ok(&run(&[
+        "queries",
+        "import",
+        list.to_str().unwrap(),
+        "-d",
+        ds.to_str().unwrap(),
+    ]));
+    let o = run(&["match", "-d", ds.to_str().unwrap()]);
+    assert_one_line_error(&o, 2, "wit crawl");
+
+    // A truncated candidates part fails that part, names the file, keeps the others.
+    write_candidates(&ds, 3, 50);
+    let part = ds.join("candidates/part-00001.parquet");
+    let bytes = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() / 3]).unwrap();
+    let o = run(&["match", "-d", ds.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("part-00001.parquet"),
+        "{err}"
+    );
+    assert!(ds.join("matched/part-00000.parquet").is_file());
+    assert!(ds.join("matched/part-00002.parquet").is_file());
+    assert!(!ds.join("matched/part-00001.parquet").exists());
+    assert!(!ds.join("matched/_manifest.json").exists());
+}
+
+#[test]
+fn stages_not_built_yet_say_so_and_exit_1() {
+    let o = run(&["crawl", "-d", "x", "--seed", "http://127.0.0.1/"]);
+    assert_one_line_error(&o, 1, "not built yet");
+}
+
+#[test]
+fn match_stdin_prints_sorted_ids_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.json");
+    std::fs::write(&q, r#"["dog", "hot dog", "The", "the"]"#).unwrap();
+    let mut child = wit()
+        .args(["match", "--queries", q.to_str().unwrap(), "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a hot dog.\nThe dog\nnothing\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    ok(&o);
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "[0,1]\n[0,2]\n[]\n");
+}
+
+fn match_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = wit()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn config_file_sets_flags_and_flags_win() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.json");
+    std::fs::write(&q, r#"["dog"]"#).unwrap();
+    let config = tmp.path().join("wit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "jobs = 2\n[match]\nlowercase = true\nqueries = {:?}\n",
+            q.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+
+    // The config's queries and lowercase apply: "DOG" matches.
+    let o = match_stdin(&["--config", c, "match", "--stdin"], "DOG\n");
+    ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[0]\n");
+
+    // A flag wins over the config: other queries.
+    let q2 = tmp.path().join("q2.json");
+    std::fs::write(&q2, r#"["cat", "DOG"]"#).unwrap();
+    let o = match_stdin(
+        &[
+            "match",
+            "--config",
+            c,
+            "--stdin",
+            "--queries",
+            q2.to_str().unwrap(),
+        ],
+        "DOG\n",
+    );
+    ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[1]\n");
+
+    // Typos are errors naming the file and the key.
+    std::fs::write(&config, "[match]\nlowercas = true\n").unwrap();
+    let o = match_stdin(&["--config", c, "match", "--stdin"], "");
+    assert_one_line_error(&o, 2, "lowercas");
+    assert!(stderr(&o).contains("wit.toml"));
+    std::fs::write(&config, "[mach]\nlowercase = true\n").unwrap();
+    assert_one_line_error(
+        &match_stdin(&["--config", c, "match", "--stdin"], ""),
+        2,
+        "[mach]",
+    );
+    std::fs::write(&config, "[match]\nlowercase = \"yes\"\n").unwrap();
+    assert_one_line_error(
+        &match_stdin(&["--config", c, "match", "--stdin"], ""),
+        2,
+        "true or false",
+    );
+    std::fs::write(&config, "[match]\njobs = \"many\"\n").unwrap();
+    assert_one_line_error(
+        &match_stdin(&["--config", c, "match", "-d", "x"], ""),
+        2,
+        "many",
+    );
+}
