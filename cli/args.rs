@@ -118,7 +118,7 @@ CLIP's 500,000 queries: every WordNet synset, every word occurring at least 100 
 times in English Wikipedia, bigrams with high pointwise mutual information, and \
 the titles of Wikipedia articles above a search volume. A query's id is its \
 position in the list. Any source may be left out.")]
-    Build(QueriesBuildArgs),
+    Build(Box<QueriesBuildArgs>),
     /// Import an existing query list (a JSON array of strings, or one query per line)
     #[command(long_about = "\
 Import an existing query list: a JSON array of strings (the format MetaCLIP \
@@ -134,21 +134,66 @@ _manifest.json.")]
 pub struct QueriesBuildArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
-    /// WordNet 3.0 database directory (data.noun, data.verb, data.adj, data.adv)
+    /// WordNet 3.0 database directory (data.noun, data.verb, data.adj, data.adv;
+    /// Debian's wordnet-base installs it in /usr/share/wordnet)
     #[arg(long, value_name = "DIR")]
     pub wordnet: Option<PathBuf>,
-    /// Wikipedia pages-articles XML dump (.xml or .xml.bz2)
+    /// Wikipedia pages-articles XML dump (.xml or .xml.bz2, multistream or not);
+    /// repeatable
     #[arg(long, value_name = "DUMP")]
-    pub wikipedia: Option<PathBuf>,
+    pub wikipedia: Vec<PathBuf>,
     /// Plain-text corpus files for word and bigram counts ("-" for stdin)
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub corpus: Vec<PathBuf>,
-    /// Wikimedia page-view files (gzipped "project title views bytes" lines)
+    /// Wikimedia page-view files ("project title views bytes" lines, gzipped)
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub pageviews: Vec<PathBuf>,
-    /// A list of titles with view counts, instead of page-view files
+    /// A list of titles with view counts ("title<TAB>views" lines), instead of
+    /// or besides page-view files
     #[arg(long, value_name = "FILE")]
     pub titles: Option<PathBuf>,
+    /// Queries in all: sources are added in order (WordNet, words, bigrams,
+    /// titles) until the list is full
+    #[arg(long, value_name = "N", default_value_t = 500_000)]
+    pub max_queries: usize,
+    /// At most this many WordNet names [default: no limit of its own]
+    #[arg(long, value_name = "N")]
+    pub max_wordnet: Option<usize>,
+    /// At most this many words [default: no limit of its own]
+    #[arg(long, value_name = "N")]
+    pub max_unigrams: Option<usize>,
+    /// At most this many bigrams [default: no limit of its own]
+    #[arg(long, value_name = "N")]
+    pub max_bigrams: Option<usize>,
+    /// At most this many titles [default: no limit of its own]
+    #[arg(long, value_name = "N")]
+    pub max_titles: Option<usize>,
+    /// Keep words seen at least this many times
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub min_count: u64,
+    /// Keep bigrams whose pointwise mutual information (base 2, as NLTK
+    /// computes it) is at least this
+    #[arg(long, value_name = "PMI", default_value_t = 30.0)]
+    pub min_pmi: f64,
+    /// Ignore bigrams seen fewer times than this
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub bigram_min_count: u64,
+    /// Keep titles with at least this many views in all
+    #[arg(long, value_name = "N", default_value_t = 70)]
+    pub min_views: u64,
+    /// Ignore page-view rows with fewer views than this
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub min_row_views: u64,
+    /// The page-view project to read (en: English Wikipedia, desktop)
+    #[arg(long, value_name = "CODE", default_value = "en")]
+    pub project: String,
+    /// Leave out MetaCLIP's seed entries, the numbers "0" to "99"
+    #[arg(long)]
+    pub no_seed_numbers: bool,
+    /// Memory for counting, in MiB, over all threads; counts beyond it are
+    /// spilled to disk and merged
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub memory_mib: usize,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use wit_contract::{Dataset, Progress, RunOptions, Share, Stage, Summary};
 use wit_filter::{Case, QueryMatcher};
+use wit_queries::ngrams::NgramOptions;
+use wit_queries::titles::TitleOptions;
+use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
-use crate::args::{Cli, Command, MatchArgs, QueriesCommand, QueriesImportArgs, RunArgs};
+use crate::args::{
+    Cli, Command, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, RunArgs,
+};
 use crate::ui::Reporter;
 
 /// Runs the subcommand.
@@ -17,7 +22,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let progress = Reporter::new(cli.quiet > 0);
     match cli.command {
         Command::Queries(QueriesCommand::Import(args)) => queries_import(args, &progress),
-        Command::Queries(QueriesCommand::Build(_)) => not_built("queries build", 3, "queries"),
+        Command::Queries(QueriesCommand::Build(args)) => queries_build(*args, &progress),
         Command::Crawl(_) => not_built("crawl", 4, "crawler"),
         Command::Extract(_) => not_built("extract", 4, "crawler"),
         Command::Match(args) => match_(args, &progress),
@@ -30,7 +35,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries import`, `wit match`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit match`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -86,22 +91,70 @@ fn report(stage: Stage, dataset: &Path, s: &Summary) {
     }
 }
 
+fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> {
+    let opts = run_options(&args.run, progress)?;
+    if args.run.parts.is_some() {
+        bail!(BadUsage(
+            "the queries stage is one part: --parts/--part do not apply".into()
+        ));
+    }
+    let spec = BuildSpec {
+        wordnet: args.wordnet,
+        wikipedia: args.wikipedia,
+        corpus: args.corpus,
+        pageviews: args.pageviews,
+        titles: args.titles,
+        seed_numbers: !args.no_seed_numbers,
+        ngrams: NgramOptions {
+            min_count: args.min_count,
+            min_pmi: args.min_pmi,
+            bigram_min_count: args.bigram_min_count,
+            keep: args.max_queries,
+            memory: args.memory_mib << 20,
+            threads: opts.jobs,
+        },
+        title_options: TitleOptions {
+            project: args.project,
+            min_row_views: args.min_row_views,
+            min_views: args.min_views,
+        },
+        max_queries: args.max_queries,
+        budgets: Budgets {
+            wordnet: args.max_wordnet,
+            unigrams: args.max_unigrams,
+            bigrams: args.max_bigrams,
+            titles: args.max_titles,
+        },
+    };
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let stage = wit_queries::stage_spec(&dataset, spec.inputs(), spec.params());
+    if !opts.force && wit_contract::stage_complete(&stage) {
+        tracing::info!(
+            "{}: already complete with these inputs and parameters",
+            stage.dir.display()
+        );
+        return Ok(());
+    }
+    let (queries, counts) = wit_queries::build(&spec, &stage.dir, progress)?;
+    let summary = wit_queries::write_stage(&stage, &queries, &counts, &opts)?;
+    report(Stage::Queries, dataset.root(), &summary);
+    Ok(())
+}
+
 fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()> {
     let opts = run_options(&args.run, progress)?;
     let queries = wit_queries::import(&args.file)?;
     let dataset = Dataset::new(&args.dataset.dataset);
-    let summary = wit_queries::write_stage(
+    let strings: Vec<String> = queries.iter().map(|q| q.query.clone()).collect();
+    let stage = wit_queries::stage_spec(
         &dataset,
-        &queries,
         vec![args.file.display().to_string()],
         serde_json::json!({
-            "import": wit_contract::query_list::fingerprint(
-                &queries.iter().map(|q| q.query.clone()).collect::<Vec<_>>()
-            ),
+            "import": wit_contract::query_list::fingerprint(&strings),
             "queries": queries.len(),
         }),
-        &opts,
-    )?;
+    );
+    let summary = wit_queries::write_stage(&stage, &queries, &wit_contract::Counts::new(), &opts)?;
     report(Stage::Queries, dataset.root(), &summary);
     Ok(())
 }

@@ -29,4 +29,4 @@ pub use error::{Error, IoContext, Result};
 pub use layout::{Dataset, Stage};
 pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
-pub use runner::{PartContext, RunOptions, Share, StageSpec, Summary, run_stage};
+pub use runner::{PartContext, RunOptions, Share, StageSpec, Summary, run_stage, stage_complete};

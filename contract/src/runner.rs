@@ -249,6 +249,17 @@ where
     })
 }
 
+/// Whether the stage is already complete with these parameters (its manifest
+/// exists and records the same parameter hash). Stages whose expensive work
+/// happens before [`run_stage`] (counting a corpus, say) check this first.
+pub fn stage_complete(spec: &StageSpec) -> bool {
+    let hash = params_hash(&spec.params, spec.parts);
+    std::fs::read(spec.dir.join(MANIFEST_NAME))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some_and(|m| m.params_hash == hash)
+}
+
 /// Refuses a directory holding parts or a manifest made with other parameters.
 fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
     let manifest = spec.dir.join(MANIFEST_NAME);

@@ -1,0 +1,444 @@
+//! Unigram counts and bigram PMI over a corpus too large for memory.
+//!
+//! Counting is exact and runs on every core: each worker thread counts the
+//! text it is handed into its own hash maps and, when they pass its share of
+//! the memory budget, writes them to disk as sorted runs ([`crate::spill`]).
+//! At the end the runs are merged:
+//!
+//! 1. Unigram runs merge into one sorted, summed unigram file; the total token
+//!    count N and the unigrams over `min_count` fall out of the same pass.
+//! 2. Bigram runs merge in `(first, second)` order and are joined with the
+//!    unigram file on the first word. Since a bigram occurs at most as often as
+//!    either of its words, PMI = log2(c(ab)·N / (c(a)·c(b))) <= log2(N / c(a)),
+//!    so bigrams whose first word is too frequent to reach `min_pmi` are
+//!    dropped here. The rest are re-sorted (spilling) by second word,
+//! 3. and joined with the unigram file again for c(b); those with PMI >=
+//!    `min_pmi` are kept.
+//!
+//! Memory is the budget plus the survivors (at most `keep` per list), whatever
+//! the corpus size; disk holds the runs, about the size of the distinct n-grams.
+//! PMI is NLTK's `BigramAssocMeasures.pmi` (base 2, N = total unigram count),
+//! which MetaCLIP used.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rustc_hash::FxHashMap;
+use wit_contract::{IoContext, Progress, Result};
+
+use crate::spill::{Merge, RunReader, Sorter, SumMerge, u64_value, value_u64, write_run};
+use crate::text::{for_each_token, is_punctuation};
+use crate::wikipedia;
+
+/// What a worker is handed.
+pub enum Work {
+    /// Plain text.
+    Text(String),
+    /// MediaWiki XML holding whole `<page>` elements.
+    Xml(String),
+    /// Whole bzip2 streams of MediaWiki XML (a multistream dump's chunk).
+    Bz2(Vec<u8>),
+}
+
+/// Thresholds and resources of counting.
+#[derive(Debug, Clone)]
+pub struct NgramOptions {
+    /// Keep unigrams with at least this count (MetaCLIP: 100).
+    pub min_count: u64,
+    /// Keep bigrams with at least this PMI, base 2 (MetaCLIP: 30).
+    pub min_pmi: f64,
+    /// Ignore bigrams seen fewer times than this.
+    pub bigram_min_count: u64,
+    /// Keep at most this many unigrams and bigrams (the best by count and PMI).
+    pub keep: usize,
+    /// Bytes of memory for the counting maps, over all threads.
+    pub memory: usize,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// The result of counting.
+#[derive(Debug, Clone, Default)]
+pub struct NgramCounts {
+    /// Unigrams with count >= `min_count`, by count (descending), then text.
+    pub unigrams: Vec<(String, u64)>,
+    /// Bigrams ("a b") with PMI >= `min_pmi`, by PMI (descending), then text.
+    pub bigrams: Vec<(String, f64)>,
+    /// Tokens counted (N).
+    pub tokens: u64,
+    /// Distinct unigrams.
+    pub distinct_unigrams: u64,
+    /// Distinct bigrams.
+    pub distinct_bigrams: u64,
+    /// Runs spilled to disk while counting.
+    pub runs: u64,
+    /// Wikipedia articles counted.
+    pub pages: u64,
+    /// Pages skipped: other namespaces, redirects, or cut at a chunk edge.
+    pub pages_skipped: u64,
+}
+
+/// Counts the text that `feed` sends, with `opts.threads` workers, spilling
+/// to `scratch` (which must exist; the caller removes it).
+///
+/// # Errors
+/// The first error of `feed` or of a worker (I/O on the scratch directory, a
+/// corrupt bzip2 chunk).
+pub fn count(
+    opts: &NgramOptions,
+    scratch: &Path,
+    progress: &dyn Progress,
+    feed: impl FnOnce(&SyncSender<Work>) -> Result<()>,
+) -> Result<NgramCounts> {
+    let threads = opts.threads.max(1);
+    let (tx, rx) = sync_channel::<Work>(threads * 2);
+    let rx = Mutex::new(rx);
+    let runs = Mutex::new((Vec::<PathBuf>::new(), Vec::<PathBuf>::new()));
+    let pages = AtomicU64::new(0);
+    let skipped = AtomicU64::new(0);
+    let budget = (opts.memory / threads).max(1 << 10);
+    let (feed_result, worker_results) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| worker(&rx, scratch, budget, &runs, &pages, &skipped)))
+            .collect();
+        let fed = feed(&tx);
+        drop(tx);
+        let results: Vec<Result<()>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("counting workers do not panic"))
+            .collect();
+        (fed, results)
+    });
+    feed_result?;
+    for r in worker_results {
+        r?;
+    }
+    let (uni_runs, bi_runs) = runs.into_inner().expect("workers joined");
+    progress.start("merging n-gram counts", 3, 0);
+    let mut out = finalize(opts, scratch, &uni_runs, &bi_runs, progress)?;
+    progress.finish();
+    out.runs = (uni_runs.len() + bi_runs.len()) as u64;
+    out.pages = pages.into_inner();
+    out.pages_skipped = skipped.into_inner();
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Maps {
+    uni: FxHashMap<Box<str>, u64>,
+    bi: FxHashMap<Box<str>, u64>,
+    bytes: usize,
+}
+
+impl Maps {
+    fn add(map: &mut FxHashMap<Box<str>, u64>, key: &str, bytes: &mut usize) {
+        if let Some(c) = map.get_mut(key) {
+            *c += 1;
+        } else {
+            *bytes += key.len() + 48;
+            map.insert(key.into(), 1);
+        }
+    }
+
+    fn count_text(&mut self, text: &str) {
+        let mut prev: Option<&str> = None;
+        let mut key = String::new();
+        let Maps { uni, bi, bytes } = self;
+        for_each_token(text, |tok| {
+            if is_punctuation(tok) {
+                prev = None;
+                return;
+            }
+            Maps::add(uni, tok, bytes);
+            if let Some(p) = prev {
+                key.clear();
+                key.push_str(p);
+                key.push(' ');
+                key.push_str(tok);
+                Maps::add(bi, &key, bytes);
+            }
+            prev = Some(tok);
+        });
+    }
+
+    fn spill(&mut self, dir: &Path, runs: &Mutex<(Vec<PathBuf>, Vec<PathBuf>)>) -> Result<()> {
+        let to_records = |m: &mut FxHashMap<Box<str>, u64>| -> Vec<(Vec<u8>, Vec<u8>)> {
+            m.drain()
+                .map(|(k, v)| (k.into_boxed_bytes().into_vec(), u64_value(v)))
+                .collect()
+        };
+        let mut uni = to_records(&mut self.uni);
+        let mut bi = to_records(&mut self.bi);
+        self.bytes = 0;
+        let u = (!uni.is_empty())
+            .then(|| write_run(dir, "uni", &mut uni))
+            .transpose()?;
+        let b = (!bi.is_empty())
+            .then(|| write_run(dir, "bi", &mut bi))
+            .transpose()?;
+        let mut runs = runs.lock().expect("no panics hold this lock");
+        runs.0.extend(u);
+        runs.1.extend(b);
+        Ok(())
+    }
+}
+
+fn worker(
+    rx: &Mutex<Receiver<Work>>,
+    scratch: &Path,
+    budget: usize,
+    runs: &Mutex<(Vec<PathBuf>, Vec<PathBuf>)>,
+    pages: &AtomicU64,
+    skipped: &AtomicU64,
+) -> Result<()> {
+    let mut maps = Maps::default();
+    loop {
+        let work = rx.lock().expect("no panics hold this lock").recv();
+        let Ok(work) = work else { break };
+        match work {
+            Work::Text(text) => maps.count_text(&text),
+            Work::Xml(xml) => count_pages(&xml, &mut maps, pages, skipped),
+            Work::Bz2(bytes) => {
+                let xml = wikipedia::decompress_bz2(&bytes)?;
+                count_pages(&xml, &mut maps, pages, skipped);
+            }
+        }
+        if maps.bytes > budget {
+            maps.spill(scratch, runs)?;
+        }
+    }
+    maps.spill(scratch, runs)
+}
+
+fn count_pages(xml: &str, maps: &mut Maps, pages: &AtomicU64, skipped: &AtomicU64) {
+    let (mut n, mut s) = (0, 0);
+    wikipedia::for_each_article(xml, |text| match text {
+        Some(t) => {
+            n += 1;
+            maps.count_text(&t);
+        }
+        None => s += 1,
+    });
+    pages.fetch_add(n, Ordering::Relaxed);
+    skipped.fetch_add(s, Ordering::Relaxed);
+}
+
+/// Keeps the best `keep` items of `v` by `better` order (amortised).
+fn trim<T>(v: &mut Vec<T>, keep: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    if v.len() > keep.saturating_mul(2).max(1024) {
+        v.sort_by(&cmp);
+        v.truncate(keep);
+    }
+}
+
+/// A cursor over the sorted unigram file, for merge joins.
+struct UnigramCursor {
+    reader: RunReader,
+    current: Option<(Vec<u8>, u64)>,
+}
+
+impl UnigramCursor {
+    fn open(path: &Path) -> Result<UnigramCursor> {
+        let mut reader = RunReader::open(path)?;
+        let current = reader.next_record()?.map(|(k, v)| (k, value_u64(&v)));
+        Ok(UnigramCursor { reader, current })
+    }
+
+    /// The count of `word`; words must be asked for in ascending order.
+    fn count_of(&mut self, word: &[u8]) -> Result<u64> {
+        while let Some((k, c)) = &self.current {
+            match k.as_slice().cmp(word) {
+                std::cmp::Ordering::Less => {
+                    self.current = self.reader.next_record()?.map(|(k, v)| (k, value_u64(&v)));
+                }
+                std::cmp::Ordering::Equal => return Ok(*c),
+                std::cmp::Ordering::Greater => return Ok(0),
+            }
+        }
+        Ok(0)
+    }
+}
+
+fn finalize(
+    opts: &NgramOptions,
+    scratch: &Path,
+    uni_runs: &[PathBuf],
+    bi_runs: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<NgramCounts> {
+    use std::io::Write;
+    let mut out = NgramCounts::default();
+    let by_count = |a: &(String, u64), b: &(String, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    let by_pmi =
+        |a: &(String, f64), b: &(String, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+
+    // 1. Unigrams: one sorted, summed file; N; survivors.
+    let uni_path = scratch.join("unigrams.sorted");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&uni_path).at(&uni_path)?);
+        let mut merge = SumMerge::new(uni_runs)?;
+        while let Some((word, c)) = merge.next_count()? {
+            out.tokens += c;
+            out.distinct_unigrams += 1;
+            if c >= opts.min_count {
+                out.unigrams
+                    .push((String::from_utf8_lossy(&word).into_owned(), c));
+                trim(&mut out.unigrams, opts.keep, by_count);
+            }
+            w.write_all(&(word.len() as u32).to_le_bytes())
+                .at(&uni_path)?;
+            w.write_all(&word).at(&uni_path)?;
+            w.write_all(&8u32.to_le_bytes()).at(&uni_path)?;
+            w.write_all(&c.to_le_bytes()).at(&uni_path)?;
+        }
+        w.flush().at(&uni_path)?;
+    }
+    out.unigrams.sort_by(by_count);
+    out.unigrams.truncate(opts.keep);
+    progress.advance(1);
+
+    // 2. Bigrams joined on the first word, pruned by the PMI bound, re-sorted by the second.
+    let n = out.tokens as f64;
+    let reachable = |c: u64| c > 0 && (n / c as f64).log2() >= opts.min_pmi - 1e-9;
+    let mut by_second = Sorter::new(scratch, "bi2", opts.memory.max(1 << 10));
+    {
+        let mut merge = SumMerge::new(bi_runs)?;
+        let mut first = UnigramCursor::open(&uni_path)?;
+        while let Some((key, c_ab)) = merge.next_count()? {
+            out.distinct_bigrams += 1;
+            if c_ab < opts.bigram_min_count {
+                continue;
+            }
+            let Some(space) = key.iter().position(|&b| b == b' ') else {
+                continue;
+            };
+            let c_a = first.count_of(&key[..space])?;
+            if !reachable(c_a) {
+                continue;
+            }
+            let mut value = Vec::with_capacity(16 + space);
+            value.extend_from_slice(&c_ab.to_le_bytes());
+            value.extend_from_slice(&c_a.to_le_bytes());
+            value.extend_from_slice(&key[..space]);
+            by_second.push(key[space + 1..].to_vec(), value)?;
+        }
+    }
+    progress.advance(1);
+
+    // 3. Joined on the second word: PMI.
+    let runs = by_second.finish()?;
+    let mut merge = Merge::new(&runs)?;
+    let mut second = UnigramCursor::open(&uni_path)?;
+    while let Some((b, value)) = merge.next_record()? {
+        let c_b = second.count_of(&b)?;
+        let c_ab = value_u64(&value[..8]);
+        let c_a = value_u64(&value[8..16]);
+        if c_b == 0 {
+            continue;
+        }
+        let pmi = (c_ab as f64 * n / (c_a as f64 * c_b as f64)).log2();
+        if pmi >= opts.min_pmi {
+            let a = String::from_utf8_lossy(&value[16..]);
+            out.bigrams
+                .push((format!("{a} {}", String::from_utf8_lossy(&b)), pmi));
+            trim(&mut out.bigrams, opts.keep, by_pmi);
+        }
+    }
+    out.bigrams.sort_by(by_pmi);
+    out.bigrams.truncate(opts.keep);
+    progress.advance(1);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wit_contract::NoProgress;
+
+    fn opts(memory: usize, min_pmi: f64) -> NgramOptions {
+        NgramOptions {
+            min_count: 2,
+            min_pmi,
+            bigram_min_count: 1,
+            keep: 1000,
+            memory,
+            threads: 3,
+        }
+    }
+
+    fn run(texts: &[&str], o: &NgramOptions) -> NgramCounts {
+        let dir = tempfile::tempdir().unwrap();
+        count(o, dir.path(), &NoProgress, |tx| {
+            for t in texts {
+                tx.send(Work::Text(t.to_string())).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pmi_matches_a_hand_computed_example() {
+        // Tokens: "new york is big , new york is old , a cat"
+        // N = 10 (commas are not counted). c(new york) = 2, c(new) = 2, c(york) = 2:
+        // PMI = log2(2 * 10 / (2 * 2)) = log2(5) = 2.3219...
+        // c(is big) = 1, c(is) = 2, c(big) = 1: log2(1 * 10 / 2) = log2(5) as well;
+        // c(york is) = 2, c(york) = 2, c(is) = 2: log2(5). c(a cat): log2(10) = 3.3219.
+        let c = run(
+            &["new york is big, new york is old, a cat"],
+            &opts(1 << 20, 3.0),
+        );
+        assert_eq!(c.tokens, 10);
+        assert_eq!(c.bigrams.len(), 1);
+        assert_eq!(c.bigrams[0].0, "a cat");
+        assert!((c.bigrams[0].1 - 10f64.log2()).abs() < 1e-12);
+        let c = run(
+            &["new york is big, new york is old, a cat"],
+            &opts(1 << 20, 2.0),
+        );
+        let names: Vec<&str> = c.bigrams.iter().map(|b| b.0.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["a cat", "is big", "is old", "new york", "york is"]
+        );
+        assert!((c.bigrams[3].1 - 5f64.log2()).abs() < 1e-12);
+        // A comma breaks the chain: no "big new" bigram.
+        assert!(!names.contains(&"big new"));
+        assert_eq!(
+            c.unigrams,
+            vec![
+                ("is".to_string(), 2),
+                ("new".to_string(), 2),
+                ("york".to_string(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn spilling_gives_the_same_result_as_memory() {
+        let mut texts = Vec::new();
+        for i in 0..300 {
+            texts.push(format!(
+                "w{} w{} common w{} rare{i} pair{} pair{}x",
+                i % 17,
+                i % 5,
+                i % 3,
+                i % 40,
+                i % 40
+            ));
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let big = run(&texts, &opts(1 << 30, 4.0));
+        let small = run(&texts, &opts(1, 4.0));
+        assert!(small.runs > big.runs, "{} vs {}", small.runs, big.runs);
+        assert_eq!(big.unigrams, small.unigrams);
+        assert_eq!(big.bigrams, small.bigrams);
+        assert_eq!(
+            (big.tokens, big.distinct_bigrams),
+            (small.tokens, small.distinct_bigrams)
+        );
+        assert!(!big.bigrams.is_empty());
+    }
+}
