@@ -25,10 +25,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use wit_contract::{IoContext, Progress, Result};
 
-use crate::spill::{Merge, RunReader, Sorter, SumMerge, u64_value, value_u64, write_run};
+use crate::spill::{Merge, RunReader, Sorter, SumMerge, value_u64, write_count_run};
 use crate::text::{for_each_token, is_punctuation};
 use crate::wikipedia;
 
@@ -92,6 +94,7 @@ pub fn count(
     progress: &dyn Progress,
     feed: impl FnOnce(&SyncSender<Work>) -> Result<()>,
 ) -> Result<NgramCounts> {
+    let started = std::time::Instant::now();
     let threads = opts.threads.max(1);
     let (tx, rx) = sync_channel::<Work>(threads * 2);
     let rx = Mutex::new(rx);
@@ -116,68 +119,173 @@ pub fn count(
         r?;
     }
     let (uni_runs, bi_runs) = runs.into_inner().expect("workers joined");
+    tracing::debug!(
+        "counting took {:.1}s, {} unigram and {} bigram runs spilled",
+        started.elapsed().as_secs_f64(),
+        uni_runs.len(),
+        bi_runs.len()
+    );
+    let merging = std::time::Instant::now();
     progress.start("merging n-gram counts", 3, 0);
     let mut out = finalize(opts, scratch, &uni_runs, &bi_runs, progress)?;
     progress.finish();
+    tracing::debug!("merging took {:.1}s", merging.elapsed().as_secs_f64());
     out.runs = (uni_runs.len() + bi_runs.len()) as u64;
     out.pages = pages.into_inner();
     out.pages_skipped = skipped.into_inner();
     Ok(out)
 }
 
-#[derive(Default)]
+/// Counts of byte strings, with the strings in one arena: no allocation per
+/// key, an exact memory figure, and clearing in O(1) after a spill.
+struct StrCounts {
+    table: HashTable<Slot>,
+    arena: Vec<u8>,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// One counted string: its hash, its count, and the string itself, inline
+/// when short (most words and bigrams: one cache line per lookup, no trip to
+/// the arena) or as a range of the arena.
+struct Slot {
+    hash: u64,
+    count: u64,
+    len: u32,
+    offset: u32,
+    inline: [u8; INLINE],
+}
+
+/// Keys up to this many bytes are stored in the slot.
+const INLINE: usize = 16;
+
+impl Slot {
+    fn key<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        let len = self.len as usize;
+        if len <= INLINE {
+            &self.inline[..len]
+        } else {
+            &arena[self.offset as usize..self.offset as usize + len]
+        }
+    }
+}
+
+impl StrCounts {
+    fn new() -> StrCounts {
+        StrCounts {
+            table: HashTable::new(),
+            arena: Vec::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+        }
+    }
+
+    fn add(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key);
+        let StrCounts { table, arena, .. } = self;
+        match table.find_mut(hash, |s| s.len as usize == key.len() && s.key(arena) == key) {
+            Some(slot) => slot.count += 1,
+            None => {
+                let mut slot = Slot {
+                    hash,
+                    count: 1,
+                    len: key.len() as u32,
+                    offset: 0,
+                    inline: [0; INLINE],
+                };
+                if key.len() <= INLINE {
+                    slot.inline[..key.len()].copy_from_slice(key);
+                } else {
+                    slot.offset = arena.len() as u32;
+                    arena.extend_from_slice(key);
+                }
+                table.insert_unique(hash, slot, |s| s.hash);
+            }
+        }
+    }
+
+    /// Bytes held: the arena and the table's slots.
+    fn bytes(&self) -> usize {
+        self.arena.capacity() + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Writes the counts as a sorted run and empties the counter.
+    fn spill(&mut self, dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
+        if self.table.is_empty() {
+            return Ok(None);
+        }
+        let arena = &self.arena;
+        // Sort on an 8-byte big-endian prefix first: most comparisons end
+        // there, without a memcmp (string sorting dominated spills without it).
+        let mut entries: Vec<(u64, &[u8], u64)> = self
+            .table
+            .iter()
+            .map(|s| {
+                let key = s.key(arena);
+                let mut head = [0u8; 8];
+                let n = key.len().min(8);
+                head[..n].copy_from_slice(&key[..n]);
+                (u64::from_be_bytes(head), key, s.count)
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let entries: Vec<(&[u8], u64)> = entries.into_iter().map(|(_, k, c)| (k, c)).collect();
+        let run = write_count_run(dir, prefix, &entries)?;
+        drop(entries);
+        self.table.clear();
+        self.arena.clear();
+        Ok(Some(run))
+    }
+}
+
+/// A worker's unigram and bigram counts.
 struct Maps {
-    uni: FxHashMap<Box<str>, u64>,
-    bi: FxHashMap<Box<str>, u64>,
-    bytes: usize,
+    uni: StrCounts,
+    bi: StrCounts,
+    key: Vec<u8>,
 }
 
 impl Maps {
-    fn add(map: &mut FxHashMap<Box<str>, u64>, key: &str, bytes: &mut usize) {
-        if let Some(c) = map.get_mut(key) {
-            *c += 1;
-        } else {
-            *bytes += key.len() + 48;
-            map.insert(key.into(), 1);
+    fn new() -> Maps {
+        Maps {
+            uni: StrCounts::new(),
+            bi: StrCounts::new(),
+            key: Vec::new(),
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.uni.bytes() + self.bi.bytes()
     }
 
     fn count_text(&mut self, text: &str) {
         let mut prev: Option<&str> = None;
-        let mut key = String::new();
-        let Maps { uni, bi, bytes } = self;
+        let Maps { uni, bi, key } = self;
         for_each_token(text, |tok| {
             if is_punctuation(tok) {
                 prev = None;
                 return;
             }
-            Maps::add(uni, tok, bytes);
+            uni.add(tok.as_bytes());
             if let Some(p) = prev {
                 key.clear();
-                key.push_str(p);
-                key.push(' ');
-                key.push_str(tok);
-                Maps::add(bi, &key, bytes);
+                key.extend_from_slice(p.as_bytes());
+                key.push(b' ');
+                key.extend_from_slice(tok.as_bytes());
+                bi.add(key);
             }
             prev = Some(tok);
         });
     }
 
     fn spill(&mut self, dir: &Path, runs: &Mutex<(Vec<PathBuf>, Vec<PathBuf>)>) -> Result<()> {
-        let to_records = |m: &mut FxHashMap<Box<str>, u64>| -> Vec<(Vec<u8>, Vec<u8>)> {
-            m.drain()
-                .map(|(k, v)| (k.into_boxed_bytes().into_vec(), u64_value(v)))
-                .collect()
-        };
-        let mut uni = to_records(&mut self.uni);
-        let mut bi = to_records(&mut self.bi);
-        self.bytes = 0;
-        let u = (!uni.is_empty())
-            .then(|| write_run(dir, "uni", &mut uni))
-            .transpose()?;
-        let b = (!bi.is_empty())
-            .then(|| write_run(dir, "bi", &mut bi))
-            .transpose()?;
+        if self.uni.is_empty() && self.bi.is_empty() {
+            return Ok(());
+        }
+        let u = self.uni.spill(dir, "uni")?;
+        let b = self.bi.spill(dir, "bi")?;
         let mut runs = runs.lock().expect("no panics hold this lock");
         runs.0.extend(u);
         runs.1.extend(b);
@@ -193,7 +301,7 @@ fn worker(
     pages: &AtomicU64,
     skipped: &AtomicU64,
 ) -> Result<()> {
-    let mut maps = Maps::default();
+    let mut maps = Maps::new();
     loop {
         let work = rx.lock().expect("no panics hold this lock").recv();
         let Ok(work) = work else { break };
@@ -205,7 +313,7 @@ fn worker(
                 count_pages(&xml, &mut maps, pages, skipped);
             }
         }
-        if maps.bytes > budget {
+        if maps.bytes() > budget {
             maps.spill(scratch, runs)?;
         }
     }
@@ -236,24 +344,22 @@ fn trim<T>(v: &mut Vec<T>, keep: usize, cmp: impl Fn(&T, &T) -> std::cmp::Orderi
 /// A cursor over the sorted unigram file, for merge joins.
 struct UnigramCursor {
     reader: RunReader,
-    current: Option<(Vec<u8>, u64)>,
+    live: bool,
 }
 
 impl UnigramCursor {
     fn open(path: &Path) -> Result<UnigramCursor> {
         let mut reader = RunReader::open(path)?;
-        let current = reader.next_record()?.map(|(k, v)| (k, value_u64(&v)));
-        Ok(UnigramCursor { reader, current })
+        let live = reader.advance()?;
+        Ok(UnigramCursor { reader, live })
     }
 
     /// The count of `word`; words must be asked for in ascending order.
     fn count_of(&mut self, word: &[u8]) -> Result<u64> {
-        while let Some((k, c)) = &self.current {
-            match k.as_slice().cmp(word) {
-                std::cmp::Ordering::Less => {
-                    self.current = self.reader.next_record()?.map(|(k, v)| (k, value_u64(&v)));
-                }
-                std::cmp::Ordering::Equal => return Ok(*c),
+        while self.live {
+            match self.reader.key.as_slice().cmp(word) {
+                std::cmp::Ordering::Less => self.live = self.reader.advance()?,
+                std::cmp::Ordering::Equal => return Ok(value_u64(&self.reader.value)),
                 std::cmp::Ordering::Greater => return Ok(0),
             }
         }
@@ -284,12 +390,12 @@ fn finalize(
             out.distinct_unigrams += 1;
             if c >= opts.min_count {
                 out.unigrams
-                    .push((String::from_utf8_lossy(&word).into_owned(), c));
+                    .push((String::from_utf8_lossy(word).into_owned(), c));
                 trim(&mut out.unigrams, opts.keep, by_count);
             }
             w.write_all(&(word.len() as u32).to_le_bytes())
                 .at(&uni_path)?;
-            w.write_all(&word).at(&uni_path)?;
+            w.write_all(word).at(&uni_path)?;
             w.write_all(&8u32.to_le_bytes()).at(&uni_path)?;
             w.write_all(&c.to_le_bytes()).at(&uni_path)?;
         }
@@ -332,7 +438,7 @@ fn finalize(
     let mut merge = Merge::new(&runs)?;
     let mut second = UnigramCursor::open(&uni_path)?;
     while let Some((b, value)) = merge.next_record()? {
-        let c_b = second.count_of(&b)?;
+        let c_b = second.count_of(b)?;
         let c_ab = value_u64(&value[..8]);
         let c_a = value_u64(&value[8..16]);
         if c_b == 0 {
@@ -342,7 +448,7 @@ fn finalize(
         if pmi >= opts.min_pmi {
             let a = String::from_utf8_lossy(&value[16..]);
             out.bigrams
-                .push((format!("{a} {}", String::from_utf8_lossy(&b)), pmi));
+                .push((format!("{a} {}", String::from_utf8_lossy(b)), pmi));
             trim(&mut out.bigrams, opts.keep, by_pmi);
         }
     }

@@ -5,8 +5,6 @@
 //! of `[u32 key length][key][u32 value length][value]`, little-endian; they are
 //! scratch files of one process and live in a directory the caller removes.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +35,23 @@ pub fn write_run(dir: &Path, prefix: &str, records: &mut [Record]) -> Result<Pat
     Ok(path)
 }
 
+/// Writes already sorted `(key, count)` entries as a new run file in `dir`.
+///
+/// # Errors
+/// [`wit_contract::Error::Io`] naming the run file.
+pub fn write_count_run(dir: &Path, prefix: &str, entries: &[(&[u8], u64)]) -> Result<PathBuf> {
+    let path = dir.join(format!(
+        "{prefix}-{:06}.run",
+        RUN_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path)?);
+    for (k, v) in entries {
+        write_record(&mut w, k, &v.to_le_bytes()).at(&path)?;
+    }
+    w.flush().at(&path)?;
+    Ok(path)
+}
+
 fn write_record(w: &mut impl Write, k: &[u8], v: &[u8]) -> std::io::Result<()> {
     w.write_all(&(k.len() as u32).to_le_bytes())?;
     w.write_all(k)?;
@@ -44,10 +59,14 @@ fn write_record(w: &mut impl Write, k: &[u8], v: &[u8]) -> std::io::Result<()> {
     w.write_all(v)
 }
 
-/// Reads one run file in order.
+/// Reads one run file in order, into buffers it reuses.
 pub struct RunReader {
     path: PathBuf,
     reader: BufReader<File>,
+    /// The current record's key (valid after [`RunReader::advance`] returned true).
+    pub key: Vec<u8>,
+    /// The current record's value.
+    pub value: Vec<u8>,
 }
 
 impl RunReader {
@@ -59,36 +78,39 @@ impl RunReader {
         Ok(RunReader {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 18, File::open(path).at(path)?),
+            key: Vec::new(),
+            value: Vec::new(),
         })
     }
 
-    /// The next record, or `None` at the end.
+    /// Reads the next record into `key` and `value`; false at the end.
     ///
     /// # Errors
     /// [`wit_contract::Error::Io`] if the file is short or unreadable.
-    pub fn next_record(&mut self) -> Result<Option<Record>> {
+    pub fn advance(&mut self) -> Result<bool> {
         let mut len = [0u8; 4];
         match self.reader.read_exact(&mut len) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(wit_contract::Error::io(&self.path, e)),
         }
-        let mut key = vec![0; u32::from_le_bytes(len) as usize];
-        self.reader.read_exact(&mut key).at(&self.path)?;
+        self.key.resize(u32::from_le_bytes(len) as usize, 0);
+        self.reader.read_exact(&mut self.key).at(&self.path)?;
         self.reader.read_exact(&mut len).at(&self.path)?;
-        let mut value = vec![0; u32::from_le_bytes(len) as usize];
-        self.reader.read_exact(&mut value).at(&self.path)?;
-        Ok(Some((key, value)))
+        self.value.resize(u32::from_le_bytes(len) as usize, 0);
+        self.reader.read_exact(&mut self.value).at(&self.path)?;
+        Ok(true)
     }
 }
 
-/// A record at the head of run `.1`, ordered by key, then run.
-type Head = Reverse<(Vec<u8>, usize, Vec<u8>)>;
-
-/// Merges sorted runs into one sorted stream (ties in run order).
+/// Merges sorted runs into one sorted stream (ties in run order), without
+/// allocating per record: a binary heap of run indices ordered by each run's
+/// current key.
 pub struct Merge {
     readers: Vec<RunReader>,
-    heap: BinaryHeap<Head>,
+    heap: Vec<usize>,
+    /// The run whose record was returned last; advanced on the next call.
+    last: Option<usize>,
 }
 
 impl Merge {
@@ -97,30 +119,83 @@ impl Merge {
     /// # Errors
     /// As [`RunReader`].
     pub fn new(runs: &[PathBuf]) -> Result<Merge> {
-        let mut readers = Vec::with_capacity(runs.len());
-        let mut heap = BinaryHeap::with_capacity(runs.len());
-        for (i, path) in runs.iter().enumerate() {
+        let mut m = Merge {
+            readers: Vec::with_capacity(runs.len()),
+            heap: Vec::with_capacity(runs.len()),
+            last: None,
+        };
+        for path in runs {
             let mut r = RunReader::open(path)?;
-            if let Some((k, v)) = r.next_record()? {
-                heap.push(Reverse((k, i, v)));
+            let i = m.readers.len();
+            let live = r.advance()?;
+            m.readers.push(r);
+            if live {
+                m.heap.push(i);
+                m.sift_up(m.heap.len() - 1);
             }
-            readers.push(r);
         }
-        Ok(Merge { readers, heap })
+        Ok(m)
     }
 
-    /// The next record in key order.
+    fn less(&self, a: usize, b: usize) -> bool {
+        let (ka, kb) = (&self.readers[a].key, &self.readers[b].key);
+        ka < kb || (ka == kb && a < b)
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.less(self.heap[i], self.heap[parent]) {
+                self.heap.swap(i, parent);
+                i = parent;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut best = i;
+            if l < self.heap.len() && self.less(self.heap[l], self.heap[best]) {
+                best = l;
+            }
+            if r < self.heap.len() && self.less(self.heap[r], self.heap[best]) {
+                best = r;
+            }
+            if best == i {
+                return;
+            }
+            self.heap.swap(i, best);
+            i = best;
+        }
+    }
+
+    /// Moves to the next record in key order; returns its key and value, or
+    /// `None` at the end.
     ///
     /// # Errors
-    /// As [`RunReader::next_record`].
-    pub fn next_record(&mut self) -> Result<Option<Record>> {
-        let Some(Reverse((k, i, v))) = self.heap.pop() else {
+    /// As [`RunReader::advance`].
+    pub fn next_record(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        if let Some(i) = self.last.take() {
+            // The top of the heap is still run i: advance it in place.
+            if self.readers[i].advance()? {
+                self.sift_down(0);
+            } else {
+                let end = self.heap.pop().expect("run i is in the heap");
+                if !self.heap.is_empty() {
+                    self.heap[0] = end;
+                    self.sift_down(0);
+                }
+            }
+        }
+        let Some(&top) = self.heap.first() else {
             return Ok(None);
         };
-        if let Some((nk, nv)) = self.readers[i].next_record()? {
-            self.heap.push(Reverse((nk, i, nv)));
-        }
-        Ok(Some((k, v)))
+        self.last = Some(top);
+        let r = &self.readers[top];
+        Ok(Some((&r.key, &r.value)))
     }
 }
 
@@ -139,7 +214,9 @@ pub fn value_u64(v: &[u8]) -> u64 {
 /// Merges runs of u64 counts, summing the counts of equal keys.
 pub struct SumMerge {
     merge: Merge,
-    pending: Option<Record>,
+    key: Vec<u8>,
+    pending_key: Vec<u8>,
+    pending: Option<u64>,
 }
 
 impl SumMerge {
@@ -149,28 +226,39 @@ impl SumMerge {
     /// As [`Merge::new`].
     pub fn new(runs: &[PathBuf]) -> Result<SumMerge> {
         let mut merge = Merge::new(runs)?;
-        let pending = merge.next_record()?;
-        Ok(SumMerge { merge, pending })
+        let mut pending_key = Vec::new();
+        let pending = merge.next_record()?.map(|(k, v)| {
+            pending_key.extend_from_slice(k);
+            value_u64(v)
+        });
+        Ok(SumMerge {
+            merge,
+            key: Vec::new(),
+            pending_key,
+            pending,
+        })
     }
 
-    /// The next key with its summed count.
+    /// The next key with its summed count; the key stays valid until the next call.
     ///
     /// # Errors
     /// As [`Merge::next_record`].
-    pub fn next_count(&mut self) -> Result<Option<(Vec<u8>, u64)>> {
-        let Some((key, v)) = self.pending.take() else {
+    pub fn next_count(&mut self) -> Result<Option<(&[u8], u64)>> {
+        let Some(mut sum) = self.pending.take() else {
             return Ok(None);
         };
-        let mut sum = value_u64(&v);
-        loop {
-            match self.merge.next_record()? {
-                Some((k, v)) if k == key => sum += value_u64(&v),
-                other => {
-                    self.pending = other;
-                    return Ok(Some((key, sum)));
-                }
+        std::mem::swap(&mut self.key, &mut self.pending_key);
+        while let Some((k, v)) = self.merge.next_record()? {
+            if k == self.key.as_slice() {
+                sum += value_u64(v);
+            } else {
+                self.pending_key.clear();
+                self.pending_key.extend_from_slice(k);
+                self.pending = Some(value_u64(v));
+                break;
             }
         }
+        Ok(Some((&self.key, sum)))
     }
 }
 
@@ -248,7 +336,7 @@ mod tests {
         let mut m = SumMerge::new(&runs).unwrap();
         let mut got = Vec::new();
         while let Some((k, n)) = m.next_count().unwrap() {
-            got.push((String::from_utf8(k).unwrap(), n));
+            got.push((String::from_utf8(k.to_vec()).unwrap(), n));
         }
         let mut want = std::collections::BTreeMap::<String, u64>::new();
         for (i, w) in words.iter().cycle().take(70).enumerate() {

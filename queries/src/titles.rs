@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
 use wit_contract::{Error, IoContext, Progress, Result};
 
 /// How page views become titles.
@@ -27,7 +26,7 @@ pub struct TitleOptions {
 /// Views summed per title.
 #[derive(Debug, Default)]
 pub struct TitleViews {
-    views: FxHashMap<String, u64>,
+    views: std::collections::HashMap<String, u64>,
     /// Lines read.
     pub lines: u64,
     /// Lines that are not `project title views bytes`.
