@@ -222,7 +222,7 @@ fn main() {
 
     for scale in scales {
         let corpus = dir.join("corpus.txt");
-        let bytes = base_mib * scale << 20;
+        let bytes = (base_mib * scale) << 20;
         let t = Instant::now();
         let words = generate(&corpus, bytes, 7);
         println!(
