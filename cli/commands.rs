@@ -92,7 +92,11 @@ fn report(stage: Stage, dataset: &Path, s: &Summary) {
 }
 
 fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> {
-    let opts = run_options(&args.run, progress)?;
+    let mut opts = run_options(&args.run, progress)?;
+    if args.corpus.iter().any(|c| c.as_os_str() == "-") {
+        // Stdin cannot be fingerprinted: always count it again.
+        opts.force = true;
+    }
     if args.run.parts.is_some() {
         bail!(BadUsage(
             "the queries stage is one part: --parts/--part do not apply".into()

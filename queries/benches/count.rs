@@ -95,6 +95,10 @@ fn peak_rss_mib() -> f64 {
 
 /// The child: counts one corpus and prints "seconds tokens peak_mib".
 fn child(corpus: &Path, scratch: &Path) {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(std::io::stderr)
+        .init();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let spec = BuildSpec {
         wordnet: None,

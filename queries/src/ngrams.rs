@@ -178,37 +178,60 @@ impl StrCounts {
         }
     }
 
-    fn add(&mut self, key: &[u8]) {
+    /// Counts `key`, unless that needs the table or the arena to grow past
+    /// `limit` bytes (counting the old and new allocations while they coexist);
+    /// then returns false and counts nothing.
+    fn add(&mut self, key: &[u8], limit: usize) -> bool {
         let hash = self.hasher.hash_one(key);
         let StrCounts { table, arena, .. } = self;
-        match table.find_mut(hash, |s| s.len as usize == key.len() && s.key(arena) == key) {
-            Some(slot) => slot.count += 1,
-            None => {
-                let mut slot = Slot {
-                    hash,
-                    count: 1,
-                    len: key.len() as u32,
-                    offset: 0,
-                    inline: [0; INLINE],
-                };
-                if key.len() <= INLINE {
-                    slot.inline[..key.len()].copy_from_slice(key);
-                } else {
-                    slot.offset = arena.len() as u32;
-                    arena.extend_from_slice(key);
-                }
-                table.insert_unique(hash, slot, |s| s.hash);
+        if let Some(slot) =
+            table.find_mut(hash, |s| s.len as usize == key.len() && s.key(arena) == key)
+        {
+            slot.count += 1;
+            return true;
+        }
+        let slot_bytes = std::mem::size_of::<Slot>() + 1;
+        let table_grows = table.len() == table.capacity();
+        let arena_grows = key.len() > INLINE && arena.len() + key.len() > arena.capacity();
+        if table_grows || arena_grows {
+            let table_now = table.capacity() * slot_bytes;
+            let table_peak = if table_grows {
+                3 * table_now.max(16 * slot_bytes)
+            } else {
+                table_now
+            };
+            let arena_peak = if arena_grows {
+                3 * arena.capacity().max(key.len() * 64)
+            } else {
+                arena.capacity()
+            };
+            if table_peak + arena_peak + (table.len() + 1) * 16 > limit && !table.is_empty() {
+                return false;
             }
         }
+        let mut slot = Slot {
+            hash,
+            count: 1,
+            len: key.len() as u32,
+            offset: 0,
+            inline: [0; INLINE],
+        };
+        if key.len() <= INLINE {
+            slot.inline[..key.len()].copy_from_slice(key);
+        } else {
+            slot.offset = arena.len() as u32;
+            arena.extend_from_slice(key);
+        }
+        table.insert_unique(hash, slot, |s| s.hash);
+        true
     }
 
-    /// Bytes held: the arena and the table's slots.
+    /// Bytes held: the arena, the table's slots (and control bytes), and the
+    /// 16 bytes per entry that sorting for a spill will take.
     fn bytes(&self) -> usize {
-        self.arena.capacity() + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.arena.capacity()
+            + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.table.len() * 16
     }
 
     /// Writes the counts as a sorted run and empties the counter.
@@ -217,9 +240,9 @@ impl StrCounts {
             return Ok(None);
         }
         let arena = &self.arena;
-        // Sort on an 8-byte big-endian prefix first: most comparisons end
-        // there, without a memcmp (string sorting dominated spills without it).
-        let mut entries: Vec<(u64, &[u8], u64)> = self
+        // Sort references to the slots (16 bytes an entry, with an 8-byte
+        // big-endian key prefix that settles most comparisons without a memcmp).
+        let mut entries: Vec<(u64, &Slot)> = self
             .table
             .iter()
             .map(|s| {
@@ -227,68 +250,101 @@ impl StrCounts {
                 let mut head = [0u8; 8];
                 let n = key.len().min(8);
                 head[..n].copy_from_slice(&key[..n]);
-                (u64::from_be_bytes(head), key, s.count)
+                (u64::from_be_bytes(head), s)
             })
             .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let entries: Vec<(&[u8], u64)> = entries.into_iter().map(|(_, k, c)| (k, c)).collect();
-        let run = write_count_run(dir, prefix, &entries)?;
+        entries.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.key(arena).cmp(b.1.key(arena)))
+        });
+        let run = write_count_run(
+            dir,
+            prefix,
+            entries.iter().map(|(_, s)| (s.key(arena), s.count)),
+        )?;
         drop(entries);
-        self.table.clear();
-        self.arena.clear();
+        // Free the memory, not just the entries: the budget counts capacity.
+        self.table = HashTable::new();
+        self.arena = Vec::new();
         Ok(Some(run))
     }
 }
 
-/// A worker's unigram and bigram counts.
-struct Maps {
+/// A worker's unigram and bigram counts, spilled to sorted runs whenever
+/// they would grow past the worker's memory budget.
+struct Maps<'a> {
     uni: StrCounts,
     bi: StrCounts,
     key: Vec<u8>,
+    budget: usize,
+    dir: &'a Path,
+    runs: (Vec<PathBuf>, Vec<PathBuf>),
 }
 
-impl Maps {
-    fn new() -> Maps {
+impl<'a> Maps<'a> {
+    fn new(budget: usize, dir: &'a Path) -> Maps<'a> {
         Maps {
             uni: StrCounts::new(),
             bi: StrCounts::new(),
             key: Vec::new(),
+            budget,
+            dir,
+            runs: (Vec::new(), Vec::new()),
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.uni.bytes() + self.bi.bytes()
-    }
-
-    fn count_text(&mut self, text: &str) {
+    fn count_text(&mut self, text: &str) -> Result<()> {
         let mut prev: Option<&str> = None;
-        let Maps { uni, bi, key } = self;
+        let mut failed = None;
         for_each_token(text, |tok| {
+            if failed.is_some() {
+                return;
+            }
             if is_punctuation(tok) {
                 prev = None;
                 return;
             }
-            uni.add(tok.as_bytes());
+            if let Err(e) = self.add_uni(tok.as_bytes()) {
+                failed = Some(e);
+                return;
+            }
             if let Some(p) = prev {
+                let mut key = std::mem::take(&mut self.key);
                 key.clear();
                 key.extend_from_slice(p.as_bytes());
                 key.push(b' ');
                 key.extend_from_slice(tok.as_bytes());
-                bi.add(key);
+                if let Err(e) = self.add_bi(&key) {
+                    failed = Some(e);
+                }
+                self.key = key;
             }
             prev = Some(tok);
         });
+        failed.map_or(Ok(()), Err)
     }
 
-    fn spill(&mut self, dir: &Path, runs: &Mutex<(Vec<PathBuf>, Vec<PathBuf>)>) -> Result<()> {
-        if self.uni.is_empty() && self.bi.is_empty() {
-            return Ok(());
+    fn add_uni(&mut self, key: &[u8]) -> Result<()> {
+        let limit = self.budget.saturating_sub(self.bi.bytes());
+        if !self.uni.add(key, limit) {
+            self.spill()?;
+            self.uni.add(key, usize::MAX);
         }
-        let u = self.uni.spill(dir, "uni")?;
-        let b = self.bi.spill(dir, "bi")?;
-        let mut runs = runs.lock().expect("no panics hold this lock");
-        runs.0.extend(u);
-        runs.1.extend(b);
+        Ok(())
+    }
+
+    fn add_bi(&mut self, key: &[u8]) -> Result<()> {
+        let limit = self.budget.saturating_sub(self.uni.bytes());
+        if !self.bi.add(key, limit) {
+            self.spill()?;
+            self.bi.add(key, usize::MAX);
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.runs.0.extend(self.uni.spill(self.dir, "uni")?);
+        self.runs.1.extend(self.bi.spill(self.dir, "bi")?);
         Ok(())
     }
 }
@@ -301,36 +357,46 @@ fn worker(
     pages: &AtomicU64,
     skipped: &AtomicU64,
 ) -> Result<()> {
-    let mut maps = Maps::new();
+    let mut maps = Maps::new(budget, scratch);
     loop {
         let work = rx.lock().expect("no panics hold this lock").recv();
         let Ok(work) = work else { break };
         match work {
-            Work::Text(text) => maps.count_text(&text),
-            Work::Xml(xml) => count_pages(&xml, &mut maps, pages, skipped),
+            Work::Text(text) => maps.count_text(&text)?,
+            Work::Xml(xml) => count_pages(&xml, &mut maps, pages, skipped)?,
             Work::Bz2(bytes) => {
                 let xml = wikipedia::decompress_bz2(&bytes)?;
-                count_pages(&xml, &mut maps, pages, skipped);
+                count_pages(&xml, &mut maps, pages, skipped)?;
             }
         }
-        if maps.bytes() > budget {
-            maps.spill(scratch, runs)?;
-        }
     }
-    maps.spill(scratch, runs)
+    maps.spill()?;
+    let mut shared = runs.lock().expect("no panics hold this lock");
+    shared.0.append(&mut maps.runs.0);
+    shared.1.append(&mut maps.runs.1);
+    Ok(())
 }
 
-fn count_pages(xml: &str, maps: &mut Maps, pages: &AtomicU64, skipped: &AtomicU64) {
+fn count_pages(
+    xml: &str,
+    maps: &mut Maps<'_>,
+    pages: &AtomicU64,
+    skipped: &AtomicU64,
+) -> Result<()> {
     let (mut n, mut s) = (0, 0);
+    let mut result = Ok(());
     wikipedia::for_each_article(xml, |text| match text {
         Some(t) => {
             n += 1;
-            maps.count_text(&t);
+            if result.is_ok() {
+                result = maps.count_text(&t);
+            }
         }
         None => s += 1,
     });
     pages.fetch_add(n, Ordering::Relaxed);
     skipped.fetch_add(s, Ordering::Relaxed);
+    result
 }
 
 /// Keeps the best `keep` items of `v` by `better` order (amortised).

@@ -39,7 +39,11 @@ pub fn write_run(dir: &Path, prefix: &str, records: &mut [Record]) -> Result<Pat
 ///
 /// # Errors
 /// [`wit_contract::Error::Io`] naming the run file.
-pub fn write_count_run(dir: &Path, prefix: &str, entries: &[(&[u8], u64)]) -> Result<PathBuf> {
+pub fn write_count_run<'a>(
+    dir: &Path,
+    prefix: &str,
+    entries: impl Iterator<Item = (&'a [u8], u64)>,
+) -> Result<PathBuf> {
     let path = dir.join(format!(
         "{prefix}-{:06}.run",
         RUN_SEQ.fetch_add(1, Ordering::Relaxed)
@@ -67,6 +71,9 @@ pub struct RunReader {
     pub key: Vec<u8>,
     /// The current record's value.
     pub value: Vec<u8>,
+    /// The first 8 bytes of `key`, big-endian, zero-padded: compares like the key
+    /// as far as it goes, so most merge comparisons need no memcmp.
+    head: u64,
 }
 
 impl RunReader {
@@ -80,6 +87,7 @@ impl RunReader {
             reader: BufReader::with_capacity(1 << 18, File::open(path).at(path)?),
             key: Vec::new(),
             value: Vec::new(),
+            head: 0,
         })
     }
 
@@ -99,6 +107,10 @@ impl RunReader {
         self.reader.read_exact(&mut len).at(&self.path)?;
         self.value.resize(u32::from_le_bytes(len) as usize, 0);
         self.reader.read_exact(&mut self.value).at(&self.path)?;
+        let mut head = [0u8; 8];
+        let n = self.key.len().min(8);
+        head[..n].copy_from_slice(&self.key[..n]);
+        self.head = u64::from_be_bytes(head);
         Ok(true)
     }
 }
@@ -138,8 +150,12 @@ impl Merge {
     }
 
     fn less(&self, a: usize, b: usize) -> bool {
-        let (ka, kb) = (&self.readers[a].key, &self.readers[b].key);
-        ka < kb || (ka == kb && a < b)
+        let (ra, rb) = (&self.readers[a], &self.readers[b]);
+        ra.head
+            .cmp(&rb.head)
+            .then_with(|| ra.key.cmp(&rb.key))
+            .then(a.cmp(&b))
+            .is_lt()
     }
 
     fn sift_up(&mut self, mut i: usize) {
