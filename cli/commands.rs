@@ -132,12 +132,16 @@ fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> 
     };
     let dataset = Dataset::new(&args.dataset.dataset);
     let stage = wit_queries::stage_spec(&dataset, spec.inputs(), spec.params());
-    if !opts.force && wit_contract::stage_complete(&stage) {
-        tracing::info!(
-            "{}: already complete with these inputs and parameters",
-            stage.dir.display()
-        );
-        return Ok(());
+    if !opts.force {
+        if wit_contract::stage_complete(&stage) {
+            tracing::info!(
+                "{}: already complete with these inputs and parameters",
+                stage.dir.display()
+            );
+            return Ok(());
+        }
+        // Refuse other parameters before counting for hours, not after.
+        wit_contract::check_params(&stage)?;
     }
     let (queries, counts) = wit_queries::build(&spec, &stage.dir, progress)?;
     let summary = wit_queries::write_stage(&stage, &queries, &counts, &opts)?;

@@ -54,6 +54,8 @@ pub fn extra_args(cli: &Command, matches: &ArgMatches, path: &Path) -> Result<Ve
             .and_then(toml::Value::as_table);
         names.push(sub);
     }
+    // Top-level keys first, then the command's own table, which wins for the
+    // same flag (keyed by argument id, so `jobs` and `[match] jobs` give one flag).
     let top = table
         .iter()
         .filter(|(k, v)| !v.is_table() && has_flag(leaf, k));
@@ -61,18 +63,28 @@ pub fn extra_args(cli: &Command, matches: &ArgMatches, path: &Path) -> Result<Ve
         .filter(|_| !names.is_empty())
         .into_iter()
         .flat_map(|t| t.iter().filter(|(_, v)| !v.is_table()));
-
-    let mut extra = Vec::new();
+    let mut chosen: Vec<(&clap::Arg, &String, &toml::Value)> = Vec::new();
     for (key, value) in top.chain(own) {
         let arg = leaf
             .get_arguments()
             .find(|a| flag_is(a, key))
             .expect("validated above");
-        if matches!(
-            leaf_m.value_source(arg.get_id().as_str()),
+        chosen.retain(|(a, _, _)| a.get_id() != arg.get_id());
+        chosen.push((arg, key, value));
+    }
+
+    let given = |a: &clap::Arg| {
+        matches!(
+            leaf_m.value_source(a.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
-            continue; // flags and environment variables win
+        )
+    };
+    let mut extra = Vec::new();
+    for (arg, key, value) in chosen {
+        // Flags and environment variables win, over the same argument and over
+        // arguments it conflicts with (`verbose = 1` in the file, `-q` given).
+        if given(arg) || leaf.get_arg_conflicts_with(arg).into_iter().any(given) {
+            continue;
         }
         let long = arg.get_long().expect("flag_is only accepts long flags");
         let wrong = |what: &str| bad(format!("`{key}` takes {what}, not {value}"));

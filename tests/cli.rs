@@ -170,6 +170,20 @@ fn config_file_sets_flags_and_flags_win() {
     ok(&o);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "[1]\n");
 
+    // The command's table wins over a top-level key for the same flag, and a
+    // config key yields to a conflicting flag given on the command line.
+    std::fs::write(
+        &config,
+        format!(
+            "jobs = 2\nverbose = 1\n[match]\njobs = 1\nqueries = {:?}\n",
+            q.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = match_stdin(&["--config", c, "-q", "match", "--stdin"], "dog\n");
+    ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[0]\n");
+
     // Typos are errors naming the file and the key.
     std::fs::write(&config, "[match]\nlowercas = true\n").unwrap();
     let o = match_stdin(&["--config", c, "match", "--stdin"], "");

@@ -29,4 +29,6 @@ pub use error::{Error, IoContext, Result};
 pub use layout::{Dataset, Stage};
 pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
-pub use runner::{PartContext, RunOptions, Share, StageSpec, Summary, run_stage, stage_complete};
+pub use runner::{
+    PartContext, RunOptions, Share, StageSpec, Summary, check_params, run_stage, stage_complete,
+};

@@ -29,9 +29,9 @@ pub fn parse_query_list(bytes: &[u8]) -> std::result::Result<Vec<String>, String
         let mut queries = Vec::with_capacity(values.len());
         for (i, v) in values.into_iter().enumerate() {
             match v {
-                serde_json::Value::String(s) if !s.is_empty() => queries.push(s),
+                serde_json::Value::String(s) if !s.trim().is_empty() => queries.push(s),
                 serde_json::Value::String(_) => {
-                    return Err(format!("entry {i} is an empty string"));
+                    return Err(format!("entry {i} is empty or only whitespace"));
                 }
                 other => return Err(format!("entry {i} is not a string: {other}")),
             }

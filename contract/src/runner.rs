@@ -107,6 +107,7 @@ pub struct Summary {
 pub struct PartContext<'a> {
     dir: &'a Path,
     part: u32,
+    nonce: String,
     outputs: Vec<(PathBuf, String)>,
 }
 
@@ -260,6 +261,27 @@ pub fn stage_complete(spec: &StageSpec) -> bool {
         .is_some_and(|m| m.params_hash == hash)
 }
 
+/// A string unique to this process and moment, for temporary file names.
+pub(crate) fn nonce() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// Checks, before any work, that the stage directory holds no parts or
+/// manifest made with other parameters. Stages whose expensive work happens
+/// before [`run_stage`] call it first; [`run_stage`] checks it again.
+///
+/// # Errors
+/// [`Error::Conflict`] naming the directory; [`Error::Io`] if it cannot be read.
+pub fn check_params(spec: &StageSpec) -> Result<()> {
+    if !spec.dir.is_dir() {
+        return Ok(());
+    }
+    check_no_foreign_parts(spec, &params_hash(&spec.params, spec.parts))
+}
+
 /// Refuses a directory holding parts or a manifest made with other parameters.
 fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
     let manifest = spec.dir.join(MANIFEST_NAME);
@@ -338,9 +360,12 @@ where
     let started_at = SystemTime::now();
     let clock = Instant::now();
     remove_tmp_files(&spec.dir, &part_tmp_prefix(part))?;
+    // Temporary names are unique to this attempt, so that two processes that
+    // run the same part by mistake never commit each other's half-written files.
     let mut ctx = PartContext {
         dir: &spec.dir,
         part,
+        nonce: nonce(),
         outputs: Vec::new(),
     };
     let counts = match work(&mut ctx) {
@@ -353,6 +378,10 @@ where
     };
     let mut files = Vec::with_capacity(ctx.outputs.len());
     for (tmp, name) in &ctx.outputs {
+        // On disk before the sidecar can say the part is complete.
+        std::fs::File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .at(tmp)?;
         let dest = spec.dir.join(name);
         std::fs::rename(tmp, &dest).at(&dest)?;
         files.push(name.clone());
@@ -368,7 +397,9 @@ where
     };
     let name = part_stats_name(part);
     let final_path = spec.dir.join(&name);
-    let tmp = spec.dir.join(format!("{}{name}", part_tmp_prefix(part)));
+    let tmp = spec
+        .dir
+        .join(format!("{}{}-{name}", part_tmp_prefix(part), ctx.nonce));
     std::fs::write(&tmp, to_json_bytes(&stats, &final_path)?).at(&tmp)?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())

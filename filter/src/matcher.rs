@@ -65,10 +65,12 @@ impl QueryMatcher {
     /// # Errors
     /// [`Error::Usage`] if the automaton cannot be built (too many states for its id type).
     pub fn new(queries: &[String], case: Case) -> Result<QueryMatcher> {
+        // Queries fold exactly as texts do, character by character
+        // (`str::to_lowercase` would turn a final Σ into ς, `char`'s into σ).
         let patterns = queries.iter().map(|q| {
-            let q = match case {
+            let q: String = match case {
                 Case::Sensitive => q.clone(),
-                Case::Fold => q.to_lowercase(),
+                Case::Fold => q.chars().flat_map(char::to_lowercase).collect(),
             };
             format!(" {q} ")
         });
@@ -171,6 +173,12 @@ mod tests {
             case: Case::Fold,
             text: "THE Dog",
             want: &[0, 1, 2],
+        },
+        T {
+            queries: &["ΟΔΟΣ"],
+            case: Case::Fold,
+            text: "μια ΟΔΟΣ εδώ",
+            want: &[0],
         },
         T {
             queries: &["Über"],

@@ -265,13 +265,13 @@ pub fn build(
         remove_stale_scratch(scratch_parent)?;
         let scratch = scratch_parent.join(format!(".tmp-count-{}", std::process::id()));
         std::fs::create_dir_all(&scratch).at(&scratch)?;
-        let result = ngrams::count(&spec.ngrams, &scratch, progress, |tx| {
+        let result = ngrams::count(&spec.ngrams, &scratch, progress, |feed| {
             for dump in &spec.wikipedia {
-                wikipedia::feed_dump(dump, tx, progress)?;
+                wikipedia::feed_dump(dump, feed, progress)?;
                 progress.finish();
             }
             for file in &spec.corpus {
-                wikipedia::feed_corpus(file, tx, progress)?;
+                wikipedia::feed_corpus(file, feed, progress)?;
                 progress.finish();
             }
             Ok(())

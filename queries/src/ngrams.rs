@@ -22,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use std::hash::BuildHasher;
@@ -42,6 +42,20 @@ pub enum Work {
     Xml(String),
     /// Whole bzip2 streams of MediaWiki XML (a multistream dump's chunk).
     Bz2(Vec<u8>),
+}
+
+/// Where the readers send work. Sending stops (returns false) once a worker
+/// has failed, so that a reader never blocks on workers that are gone.
+pub struct Feed<'a> {
+    tx: SyncSender<Work>,
+    failed: &'a AtomicBool,
+}
+
+impl Feed<'_> {
+    /// Hands `work` to a worker; false if counting has failed and the reader should stop.
+    pub fn send(&self, work: Work) -> bool {
+        !self.failed.load(Ordering::Relaxed) && self.tx.send(work).is_ok()
+    }
 }
 
 /// Thresholds and resources of counting.
@@ -92,7 +106,7 @@ pub fn count(
     opts: &NgramOptions,
     scratch: &Path,
     progress: &dyn Progress,
-    feed: impl FnOnce(&SyncSender<Work>) -> Result<()>,
+    feed: impl FnOnce(&Feed<'_>) -> Result<()>,
 ) -> Result<NgramCounts> {
     let started = std::time::Instant::now();
     let threads = opts.threads.max(1);
@@ -102,22 +116,36 @@ pub fn count(
     let pages = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
     let budget = (opts.memory / threads).max(1 << 10);
+    let failed = AtomicBool::new(false);
     let (feed_result, worker_results) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
-            .map(|_| s.spawn(|| worker(&rx, scratch, budget, &runs, &pages, &skipped)))
+            .map(|_| {
+                s.spawn(|| {
+                    let result = worker(&rx, scratch, budget, &runs, &pages, &skipped);
+                    if result.is_err() {
+                        // Stop the readers, and keep the channel drained until they have.
+                        failed.store(true, Ordering::Relaxed);
+                        while rx.lock().expect("no panics hold this lock").recv().is_ok() {}
+                    }
+                    result
+                })
+            })
             .collect();
-        let fed = feed(&tx);
-        drop(tx);
+        let fed = feed(&Feed {
+            tx,
+            failed: &failed,
+        });
         let results: Vec<Result<()>> = workers
             .into_iter()
             .map(|w| w.join().expect("counting workers do not panic"))
             .collect();
         (fed, results)
     });
-    feed_result?;
+    // A worker's error explains a reader's stop: report it first.
     for r in worker_results {
         r?;
     }
+    feed_result?;
     let (uni_runs, bi_runs) = runs.into_inner().expect("workers joined");
     tracing::debug!(
         "counting took {:.1}s, {} unigram and {} bigram runs spilled",
@@ -205,7 +233,10 @@ impl StrCounts {
             } else {
                 arena.capacity()
             };
-            if table_peak + arena_peak + (table.len() + 1) * 16 > limit && !table.is_empty() {
+            let offsets_full = arena.len() + key.len() > u32::MAX as usize;
+            if (offsets_full || table_peak + arena_peak + (table.len() + 1) * 16 > limit)
+                && !table.is_empty()
+            {
                 return false;
             }
         }
@@ -230,7 +261,7 @@ impl StrCounts {
     /// 16 bytes per entry that sorting for a spill will take.
     fn bytes(&self) -> usize {
         self.arena.capacity()
-            + self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.table.capacity() * 8 / 7 * (std::mem::size_of::<Slot>() + 1)
             + self.table.len() * 16
     }
 
@@ -293,7 +324,16 @@ impl<'a> Maps<'a> {
         }
     }
 
+    /// Counts the tokens of `text`; bigrams do not cross line breaks (lines are
+    /// documents or paragraphs), so the result does not depend on how text is cut into work.
     fn count_text(&mut self, text: &str) -> Result<()> {
+        for line in text.split('\n') {
+            self.count_line(line)?;
+        }
+        Ok(())
+    }
+
+    fn count_line(&mut self, text: &str) -> Result<()> {
         let mut prev: Option<&str> = None;
         let mut failed = None;
         for_each_token(text, |tok| {
@@ -542,9 +582,9 @@ mod tests {
 
     fn run(texts: &[&str], o: &NgramOptions) -> NgramCounts {
         let dir = tempfile::tempdir().unwrap();
-        count(o, dir.path(), &NoProgress, |tx| {
+        count(o, dir.path(), &NoProgress, |feed| {
             for t in texts {
-                tx.send(Work::Text(t.to_string())).unwrap();
+                assert!(feed.send(Work::Text(t.to_string())));
             }
             Ok(())
         })

@@ -97,10 +97,23 @@ impl RunReader {
     /// [`wit_contract::Error::Io`] if the file is short or unreadable.
     pub fn advance(&mut self) -> Result<bool> {
         let mut len = [0u8; 4];
-        match self.reader.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(wit_contract::Error::io(&self.path, e)),
+        // A clean end is an end before a record's first byte; any other short
+        // read is a damaged run, an error rather than silently fewer records.
+        let mut got = 0;
+        while got < 4 {
+            match self.reader.read(&mut len[got..]).at(&self.path)? {
+                0 if got == 0 => return Ok(false),
+                0 => {
+                    return Err(wit_contract::Error::io(
+                        &self.path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "run file ends inside a record",
+                        ),
+                    ));
+                }
+                n => got += n,
+            }
         }
         self.key.resize(u32::from_le_bytes(len) as usize, 0);
         self.reader.read_exact(&mut self.key).at(&self.path)?;
@@ -306,7 +319,8 @@ impl Sorter {
     /// # Errors
     /// As [`write_run`].
     pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.bytes += key.len() + value.len() + 64;
+        // Two small allocations and their headers, the tuple, and the vector's slack.
+        self.bytes += key.len() + value.len() + 112;
         self.records.push((key, value));
         if self.bytes > self.budget {
             self.spill()?;

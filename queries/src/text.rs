@@ -88,7 +88,10 @@ pub fn xml_unescape(s: &str) -> std::borrow::Cow<'_, str> {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let end = rest[..rest.len().min(12)].find(';');
+        // Search bytes: `;` is ASCII, so its position is a character boundary.
+        let end = rest.as_bytes()[..rest.len().min(12)]
+            .iter()
+            .position(|&b| b == b';');
         let decoded = end.and_then(|e| decode_entity(&rest[1..e]).map(|c| (c, e)));
         match decoded {
             Some((c, e)) => {
@@ -244,7 +247,14 @@ fn skip_nested(s: &str, open: char, close: char) -> usize {
 
 /// Skips the HTML tag at the start of `s` (and, for non-prose tags, its content).
 fn skip_tag(s: &str, out: &mut String) -> usize {
-    let Some(end) = s.find('>') else {
+    // A tag is `<`, an optional `/`, a letter, and its `>` on the same line
+    // within 512 bytes; anything else (`x < y`) is text.
+    let window = &s.as_bytes()[..s.len().min(512)];
+    let end = window.iter().position(|&b| b == b'>' || b == b'\n');
+    let starts_like_tag = s[1..]
+        .trim_start_matches('/')
+        .starts_with(|c: char| c.is_ascii_alphabetic());
+    let Some(end) = end.filter(|&e| window[e] == b'>' && starts_like_tag) else {
         out.push('<');
         return 1;
     };
@@ -255,20 +265,31 @@ fn skip_tag(s: &str, out: &mut String) -> usize {
         .take_while(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
         .to_ascii_lowercase();
-    if name.is_empty() {
-        out.push('<');
-        return 1;
-    }
     if !tag.starts_with('/') && !tag.ends_with('/') && DROPPED_TAGS.contains(&name.as_str()) {
-        let close = format!("</{name}");
-        let lower = s.to_ascii_lowercase();
-        return match lower[end..].find(&close) {
-            Some(c) => end + c + s[end + c..].find('>').map_or(s.len() - end - c, |g| g + 1),
+        return match find_close_tag(&s[end..], &name) {
+            Some(c) => end + c,
             None => end + 1,
         };
     }
     out.push(' ');
     end + 1
+}
+
+/// The offset just past `</name ...>` in `s`, matching the name without regard to case.
+fn find_close_tag(s: &str, name: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&b[from..], b"</") {
+        let at = from + i + 2;
+        if b.len() >= at + name.len()
+            && b[at..at + name.len()].eq_ignore_ascii_case(name.as_bytes())
+        {
+            let gt = b[at..].iter().position(|&c| c == b'>')?;
+            return Some(at + gt + 1);
+        }
+        from = at;
+    }
+    None
 }
 
 /// Line-level markup: headings, list markers, leftover table rows.
@@ -311,6 +332,16 @@ mod tests {
         );
         assert_eq!(tokens(""), Vec::<&str>::new());
         assert!(is_punctuation("...") && is_punctuation("“") && !is_punctuation("a."));
+    }
+
+    #[test]
+    fn entities_before_non_ascii_text_do_not_split_characters() {
+        assert_eq!(xml_unescape("&lt;ref&gt;Смит"), "<ref>Смит");
+        assert_eq!(xml_unescape("&Смит;"), "&Смит;");
+        assert_eq!(
+            wikitext_to_text("a < b and c > d <REF>x</Ref> e"),
+            "a < b and c > d  e\n"
+        );
     }
 
     #[test]

@@ -11,11 +11,10 @@
 
 use std::io::{BufRead, Read};
 use std::path::Path;
-use std::sync::mpsc::SyncSender;
 
 use wit_contract::{Error, IoContext, Progress, Result};
 
-use crate::ngrams::Work;
+use crate::ngrams::{Feed, Work};
 use crate::text::{wikitext_to_text, xml_unescape};
 
 /// Compressed bytes per chunk handed to a worker.
@@ -37,7 +36,11 @@ pub fn for_each_article(xml: &str, mut f: impl FnMut(Option<String>)) {
         rest = &rest[start + len + 7..];
         let article = page.contains("<ns>0</ns>") && !page.contains("<redirect");
         match (article, text_of(page)) {
-            (true, Some(raw)) => f(Some(wikitext_to_text(&xml_unescape(raw)))),
+            // The XML escapes the wikitext, whose own HTML entities (`&nbsp;`,
+            // stored as `&amp;nbsp;`) are decoded in the resulting text.
+            (true, Some(raw)) => f(Some(
+                xml_unescape(&wikitext_to_text(&xml_unescape(raw))).into_owned(),
+            )),
             _ => f(None),
         }
     }
@@ -78,13 +81,13 @@ fn stream_starts(buf: &[u8], from: usize) -> impl Iterator<Item = usize> + '_ {
 ///
 /// # Errors
 /// [`Error::BadInput`] naming the dump if it cannot be read or decompressed.
-pub fn feed_dump(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) -> Result<()> {
+pub fn feed_dump(path: &Path, feed: &Feed<'_>, progress: &dyn Progress) -> Result<()> {
     let size = std::fs::metadata(path).at(path)?.len();
     progress.start(&format!("reading {}", path.display()), size, 0);
     let mut file = std::fs::File::open(path).at(path)?;
     let is_bz2 = path.extension().is_some_and(|e| e == "bz2");
     if !is_bz2 {
-        return feed_xml(file, path, tx, progress, 0);
+        return feed_xml(file, path, feed, progress, 0);
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
@@ -114,10 +117,10 @@ pub fn feed_dump(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) ->
         match stream_starts(&buf, 1).last() {
             Some(cut) if cut >= CHUNK / 2 || (eof && cut > 0) => {
                 let rest = buf.split_off(cut);
-                send(tx, Work::Bz2(std::mem::replace(&mut buf, rest)))?;
+                send(feed, Work::Bz2(std::mem::replace(&mut buf, rest)))?;
             }
             _ if eof => {
-                send(tx, Work::Bz2(std::mem::take(&mut buf)))?;
+                send(feed, Work::Bz2(std::mem::take(&mut buf)))?;
                 break;
             }
             None if buf.len() >= SINGLE_STREAM_AFTER => {
@@ -129,7 +132,7 @@ pub fn feed_dump(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) ->
                 let held = std::mem::take(&mut buf);
                 let reader =
                     bzip2::read::MultiBzDecoder::new(std::io::Cursor::new(held).chain(file));
-                return feed_xml(reader, path, tx, progress, u64::MAX);
+                return feed_xml(reader, path, feed, progress, u64::MAX);
             }
             _ => {}
         }
@@ -141,7 +144,7 @@ pub fn feed_dump(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) ->
 fn feed_xml(
     mut reader: impl Read,
     path: &Path,
-    tx: &SyncSender<Work>,
+    feed: &Feed<'_>,
     progress: &dyn Progress,
     count_bytes_below: u64,
 ) -> Result<()> {
@@ -156,7 +159,7 @@ fn feed_xml(
         }
         if n == 0 {
             if !buf.is_empty() {
-                send(tx, Work::Xml(String::from_utf8_lossy(&buf).into_owned()))?;
+                send(feed, Work::Xml(String::from_utf8_lossy(&buf).into_owned()))?;
             }
             return Ok(());
         }
@@ -166,7 +169,10 @@ fn feed_xml(
         {
             let rest = buf.split_off(end + 7);
             let whole = std::mem::replace(&mut buf, rest);
-            send(tx, Work::Xml(String::from_utf8_lossy(&whole).into_owned()))?;
+            send(
+                feed,
+                Work::Xml(String::from_utf8_lossy(&whole).into_owned()),
+            )?;
         }
     }
 }
@@ -175,7 +181,7 @@ fn feed_xml(
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn feed_corpus(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) -> Result<()> {
+pub fn feed_corpus(path: &Path, feed: &Feed<'_>, progress: &dyn Progress) -> Result<()> {
     let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -194,7 +200,7 @@ pub fn feed_corpus(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) 
                 progress.advance(buf.len() as u64);
                 let text = String::from_utf8_lossy(&buf).into_owned();
                 buf.clear();
-                send(tx, Work::Text(text))?;
+                send(feed, Work::Text(text))?;
             }
             if n == 0 {
                 return Ok(());
@@ -203,10 +209,16 @@ pub fn feed_corpus(path: &Path, tx: &SyncSender<Work>, progress: &dyn Progress) 
     }
 }
 
-fn send(tx: &SyncSender<Work>, work: Work) -> Result<()> {
-    // The workers only hang up after failing; their error is reported instead.
-    let _ = tx.send(work);
-    Ok(())
+/// Sends work; an error tells the reader to stop because counting failed (the
+/// worker's own error is what gets reported).
+fn send(feed: &Feed<'_>, work: Work) -> Result<()> {
+    if feed.send(work) {
+        Ok(())
+    } else {
+        Err(Error::Usage(
+            "counting stopped after a worker failed".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
