@@ -13,7 +13,8 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    Cli, Command, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, RunArgs,
+    Cli, Command, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs,
+    RunArgs,
 };
 use crate::ui::Reporter;
 
@@ -24,7 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Queries(QueriesCommand::Import(args)) => queries_import(args, &progress),
         Command::Queries(QueriesCommand::Build(args)) => queries_build(*args, &progress),
         Command::Crawl(_) => not_built("crawl", 4, "crawler"),
-        Command::Extract(_) => not_built("extract", 4, "crawler"),
+        Command::Extract(args) => extract(args, &progress),
         Command::Match(args) => match_(args, &progress),
         Command::Balance(_) => not_built("balance", 5, "filter"),
         Command::Download(_) => not_built("download", 6, "download and shards"),
@@ -35,7 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit match`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit extract`, `wit match`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -164,6 +165,14 @@ fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()
     );
     let summary = wit_queries::write_stage(&stage, &queries, &wit_contract::Counts::new(), &opts)?;
     report(Stage::Queries, dataset.root(), &summary);
+    Ok(())
+}
+
+fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
+    let opts = run_options(&args.run, progress)?;
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let summary = wit_crawler::run_extract(&dataset, &args.archives, &opts)?;
+    report(Stage::Candidates, dataset.root(), &summary);
     Ok(())
 }
 

@@ -5,5 +5,6 @@ mod util;
 
 mod cli;
 mod compat;
+mod extract;
 mod queries;
 mod resume;

@@ -152,3 +152,48 @@ pub fn manifest(dataset: &Path, stage: &str) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// A Python interpreter in a venv with `packages`, or `None` (with a message) if
+/// one cannot be made here.
+pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let venv = home.join(".cache/wit/python-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("SKIP: cannot create a Python venv at {}", venv.display());
+            return None;
+        }
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new(&python)
+                .args(["-c", &format!("import {p}")])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        let installed = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing)
+            .status();
+        if !installed.is_ok_and(|s| s.success()) {
+            eprintln!("SKIP: pip could not install {missing:?} (no registry access?)");
+            return None;
+        }
+    }
+    Some(python)
+}

@@ -1,8 +1,17 @@
 //! The `crawler` stage: web pages and web archives in, image-text candidates out.
 //!
-//! It will crawl pages from seed URLs (tokio, reqwest, scraper) and read
-//! Common Crawl WARC/WAT archives, extract (image URL, text) candidates from
-//! `<img>` alt and title attributes and figure captions, and write them as
-//! `DATASET/candidates/part-NNNNN.parquet` ([`wit_contract::schema::candidates`]).
-//! Nothing is implemented yet; `wit crawl` and `wit extract` say so.
+//! # Brief overview
+//! - [`html::extract`]: the one extractor, from an HTML page to candidates
+//!   (`<img>` alt and title, figure captions), with [`html::decode_html`] for
+//!   legacy charsets.
+//! - [`warc`]: WARC/WAT reading, gzip member by member, damage counted and skipped.
+//! - [`run_extract`]: `wit extract`, one `candidates/` part per archive file.
+//!
+//! Crawling live pages (`wit crawl`) is the subject of a later change.
 #![deny(missing_docs)]
+
+mod extract;
+pub mod html;
+pub mod warc;
+
+pub use extract::{extract_archive, run_extract};

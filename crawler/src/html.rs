@@ -1,0 +1,387 @@
+//! From an HTML page to image-text candidates: one extractor for crawled pages
+//! and archived ones.
+//!
+//! Each `<img>` gives its URL (`src`, else `data-src`/`data-lazy-src`, else the
+//! first `srcset` entry; resolved against `<base href>` and the page URL; http
+//! and https only) paired with each of its texts: `alt`, `title`, and the
+//! `<figcaption>` of the `<figure>` it sits in. Images declared smaller than
+//! 10 pixels on a side (tracking pixels) are skipped; texts are cleaned
+//! (whitespace collapsed, trailing pilcrows removed) and boilerplate is
+//! dropped: empty texts, file names and URLs, and single words such as
+//! "image", "logo" or "next" that describe nothing. Pairs repeated on a page
+//! are kept once.
+
+use std::collections::HashSet;
+
+use encoding_rs::Encoding;
+use scraper::{ElementRef, Html, Selector};
+use url::Url;
+use wit_contract::records::Candidate;
+
+/// Decodes an HTML body: the byte-order mark, else the charset of the HTTP
+/// `Content-Type`, else a `<meta>` charset in the first 1024 bytes, else a
+/// statistical guess (chardetng). Returns the text and the encoding's name.
+pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    let declared = Encoding::for_bom(body)
+        .map(|(e, _)| e)
+        .or_else(|| {
+            content_type
+                .and_then(charset_param)
+                .and_then(|l| Encoding::for_label(l.as_bytes()))
+        })
+        .or_else(|| meta_charset(body).and_then(|l| Encoding::for_label(l.as_bytes())));
+    let encoding = declared.unwrap_or_else(|| {
+        let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+        detector.feed(body, true);
+        detector.guess(None, chardetng::Utf8Detection::Allow)
+    });
+    // A page that declares UTF-16 in a meta tag is in fact ASCII-compatible (HTML spec).
+    let encoding = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
+        if Encoding::for_bom(body).is_some() {
+            encoding
+        } else {
+            encoding_rs::UTF_8
+        }
+    } else {
+        encoding
+    };
+    let (text, _, _) = encoding.decode(body);
+    (text.into_owned(), encoding.name())
+}
+
+fn charset_param(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+fn meta_charset(body: &[u8]) -> Option<String> {
+    let head = &body[..body.len().min(1024)];
+    let lower: Vec<u8> = head.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&lower[from..], b"<meta") {
+        let start = from + i;
+        let end = lower[start..]
+            .iter()
+            .position(|&b| b == b'>')
+            .map_or(lower.len(), |e| start + e);
+        let tag = &lower[start..end];
+        if let Some(c) = memchr::memmem::find(tag, b"charset=") {
+            let v = &tag[c + 8..];
+            let v: Vec<u8> = v
+                .iter()
+                .copied()
+                .skip_while(|&b| b == b'"' || b == b'\'' || b == b' ')
+                .take_while(|&b| !matches!(b, b'"' | b'\'' | b' ' | b';' | b'/' | b'>'))
+                .collect();
+            if !v.is_empty() {
+                return Some(String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        from = end;
+    }
+    None
+}
+
+/// What a page gave.
+#[derive(Debug, Clone, Default)]
+pub struct PageCandidates {
+    /// The candidates, in document order.
+    pub candidates: Vec<Candidate>,
+    /// `<img>` elements seen.
+    pub images: u64,
+    /// Images skipped: no usable URL.
+    pub no_url: u64,
+    /// Images skipped: declared tiny.
+    pub tiny: u64,
+    /// Texts dropped as boilerplate or empty.
+    pub boilerplate: u64,
+    /// Pairs dropped as repeats on the page.
+    pub repeats: u64,
+}
+
+/// Single words that describe no image.
+const BOILERPLATE: &[&str] = &[
+    "image",
+    "img",
+    "photo",
+    "picture",
+    "pic",
+    "icon",
+    "logo",
+    "spacer",
+    "banner",
+    "blank",
+    "thumbnail",
+    "thumb",
+    "placeholder",
+    "loading",
+    "avatar",
+    "home",
+    "next",
+    "previous",
+    "prev",
+    "back",
+    "menu",
+    "search",
+    "close",
+    "more",
+    "share",
+    "print",
+    "top",
+    "up",
+    "down",
+    "left",
+    "right",
+    "arrow",
+    "button",
+    "click",
+    "here",
+    "link",
+    "rss",
+    "feed",
+    "facebook",
+    "twitter",
+    "email",
+    "untitled",
+    "null",
+    "undefined",
+    "none",
+    "alt",
+];
+
+const IMAGE_EXTENSIONS: &[&str] = &[
+    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".svg", ".tif", ".tiff", ".ico", ".avif",
+];
+
+/// Cleans a text; `None` if it is boilerplate.
+pub fn clean_text(raw: &str) -> Option<String> {
+    let text: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text
+        .trim_end_matches(|c: char| c == '¶' || c.is_whitespace())
+        .to_string();
+    if text.is_empty() {
+        return None;
+    }
+    let lower = text.to_lowercase();
+    if BOILERPLATE.contains(&lower.trim_matches(|c: char| !c.is_alphanumeric())) {
+        return None;
+    }
+    let looks_like_file =
+        !text.contains(' ') && IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e));
+    let looks_like_url =
+        lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("www.");
+    if looks_like_file || looks_like_url || lower.chars().all(|c| !c.is_alphabetic()) {
+        return None;
+    }
+    Some(text)
+}
+
+fn parse_dimension(v: Option<&str>) -> Option<u32> {
+    let v = v?.trim().trim_end_matches("px").trim();
+    v.parse::<f64>()
+        .ok()
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(|d| d.min(u32::MAX as f64) as u32)
+}
+
+fn selector(s: &str) -> Selector {
+    Selector::parse(s).expect("static selectors parse")
+}
+
+/// Extracts the candidates of one page. `page_url` must be absolute.
+pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> PageCandidates {
+    let mut out = PageCandidates::default();
+    let Ok(page) = Url::parse(page_url) else {
+        return out;
+    };
+    let doc = parse_html(html);
+    let base = doc
+        .select(&selector("base[href]"))
+        .next()
+        .and_then(|b| b.value().attr("href"))
+        .and_then(|h| page.join(h).ok())
+        .unwrap_or_else(|| page.clone());
+    let title = doc
+        .select(&selector("title"))
+        .next()
+        .map(|t| {
+            t.text()
+                .collect::<String>()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|t| !t.is_empty());
+    let lang = doc
+        .select(&selector("html"))
+        .next()
+        .and_then(|h| {
+            h.value()
+                .attr("lang")
+                .or_else(|| h.value().attr("xml:lang"))
+        })
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .or_else(|| content_language.map(|c| c.split(',').next().unwrap_or("").trim().to_string()))
+        .filter(|l| !l.is_empty());
+    let figcaption = selector("figcaption");
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for img in doc.select(&selector("img")) {
+        out.images += 1;
+        let el = img.value();
+        let width = parse_dimension(el.attr("width"));
+        let height = parse_dimension(el.attr("height"));
+        if width.is_some_and(|w| w < 10) || height.is_some_and(|h| h < 10) {
+            out.tiny += 1;
+            continue;
+        }
+        let Some(url) = image_url(&img, &base) else {
+            out.no_url += 1;
+            continue;
+        };
+        let mut texts: Vec<(&str, String)> = Vec::new();
+        for (source, raw) in [("alt", el.attr("alt")), ("title", el.attr("title"))] {
+            if let Some(raw) = raw {
+                texts.push((source, raw.to_string()));
+            }
+        }
+        if let Some(figure) = img
+            .ancestors()
+            .filter_map(ElementRef::wrap)
+            .find(|a| a.value().name() == "figure")
+            && let Some(caption) = figure.select(&figcaption).next()
+        {
+            texts.push(("figcaption", caption.text().collect()));
+        }
+        for (source, raw) in texts {
+            let Some(text) = clean_text(&raw) else {
+                out.boilerplate += 1;
+                continue;
+            };
+            if text.eq_ignore_ascii_case(url.rsplit('/').next().unwrap_or("")) {
+                out.boilerplate += 1;
+                continue;
+            }
+            if !seen.insert((url.clone(), text.clone())) {
+                out.repeats += 1;
+                continue;
+            }
+            let mut c = Candidate::new(url.clone(), text, source, page_url);
+            c.page_title = title.clone();
+            c.page_lang = lang.clone();
+            c.width = width;
+            c.height = height;
+            out.candidates.push(c);
+        }
+    }
+    out
+}
+
+/// Parses a document as a browser with scripting off does, so that the
+/// `<img>` fallbacks inside `<noscript>` (often the real images of lazy-loading
+/// pages) are elements, not text.
+fn parse_html(html: &str) -> Html {
+    use html5ever::tendril::TendrilSink;
+    let opts = html5ever::ParseOpts {
+        tree_builder: html5ever::tree_builder::TreeBuilderOpts {
+            scripting_enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    html5ever::driver::parse_document(scraper::HtmlTreeSink::new(Html::new_document()), opts)
+        .one(html)
+}
+
+fn image_url(img: &ElementRef<'_>, base: &Url) -> Option<String> {
+    let el = img.value();
+    let usable = |v: &&str| {
+        let v = v.trim();
+        !v.is_empty() && !v.starts_with("data:") && !v.starts_with("javascript:")
+    };
+    let raw = el
+        .attr("src")
+        .filter(usable)
+        .or_else(|| el.attr("data-src").filter(usable))
+        .or_else(|| el.attr("data-lazy-src").filter(usable))
+        .or_else(|| {
+            el.attr("srcset")
+                .and_then(|s| s.split(',').next())
+                .and_then(|c| c.split_whitespace().next())
+                .filter(usable)
+        })?;
+    let url = base.join(raw.trim()).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_alt_title_and_figcaption_with_base_and_filters() {
+        let html = r#"<html lang="en"><head><title> A  page </title><base href="/media/"></head><body>
+            <img src="dog.jpg" alt=" A brown   dog ¶ " title="Dog" width="300">
+            <img src="pixel.gif" alt="tracking" width="1" height="1">
+            <img src="data:image/png;base64,xx" data-src="lazy.png" alt="lazy cat">
+            <img srcset="small.jpg 1x, big.jpg 2x" alt="logo">
+            <figure><img src="https://cdn.example/fig.png" alt="IMG_1234.JPG"><figcaption>A <b>red</b> car.</figcaption></figure>
+            <img src="dog.jpg" alt="A brown dog">
+            <img alt="no source">
+            <img src="mailto:x@y" alt="bad scheme">
+            <noscript><img src="real.jpg" alt="the real image"></noscript>
+        </body></html>"#;
+        let got = extract("http://example.org/a/page.html", html, None);
+        let pairs: Vec<(&str, &str, &str)> = got
+            .candidates
+            .iter()
+            .map(|c| (c.url.as_str(), c.text.as_str(), c.text_source.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("http://example.org/media/dog.jpg", "A brown dog", "alt"),
+                ("http://example.org/media/dog.jpg", "Dog", "title"),
+                ("http://example.org/media/lazy.png", "lazy cat", "alt"),
+                ("https://cdn.example/fig.png", "A red car.", "figcaption"),
+                ("http://example.org/media/real.jpg", "the real image", "alt"),
+            ]
+        );
+        assert_eq!(got.candidates[0].page_title.as_deref(), Some("A page"));
+        assert_eq!(got.candidates[0].page_lang.as_deref(), Some("en"));
+        assert_eq!(got.candidates[0].width, Some(300));
+        assert_eq!(
+            (got.images, got.tiny, got.no_url, got.repeats),
+            (9, 1, 2, 1)
+        );
+        // "logo" and the file name are boilerplate.
+        assert_eq!(got.boilerplate, 2);
+    }
+
+    #[test]
+    fn charsets_from_header_meta_or_guess() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("<p>中文图片</p>");
+        assert_eq!(
+            decode_html(&gbk, Some("text/html; charset=GBK")).0,
+            "<p>中文图片</p>"
+        );
+        let mut with_meta =
+            b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1251\">"
+                .to_vec();
+        with_meta.extend_from_slice(&encoding_rs::WINDOWS_1251.encode("Привет").0);
+        assert!(
+            decode_html(&with_meta, Some("text/html"))
+                .0
+                .ends_with("Привет")
+        );
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode("日本語のテキストです。画像の説明文。");
+        assert_eq!(
+            decode_html(&sjis, None).0,
+            "日本語のテキストです。画像の説明文。"
+        );
+    }
+}

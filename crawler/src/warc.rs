@@ -1,0 +1,289 @@
+//! Reading WARC files (and the WAT metadata files Common Crawl derives from
+//! them): gzipped member by member or plain, streamed, with each record's byte
+//! offset. A damaged gzip member or a malformed record is counted and skipped:
+//! the reader resynchronises at the next gzip member (or `WARC/` line) and goes on.
+
+use std::io::Read;
+use std::path::Path;
+
+use flate2::bufread::GzDecoder;
+use wit_contract::{IoContext, Result};
+
+/// One WARC record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Byte offset in the file of the gzip member (or, uncompressed, the record) holding it.
+    pub offset: u64,
+    /// Header fields, names as written.
+    pub headers: Vec<(String, String)>,
+    /// The record block.
+    pub block: Vec<u8>,
+}
+
+impl Record {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What went wrong with the parts of a file that were skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadErrors {
+    /// Gzip members that could not be decompressed (corrupt or truncated).
+    pub bad_members: u64,
+    /// Records whose header or length did not parse, or whose block was cut short.
+    pub bad_records: u64,
+}
+
+/// Calls `f` with every readable record of the WARC file at `path`.
+///
+/// # Errors
+/// [`wit_contract::Error::Io`] if the file cannot be opened or read at all;
+/// damage inside it is counted in the returned [`ReadErrors`].
+pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors> {
+    let bytes = std::fs::read(path).at(path)?;
+    let mut errors = ReadErrors::default();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        read_gzip_members(&bytes, &mut errors, &mut f);
+    } else {
+        parse_records(&bytes, 0, true, &mut errors, &mut f);
+    }
+    Ok(errors)
+}
+
+fn read_gzip_members(bytes: &[u8], errors: &mut ReadErrors, f: &mut impl FnMut(Record)) {
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        // `&[u8]` is a BufRead: the decoder stops at the member's end, and what
+        // is left of the slice tells where the next member starts.
+        let mut rest = &bytes[pos..];
+        let mut member = Vec::new();
+        let result = GzDecoder::new(&mut rest).read_to_end(&mut member);
+        let consumed = bytes.len() - pos - rest.len();
+        match result {
+            Ok(_) if consumed > 0 => {
+                parse_records(&member, pos as u64, false, errors, f);
+                pos += consumed;
+            }
+            _ => {
+                errors.bad_members += 1;
+                // Resynchronise at the next gzip member header.
+                match memchr::memmem::find(&bytes[pos + 1..], &[0x1f, 0x8b, 0x08]) {
+                    Some(i) => pos += 1 + i,
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// Parses the records in `data` (a gzip member's content, or a whole plain
+/// file when `plain`, where offsets are positions in `data`).
+fn parse_records(
+    data: &[u8],
+    base: u64,
+    plain: bool,
+    errors: &mut ReadErrors,
+    f: &mut impl FnMut(Record),
+) {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        // Skip the blank lines between records.
+        while pos < data.len() && (data[pos] == b'\r' || data[pos] == b'\n') {
+            pos += 1;
+        }
+        if pos >= data.len() {
+            break;
+        }
+        let start = pos;
+        let Some(head_end) = memchr::memmem::find(&data[pos..], b"\r\n\r\n").map(|i| pos + i)
+        else {
+            errors.bad_records += 1;
+            break;
+        };
+        let head = String::from_utf8_lossy(&data[pos..head_end]);
+        let mut lines = head.split("\r\n");
+        let version = lines.next().unwrap_or("");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let body_start = head_end + 4;
+        match length {
+            Some(n) if version.starts_with("WARC/") && body_start + n <= data.len() => {
+                f(Record {
+                    offset: if plain { start as u64 } else { base },
+                    headers,
+                    block: data[body_start..body_start + n].to_vec(),
+                });
+                pos = body_start + n;
+            }
+            _ => {
+                errors.bad_records += 1;
+                // Resynchronise at the next record header.
+                match memchr::memmem::find(&data[body_start.min(data.len())..], b"WARC/") {
+                    Some(i) => pos = body_start + i,
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP response carried in a WARC `response` record.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header fields.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked and decompressed.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an HTTP response block; `None` if it is not one.
+pub fn parse_http(block: &[u8]) -> Option<HttpResponse> {
+    // The head ends at the first blank line, CRLF or bare LF (old crawlers
+    // wrote bare LFs; a CRLF pair further on is then inside the body).
+    let crlf = memchr::memmem::find(block, b"\r\n\r\n").map(|i| (i, i + 4));
+    let lf = memchr::memmem::find(block, b"\n\n").map(|i| (i, i + 2));
+    let split = match (crlf, lf) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
+    let head = String::from_utf8_lossy(&block[..split.0]);
+    let mut lines = head.lines();
+    let status_line = lines.next()?;
+    if !status_line.starts_with("HTTP/") {
+        return None;
+    }
+    let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut resp = HttpResponse {
+        status,
+        headers,
+        body: block[split.1..].to_vec(),
+    };
+    if resp
+        .header("Transfer-Encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        && let Some(body) = dechunk(&resp.body)
+    {
+        resp.body = body;
+    }
+    match resp
+        .header("Content-Encoding")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::new();
+            if flate2::read::MultiGzDecoder::new(&resp.body[..])
+                .read_to_end(&mut out)
+                .is_ok()
+            {
+                resp.body = out;
+            }
+        }
+        Some("deflate") => {
+            let mut out = Vec::new();
+            if flate2::read::ZlibDecoder::new(&resp.body[..])
+                .read_to_end(&mut out)
+                .is_ok()
+            {
+                resp.body = out;
+            }
+        }
+        _ => {}
+    }
+    Some(resp)
+}
+
+/// Decodes a chunked body; `None` if it is not validly chunked (some archives
+/// keep the header but store the body de-chunked).
+fn dechunk(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0;
+    loop {
+        let line_end = pos + memchr::memmem::find(&body[pos..], b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[pos..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(pos..pos + size)?);
+        pos += size + 2;
+        if pos > body.len() {
+            return Some(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").unwrap(),
+            b"Wikipedia"
+        );
+        assert!(dechunk(b"<html>not chunked").is_none());
+    }
+
+    #[test]
+    fn plain_records_parse_with_offsets_and_skip_garbage() {
+        let rec = |body: &str| {
+            format!(
+                "WARC/1.0\r\nWARC-Type: response\r\nContent-Length: {}\r\n\r\n{body}\r\n\r\n",
+                body.len()
+            )
+        };
+        let data = format!(
+            "{}{}WARC/1.0\r\nContent-Length: 999\r\n\r\nshort{}",
+            rec("one"),
+            rec("two"),
+            rec("three")
+        );
+        let mut got = Vec::new();
+        let mut errors = ReadErrors::default();
+        parse_records(data.as_bytes(), 0, true, &mut errors, &mut |r| {
+            got.push((r.offset, String::from_utf8(r.block).unwrap()))
+        });
+        assert_eq!(
+            got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+            vec!["one", "two", "three"]
+        );
+        assert_eq!(got[1].0 as usize, rec("one").len());
+        assert_eq!(errors.bad_records, 1);
+    }
+}
