@@ -8,3 +8,4 @@ mod compat;
 mod extract;
 mod queries;
 mod resume;
+mod robots;

@@ -30,7 +30,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use wit_contract::{IoContext, Progress, Result};
 
-use crate::spill::{Merge, RunReader, Sorter, SumMerge, value_u64, write_count_run};
+use crate::spill::{Merge, RunReader, Sorter, SumMerge, cascade, value_u64, write_count_run};
 use crate::text::{for_each_token, is_punctuation};
 use crate::wikipedia;
 
@@ -487,6 +487,9 @@ fn finalize(
         |a: &(String, f64), b: &(String, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0));
 
     // 1. Unigrams: one sorted, summed file; N; survivors.
+    let uni_runs = cascade(uni_runs.to_vec(), scratch, "uni-merged", true)?;
+    let bi_runs = cascade(bi_runs.to_vec(), scratch, "bi-merged", true)?;
+    let (uni_runs, bi_runs) = (uni_runs.as_slice(), bi_runs.as_slice());
     let uni_path = scratch.join("unigrams.sorted");
     {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&uni_path).at(&uni_path)?);
@@ -540,7 +543,7 @@ fn finalize(
     progress.advance(1);
 
     // 3. Joined on the second word: PMI.
-    let runs = by_second.finish()?;
+    let runs = cascade(by_second.finish()?, scratch, "bi2-merged", false)?;
     let mut merge = Merge::new(&runs)?;
     let mut second = UnigramCursor::open(&uni_path)?;
     while let Some((b, value)) = merge.next_record()? {

@@ -291,6 +291,52 @@ impl SumMerge {
     }
 }
 
+/// Runs merged at once at most: more would need more open files than many
+/// systems allow a process (often 1,024).
+pub const MAX_FAN_IN: usize = 128;
+
+/// Merges groups of runs into fewer, longer runs until at most [`MAX_FAN_IN`]
+/// remain, summing equal keys' u64 values when `sum` (count runs), keeping
+/// every record otherwise. The merged inputs are deleted.
+///
+/// # Errors
+/// As [`Merge`] and [`write_run`].
+pub fn cascade(
+    mut runs: Vec<PathBuf>,
+    dir: &Path,
+    prefix: &str,
+    sum: bool,
+) -> Result<Vec<PathBuf>> {
+    while runs.len() > MAX_FAN_IN {
+        let mut next = Vec::with_capacity(runs.len() / MAX_FAN_IN + 1);
+        for group in runs.chunks(MAX_FAN_IN) {
+            let path = dir.join(format!(
+                "{prefix}-{:06}.run",
+                RUN_SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path)?);
+            if sum {
+                let mut m = SumMerge::new(group)?;
+                while let Some((k, n)) = m.next_count()? {
+                    write_record(&mut w, k, &n.to_le_bytes()).at(&path)?;
+                }
+            } else {
+                let mut m = Merge::new(group)?;
+                while let Some((k, v)) = m.next_record()? {
+                    write_record(&mut w, k, v).at(&path)?;
+                }
+            }
+            w.flush().at(&path)?;
+            for run in group {
+                let _ = std::fs::remove_file(run);
+            }
+            next.push(path);
+        }
+        runs = next;
+    }
+    Ok(runs)
+}
+
 /// Collects records in memory up to a byte budget, spilling sorted runs to `dir`.
 pub struct Sorter {
     dir: PathBuf,
@@ -351,6 +397,32 @@ impl Sorter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cascade_reduces_many_runs_and_keeps_sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for i in 0..(MAX_FAN_IN * 2 + 5) {
+            let mut recs = vec![
+                (b"common".to_vec(), u64_value(1)),
+                (format!("k{i}").into_bytes(), u64_value(2)),
+            ];
+            runs.push(write_run(dir.path(), "t", &mut recs).unwrap());
+        }
+        let runs = cascade(runs, dir.path(), "c", true).unwrap();
+        assert!(runs.len() <= MAX_FAN_IN);
+        let mut m = SumMerge::new(&runs).unwrap();
+        let mut total = 0;
+        let mut common = 0;
+        while let Some((k, n)) = m.next_count().unwrap() {
+            total += n;
+            if k == b"common" {
+                common = n;
+            }
+        }
+        assert_eq!(common, (MAX_FAN_IN * 2 + 5) as u64);
+        assert_eq!(total, 3 * (MAX_FAN_IN * 2 + 5) as u64);
+    }
 
     #[test]
     fn sorter_spills_and_merges_in_order_with_sums() {
