@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use wit_crawler::robots::Robots;
+use wit_net::robots::Robots;
 
 use crate::util::*;
 
@@ -84,7 +84,7 @@ fn decisions_agree_with_protego_on_4231_real_files() {
     let cases: Vec<(String, String, bool)> = serde_json::from_slice(&o.stdout).unwrap();
     let files = std::fs::read_dir(&data).unwrap().count();
     assert!(files >= 4000, "{files} files");
-    let mut current: Option<(String, wit_crawler::robots::Rules, bool)> = None;
+    let mut current: Option<(String, wit_net::robots::Rules, bool)> = None;
     let (mut orphans, mut queries, mut unexplained) = (0, 0, Vec::new());
     for (name, path, want) in &cases {
         if current.as_ref().is_none_or(|c| &c.0 != name) {

@@ -12,7 +12,6 @@
 
 mod extract;
 pub mod html;
-pub mod robots;
 pub mod warc;
 
 pub use extract::{extract_archive, run_extract};
