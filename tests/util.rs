@@ -158,6 +158,11 @@ pub fn manifest(dataset: &Path, stage: &str) -> serde_json::Value {
 pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from)?;
     let venv = home.join(".cache/wit/python-venv");
+    // Tests run in parallel: one at a time creates the venv and installs into it.
+    std::fs::create_dir_all(home.join(".cache/wit")).ok()?;
+    let lock = std::fs::File::create(home.join(".cache/wit/python-venv.lock")).ok()?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     let python = venv.join("bin/python");
     if !python.exists() {
         let made = Command::new("python3")
