@@ -23,11 +23,23 @@ pub struct Record {
 impl Record {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `Name: value` lines (WARC and HTTP heads alike); lines without a colon are skipped.
+fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 /// What went wrong with the parts of a file that were skipped.
@@ -108,14 +120,8 @@ fn parse_records(
         let head = String::from_utf8_lossy(&data[pos..head_end]);
         let mut lines = head.split("\r\n");
         let version = lines.next().unwrap_or("");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        let length = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
-            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let headers = parse_header_lines(lines);
+        let length = find_header(&headers, "Content-Length").and_then(|v| v.parse::<usize>().ok());
         let body_start = head_end + 4;
         match length {
             Some(n) if version.starts_with("WARC/") && body_start + n <= data.len() => {
@@ -152,10 +158,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -182,10 +185,7 @@ pub fn parse_http(block: &[u8]) -> Option<HttpResponse> {
         return None;
     }
     let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers = parse_header_lines(lines);
     let mut resp = HttpResponse {
         status,
         headers,

@@ -365,19 +365,24 @@ impl<'a> Maps<'a> {
     }
 
     fn add_uni(&mut self, key: &[u8]) -> Result<()> {
-        let limit = self.budget.saturating_sub(self.bi.bytes());
-        if !self.uni.add(key, limit) {
-            self.spill()?;
-            self.uni.add(key, usize::MAX);
-        }
-        Ok(())
+        self.add(key, false)
     }
 
     fn add_bi(&mut self, key: &[u8]) -> Result<()> {
-        let limit = self.budget.saturating_sub(self.uni.bytes());
-        if !self.bi.add(key, limit) {
+        self.add(key, true)
+    }
+
+    /// Counts `key` in one table, spilling both first if it would outgrow the budget.
+    fn add(&mut self, key: &[u8], bigram: bool) -> Result<()> {
+        let (table, other) = if bigram {
+            (&mut self.bi, &self.uni)
+        } else {
+            (&mut self.uni, &self.bi)
+        };
+        if !table.add(key, self.budget.saturating_sub(other.bytes())) {
             self.spill()?;
-            self.bi.add(key, usize::MAX);
+            let table = if bigram { &mut self.bi } else { &mut self.uni };
+            table.add(key, usize::MAX);
         }
         Ok(())
     }
