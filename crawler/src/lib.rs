@@ -12,6 +12,7 @@
 
 mod extract;
 pub mod html;
+pub mod urls;
 pub mod warc;
 
 pub use extract::{extract_archive, run_extract};
