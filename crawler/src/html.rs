@@ -309,9 +309,11 @@ fn image_url(img: &ElementRef<'_>, base: &Url) -> Option<String> {
         .or_else(|| el.attr("data-src").filter(usable))
         .or_else(|| el.attr("data-lazy-src").filter(usable))
         .or_else(|| {
+            // The first candidate's URL is its first whitespace-separated token
+            // (URLs may hold commas); a trailing comma ends a bare URL.
             el.attr("srcset")
-                .and_then(|s| s.split(',').next())
-                .and_then(|c| c.split_whitespace().next())
+                .and_then(|s| s.split_whitespace().next())
+                .map(|u| u.trim_end_matches(','))
                 .filter(usable)
         })?;
     let url = base.join(raw.trim()).ok()?;
@@ -329,6 +331,7 @@ mod tests {
             <img src="pixel.gif" alt="tracking" width="1" height="1">
             <img src="data:image/png;base64,xx" data-src="lazy.png" alt="lazy cat">
             <img srcset="small.jpg 1x, big.jpg 2x" alt="logo">
+            <img srcset="https://res.example/w_300,h_200/a.jpg 1x, b.jpg 2x" alt="a comma in the URL">
             <figure><img src="https://cdn.example/fig.png" alt="IMG_1234.JPG"><figcaption>A <b>red</b> car.</figcaption></figure>
             <img src="dog.jpg" alt="A brown dog">
             <img alt="no source">
@@ -347,6 +350,11 @@ mod tests {
                 ("http://example.org/media/dog.jpg", "A brown dog", "alt"),
                 ("http://example.org/media/dog.jpg", "Dog", "title"),
                 ("http://example.org/media/lazy.png", "lazy cat", "alt"),
+                (
+                    "https://res.example/w_300,h_200/a.jpg",
+                    "a comma in the URL",
+                    "alt"
+                ),
                 ("https://cdn.example/fig.png", "A red car.", "figcaption"),
                 ("http://example.org/media/real.jpg", "the real image", "alt"),
             ]
@@ -356,7 +364,7 @@ mod tests {
         assert_eq!(got.candidates[0].width, Some(300));
         assert_eq!(
             (got.images, got.tiny, got.no_url, got.repeats),
-            (9, 1, 2, 1)
+            (10, 1, 2, 1)
         );
         // "logo" and the file name are boilerplate.
         assert_eq!(got.boilerplate, 2);

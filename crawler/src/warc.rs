@@ -67,6 +67,10 @@ pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors
     Ok(errors)
 }
 
+/// A gzip member decodes to at most this many bytes (WARC files hold one
+/// record per member; a larger one is a bomb or damage).
+const MAX_MEMBER: u64 = 1 << 30;
+
 fn read_gzip_members(bytes: &[u8], errors: &mut ReadErrors, f: &mut impl FnMut(Record)) {
     let mut pos = 0usize;
     while pos < bytes.len() {
@@ -74,7 +78,9 @@ fn read_gzip_members(bytes: &[u8], errors: &mut ReadErrors, f: &mut impl FnMut(R
         // is left of the slice tells where the next member starts.
         let mut rest = &bytes[pos..];
         let mut member = Vec::new();
-        let result = GzDecoder::new(&mut rest).read_to_end(&mut member);
+        let result = GzDecoder::new(&mut rest)
+            .take(MAX_MEMBER)
+            .read_to_end(&mut member);
         let consumed = bytes.len() - pos - rest.len();
         match result {
             Ok(_) if consumed > 0 => {
@@ -123,20 +129,23 @@ fn parse_records(
         let headers = parse_header_lines(lines);
         let length = find_header(&headers, "Content-Length").and_then(|v| v.parse::<usize>().ok());
         let body_start = head_end + 4;
-        match length {
-            Some(n) if version.starts_with("WARC/") && body_start + n <= data.len() => {
+        let end = length
+            .and_then(|n| body_start.checked_add(n))
+            .filter(|&e| e <= data.len());
+        match end {
+            Some(end) if version.starts_with("WARC/") => {
                 f(Record {
                     offset: if plain { start as u64 } else { base },
                     headers,
-                    block: data[body_start..body_start + n].to_vec(),
+                    block: data[body_start..end].to_vec(),
                 });
-                pos = body_start + n;
+                pos = end;
             }
             _ => {
                 errors.bad_records += 1;
-                // Resynchronise at the next record header.
-                match memchr::memmem::find(&data[body_start.min(data.len())..], b"WARC/") {
-                    Some(i) => pos = body_start + i,
+                // Resynchronise at the next line that starts a record header.
+                match memchr::memmem::find(&data[start + 1..], b"\nWARC/") {
+                    Some(i) => pos = start + 1 + i + 1,
                     None => break,
                 }
             }
@@ -198,32 +207,29 @@ pub fn parse_http(block: &[u8]) -> Option<HttpResponse> {
     {
         resp.body = body;
     }
-    match resp
-        .header("Content-Encoding")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = Vec::new();
-            if flate2::read::MultiGzDecoder::new(&resp.body[..])
-                .read_to_end(&mut out)
-                .is_ok()
-            {
-                resp.body = out;
-            }
-        }
-        Some("deflate") => {
-            let mut out = Vec::new();
-            if flate2::read::ZlibDecoder::new(&resp.body[..])
-                .read_to_end(&mut out)
-                .is_ok()
-            {
-                resp.body = out;
-            }
-        }
-        _ => {}
+    let encoding = resp.header("Content-Encoding").map(str::to_ascii_lowercase);
+    let decoded = match encoding.as_deref() {
+        Some("gzip") | Some("x-gzip") => inflate(flate2::read::MultiGzDecoder::new(&resp.body[..])),
+        Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&resp.body[..])),
+        _ => None,
+    };
+    // Archives sometimes keep the header of a body they stored decoded: keep
+    // the body as it is when it does not decode at all.
+    if let Some(body) = decoded {
+        resp.body = body;
     }
     Some(resp)
+}
+
+/// Bodies decode to at most this many bytes (a decompression bomb stops there).
+pub const MAX_BODY: u64 = 64 << 20;
+
+/// Decompresses up to [`MAX_BODY`] bytes; what decoded before an error (a
+/// truncated record) is kept. `None` if nothing decoded.
+fn inflate(reader: impl Read) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let _ = reader.take(MAX_BODY).read_to_end(&mut out);
+    (!out.is_empty()).then_some(out)
 }
 
 /// Decodes a chunked body; `None` if it is not validly chunked (some archives
@@ -239,8 +245,17 @@ fn dechunk(body: &[u8]) -> Option<Vec<u8>> {
         if size == 0 {
             return Some(out);
         }
-        out.extend_from_slice(body.get(pos..pos + size)?);
-        pos += size + 2;
+        let end = pos.checked_add(size)?;
+        match body.get(pos..end) {
+            Some(chunk) => out.extend_from_slice(chunk),
+            // A truncated record: keep what arrived.
+            None if pos < body.len() => {
+                out.extend_from_slice(&body[pos..]);
+                return Some(out);
+            }
+            None => return (!out.is_empty()).then_some(out),
+        }
+        pos = end + 2;
         if pos > body.len() {
             return Some(out);
         }
@@ -258,6 +273,8 @@ mod tests {
             b"Wikipedia"
         );
         assert!(dechunk(b"<html>not chunked").is_none());
+        assert_eq!(dechunk(b"ffffffffffffffff\r\nx"), None);
+        assert_eq!(dechunk(b"4\r\nWiki\r\n9\r\nped").unwrap(), b"Wikiped");
     }
 
     #[test]
@@ -269,7 +286,7 @@ mod tests {
             )
         };
         let data = format!(
-            "{}{}WARC/1.0\r\nContent-Length: 999\r\n\r\nshort{}",
+            "{}{}WARC/1.0\r\nContent-Length: 18446744073709551615\r\n\r\nshort\r\n{}",
             rec("one"),
             rec("two"),
             rec("three")

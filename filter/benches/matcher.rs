@@ -54,7 +54,7 @@ fn main() {
     let mut queries: Vec<String> = Vec::with_capacity(n_queries);
     while queries.len() + vocab.len() < n_queries {
         let a = &vocab[(rng.next() % vocab.len() as u64) as usize];
-        let q = if rng.next() % 3 == 0 {
+        let q = if rng.next().is_multiple_of(3) {
             format!("{a} {}", vocab[(rng.next() % vocab.len() as u64) as usize])
         } else {
             format!("{a}{}", rng.next() % 20)
@@ -70,7 +70,11 @@ fn main() {
             (0..n)
                 .map(|_| vocab[(rng.next() % 5000) as usize].as_str())
                 .collect::<Vec<_>>()
-                .join(if rng.next() % 4 == 0 { ", " } else { " " })
+                .join(if rng.next().is_multiple_of(4) {
+                    ", "
+                } else {
+                    " "
+                })
         })
         .collect();
     let bytes: usize = texts.iter().map(String::len).sum();

@@ -115,8 +115,29 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
             s[7] as u8,
         ));
     }
+    // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) reach the IPv4
+    // address they carry.
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1) {
+        return classify_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
+    if s[0] == 0x2002 {
+        return classify_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
     if ip.is_loopback() {
         Some(Refusal::Loopback)
+    } else if (s[0] & 0xffc0) == 0xfec0 {
+        // Deprecated site-local: private in practice.
+        Some(Refusal::Private)
     } else if ip.is_unspecified() {
         Some(Refusal::Reserved)
     } else if (s[0] & 0xfe00) == 0xfc00 {
@@ -167,6 +188,10 @@ mod tests {
             ("::ffff:10.0.0.1", Some(Refusal::Private)),
             ("::127.0.0.1", Some(Refusal::Loopback)),
             ("2001:db8::1", Some(Refusal::Reserved)),
+            ("64:ff9b::a00:1", Some(Refusal::Private)),
+            ("64:ff9b::808:808", None),
+            ("2002:7f00:1::", Some(Refusal::Loopback)),
+            ("fec0::1", Some(Refusal::Private)),
             ("2606:4700::1111", None),
         ] {
             assert_eq!(refused(ip), want, "{ip}");

@@ -1,7 +1,7 @@
 //! robots.txt (RFC 9309), as real sites write it.
 //!
 //! Rules are grouped under one or more `User-agent` lines; the groups whose
-//! agent matches our product token (case-insensitively, as a prefix of it)
+//! product token equals ours (case-insensitively; `WitBot/1.0` is `witbot`)
 //! apply, merged, else the `*` groups, else nothing (all allowed). Within the
 //! applicable rules the longest matching pattern wins, and `Allow` wins a tie;
 //! `*` matches any run of characters and a final `$` anchors the end.
@@ -122,10 +122,16 @@ impl Robots {
     /// The rules for the crawler whose product token is `agent` (e.g. `witbot`).
     pub fn rules_for(&self, agent: &str) -> Rules {
         let agent = agent.to_ascii_lowercase();
+        // RFC 9309 2.2.1: the product token (letters, `_` and `-`) at the start
+        // of the line's value, compared with ours without regard to case.
         let specific = |g: &&Group| {
-            g.agents
-                .iter()
-                .any(|a| a != "*" && !a.is_empty() && agent.starts_with(a.as_str()))
+            g.agents.iter().any(|a| {
+                let token: String = a
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphabetic() || *c == '_' || *c == '-')
+                    .collect();
+                !token.is_empty() && token == agent
+            })
         };
         let mut groups: Vec<&Group> = self.groups.iter().filter(specific).collect();
         if groups.is_empty() {
@@ -179,9 +185,15 @@ fn normalize_pattern(s: &str) -> String {
             && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
             && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         {
-            out.push('%');
-            out.push(b[i + 1].to_ascii_uppercase() as char);
-            out.push(b[i + 2].to_ascii_uppercase() as char);
+            // RFC 9309 2.2.2: escapes of unreserved characters equal the characters.
+            let v = u8::from_str_radix(&s[i + 1..i + 3], 16).expect("two hex digits");
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push(b[i + 1].to_ascii_uppercase() as char);
+                out.push(b[i + 2].to_ascii_uppercase() as char);
+            }
             i += 3;
         } else if c >= 0x80 || c == b' ' {
             out.push_str(&format!("%{c:02X}"));
@@ -286,6 +298,19 @@ mod tests {
         assert!(
             allowed(r, "w", "/d/") && !allowed(r, "w", "/d/x") && allowed(r, "w", "/robots.txt")
         );
+        // RFC 9309's own example: escapes of unreserved characters match them.
+        assert!(!allowed(
+            "User-agent: *\nDisallow: /foo/bar/%62%61%7A\n",
+            "w",
+            "/foo/bar/baz"
+        ));
+        // The product token is matched whole: "wit" is another crawler, "WitBot/1.0" is us.
+        assert!(allowed("User-agent: wit\nDisallow: /\n", "witbot", "/x"));
+        assert!(!allowed(
+            "User-agent: WitBot/1.0\nDisallow: /\n",
+            "witbot",
+            "/x"
+        ));
         // Percent-encoding and non-ASCII compare alike.
         assert!(!allowed(
             "User-agent: *\nDisallow: /caf%c3%a9\n",

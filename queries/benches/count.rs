@@ -67,7 +67,7 @@ fn generate(path: &Path, bytes: u64, seed: u64) -> u64 {
             words += 1;
             line.push(if i + 1 == n {
                 b'.'
-            } else if rng.next() % 9 == 0 {
+            } else if rng.next().is_multiple_of(9) {
                 b','
             } else {
                 b' '
