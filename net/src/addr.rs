@@ -101,6 +101,11 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Refusal> {
     }
 }
 
+/// The IPv4 address carried in two 16-bit segments of an IPv6 address.
+fn embedded_v4(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
 fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return classify_v4(v4);
@@ -108,30 +113,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
     let s = ip.segments();
     // IPv4-compatible (::a.b.c.d, deprecated) carries an IPv4 address too.
     if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
-        return classify_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return classify_v4(embedded_v4(s[6], s[7]));
     }
     // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) reach the IPv4
     // address they carry.
     if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1) {
-        return classify_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return classify_v4(embedded_v4(s[6], s[7]));
     }
     if s[0] == 0x2002 {
-        return classify_v4(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return classify_v4(embedded_v4(s[1], s[2]));
     }
     if ip.is_loopback() {
         Some(Refusal::Loopback)
