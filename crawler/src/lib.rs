@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod extract;
+pub mod frontier;
 pub mod html;
 pub mod urls;
 pub mod warc;
