@@ -397,34 +397,27 @@ mod tests {
         assert_eq!(leftovers, 0, "segments are removed once read");
     }
 
+    /// A frontier (6 URLs in memory) holding 40 URLs, of which 10 were popped.
+    fn filled(dir: &Path) -> (Frontier, Vec<String>) {
+        let mut f = Frontier::new(dir, 6, 9).unwrap();
+        for i in 0..40 {
+            let kind = if i % 4 == 0 { Kind::Asset } else { Kind::Page };
+            f.push(&format!("http://x.example/{i}"), 1, kind).unwrap();
+        }
+        let first = (0..10).map(|_| f.pop().unwrap().unwrap().url).collect();
+        (f, first)
+    }
+
     #[test]
     fn checkpoint_and_restore_continue_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = Frontier::new(dir.path(), 6, 9).unwrap();
-        for i in 0..40 {
-            f.push(
-                &format!("http://x.example/{i}"),
-                1,
-                if i % 4 == 0 { Kind::Asset } else { Kind::Page },
-            )
-            .unwrap();
-        }
-        let first: Vec<String> = (0..10).map(|_| f.pop().unwrap().unwrap().url).collect();
+        let (mut f, first) = filled(dir.path());
         let cp = dir.path().join("frontier.checkpoint");
         f.checkpoint(&cp).unwrap();
         let rest_original = drain(&mut f);
         // The original drained its segments; a restored frontier needs them back:
         // checkpoint again from a fresh run to compare.
-        let mut g = Frontier::new(&dir.path().join("g"), 6, 9).unwrap();
-        for i in 0..40 {
-            g.push(
-                &format!("http://x.example/{i}"),
-                1,
-                if i % 4 == 0 { Kind::Asset } else { Kind::Page },
-            )
-            .unwrap();
-        }
-        let first_g: Vec<String> = (0..10).map(|_| g.pop().unwrap().unwrap().url).collect();
+        let (mut g, first_g) = filled(&dir.path().join("g"));
         assert_eq!(first, first_g);
         let cp = dir.path().join("g.checkpoint");
         g.checkpoint(&cp).unwrap();

@@ -1,7 +1,9 @@
 //! Reading WARC files (and the WAT metadata files Common Crawl derives from
-//! them): gzipped member by member or plain, streamed, with each record's byte
-//! offset. A damaged gzip member or a malformed record is counted and skipped:
-//! the reader resynchronises at the next gzip member (or `WARC/` line) and goes on.
+//! them): gzipped member by member or plain, with each record's byte
+//! offset. The file is read into memory whole (a Common Crawl WARC is about
+//! 1 GB; streaming it is still to do). A damaged gzip member or a malformed
+//! record is counted and skipped: the reader resynchronises at the next gzip
+//! member (or `WARC/` line) and goes on.
 
 use std::io::Read;
 use std::path::Path;

@@ -344,7 +344,7 @@ impl<'a> Maps<'a> {
                 prev = None;
                 return;
             }
-            if let Err(e) = self.add_uni(tok.as_bytes()) {
+            if let Err(e) = self.add(tok.as_bytes(), false) {
                 failed = Some(e);
                 return;
             }
@@ -354,7 +354,7 @@ impl<'a> Maps<'a> {
                 key.extend_from_slice(p.as_bytes());
                 key.push(b' ');
                 key.extend_from_slice(tok.as_bytes());
-                if let Err(e) = self.add_bi(&key) {
+                if let Err(e) = self.add(&key, true) {
                     failed = Some(e);
                 }
                 self.key = key;
@@ -362,14 +362,6 @@ impl<'a> Maps<'a> {
             prev = Some(tok);
         });
         failed.map_or(Ok(()), Err)
-    }
-
-    fn add_uni(&mut self, key: &[u8]) -> Result<()> {
-        self.add(key, false)
-    }
-
-    fn add_bi(&mut self, key: &[u8]) -> Result<()> {
-        self.add(key, true)
     }
 
     /// Counts `key` in one table, spilling both first if it would outgrow the budget.

@@ -87,7 +87,7 @@ pub fn feed_dump(path: &Path, feed: &Feed<'_>, progress: &dyn Progress) -> Resul
     let mut file = std::fs::File::open(path).at(path)?;
     let is_bz2 = path.extension().is_some_and(|e| e == "bz2");
     if !is_bz2 {
-        return feed_xml(file, path, feed, progress, 0);
+        return feed_xml(file, path, feed, progress, true);
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut eof = false;
@@ -132,7 +132,8 @@ pub fn feed_dump(path: &Path, feed: &Feed<'_>, progress: &dyn Progress) -> Resul
                 let held = std::mem::take(&mut buf);
                 let reader =
                     bzip2::read::MultiBzDecoder::new(std::io::Cursor::new(held).chain(file));
-                return feed_xml(reader, path, feed, progress, u64::MAX);
+                // Progress was counted in compressed bytes: the decompressed ones would overshoot it.
+                return feed_xml(reader, path, feed, progress, false);
             }
             _ => {}
         }
@@ -146,7 +147,7 @@ fn feed_xml(
     path: &Path,
     feed: &Feed<'_>,
     progress: &dyn Progress,
-    count_bytes_below: u64,
+    count_progress: bool,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();
     let mut block = vec![0u8; 4 << 20];
@@ -154,7 +155,7 @@ fn feed_xml(
         let n = reader
             .read(&mut block)
             .map_err(|e| Error::bad_input(path, format!("cannot read the dump: {e}")))?;
-        if count_bytes_below != u64::MAX {
+        if count_progress {
             progress.advance(n as u64);
         }
         if n == 0 {
