@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str =
     "Build CLIP-style image-text corpora from the web and train CLIP models on them";
@@ -215,29 +215,88 @@ pub struct QueriesImportArgs {
 #[command(long_about = "\
 Crawl web pages from seed URLs and extract image-text candidates: each <img> \
 with its alt or title text, and figures with their captions, with the page's \
-URL, title and language. Obeys robots.txt and per-host rate limits, and refuses \
-private and loopback addresses unless --allow-private is given. Writes \
-DATASET/candidates/.")]
+URL, title and language. Obeys robots.txt (with Crawl-delay) and per-host \
+limits, follows links within the seeds' hosts (--scope), refuses private and \
+loopback addresses unless --allow-private is given, and writes \
+DATASET/candidates/ a part at a time. Killed, it resumes where its last part \
+ended when run again with the same options; pages of finished parts are not \
+fetched again. Counts of pages, candidates and failures by reason are in each \
+part's _part-NNNNN.json.")]
 pub struct CrawlArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// A URL to start from (repeatable)
     #[arg(long, value_name = "URL")]
     pub seed: Vec<String>,
-    /// A file of seed URLs, one per line
+    /// A file of seed URLs, one per line (blank lines and # comments skipped)
     #[arg(long, value_name = "FILE")]
     pub seeds: Option<PathBuf>,
     /// Allow private, loopback and link-local addresses (off: such hosts are refused)
     #[arg(long)]
     pub allow_private: bool,
-    /// Stop after this many pages
+    /// Which links to follow: the seeds' hosts, their subdomains too, or any
+    #[arg(long, value_enum, default_value = "host")]
+    pub scope: ScopeArg,
+    /// Stop after this many URLs (fetched or failed)
     #[arg(long, value_name = "N")]
     pub max_pages: Option<u64>,
     /// Follow links at most this many hops from a seed
-    #[arg(long, value_name = "N")]
-    pub max_depth: Option<u32>,
-    #[command(flatten)]
-    pub run: RunArgs,
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_depth: u32,
+    /// Requests at once, in all
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Requests at once to one host
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub per_host: usize,
+    /// Minimum seconds between two requests to one host (robots.txt
+    /// Crawl-delay raises it, up to --max-crawl-delay)
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    pub delay: f64,
+    /// The longest Crawl-delay obeyed, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub max_crawl_delay: f64,
+    /// Seconds allowed for a whole request, body included
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Seconds allowed to connect
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Largest page read, in bytes after decompression
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub max_page_bytes: u64,
+    /// Longest redirect chain followed
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_redirects: u32,
+    /// Retries of a 429 or 503 answer (after its Retry-After)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// The User-Agent; the default names wit and its version
+    #[arg(long, value_name = "TEXT")]
+    pub user_agent: Option<String>,
+    /// A URL or e-mail address for site owners, added to the User-Agent
+    #[arg(long, value_name = "URL")]
+    pub contact: Option<String>,
+    /// URLs per output part (each part is committed with a frontier checkpoint)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub part_urls: u64,
+    /// Worker threads [default: the number of CPUs]
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Delete the earlier crawl output and start over
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--scope`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// The seeds' hosts only
+    Host,
+    /// The seeds' hosts and their subdomains
+    Domain,
+    /// Any host
+    Any,
 }
 
 /// `wit extract`

@@ -3,6 +3,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use wit_contract::{Dataset, Progress, RunOptions, Share, Stage, Summary};
@@ -13,8 +14,8 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    Cli, Command, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs,
-    RunArgs,
+    Cli, Command, CrawlArgs, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
+    QueriesImportArgs, RunArgs, ScopeArg,
 };
 use crate::ui::Reporter;
 
@@ -24,7 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Queries(QueriesCommand::Import(args)) => queries_import(args, &progress),
         Command::Queries(QueriesCommand::Build(args)) => queries_build(*args, &progress),
-        Command::Crawl(_) => not_built("crawl", 4, "crawler"),
+        Command::Crawl(args) => crawl(args, &progress),
         Command::Extract(args) => extract(args, &progress),
         Command::Match(args) => match_(args, &progress),
         Command::Balance(_) => not_built("balance", 5, "filter"),
@@ -36,7 +37,8 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit extract`, `wit match`";
+const BUILT: &str =
+    "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -165,6 +167,65 @@ fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()
     );
     let summary = wit_queries::write_stage(&stage, &queries, &wit_contract::Counts::new(), &opts)?;
     report(Stage::Queries, dataset.root(), &summary);
+    Ok(())
+}
+
+fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
+    let mut seeds = args.seed.clone();
+    if let Some(file) = &args.seeds {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| wit_contract::Error::bad_input(file, format!("cannot read: {e}")))?;
+        seeds.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    if seeds.is_empty() {
+        bail!(BadUsage("give --seed URL or --seeds FILE".into()));
+    }
+    let secs = |name: &str, v: f64| -> Result<Duration> {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| BadUsage(format!("--{name} must be a number of seconds >= 0")).into())
+    };
+    let jobs = match args.jobs {
+        Some(0) => bail!(BadUsage("--jobs must be at least 1".into())),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let opts = wit_crawler::CrawlOptions {
+        seeds,
+        user_agent: args
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| wit_crawler::user_agent(args.contact.as_deref())),
+        policy: wit_net::addr::AddressPolicy {
+            allow_private: args.allow_private,
+        },
+        scope: match args.scope {
+            ScopeArg::Host => wit_crawler::Scope::Host,
+            ScopeArg::Domain => wit_crawler::Scope::Domain,
+            ScopeArg::Any => wit_crawler::Scope::Any,
+        },
+        max_pages: args.max_pages,
+        max_depth: args.max_depth,
+        concurrency: args.concurrency,
+        per_host: args.per_host,
+        delay: secs("delay", args.delay)?,
+        max_crawl_delay: secs("max-crawl-delay", args.max_crawl_delay)?,
+        connect_timeout: secs("connect-timeout", args.connect_timeout)?,
+        timeout: secs("timeout", args.timeout)?,
+        max_page_bytes: args.max_page_bytes,
+        max_redirects: args.max_redirects,
+        retries: args.retries,
+        part_urls: args.part_urls,
+        threads: jobs,
+        ..wit_crawler::CrawlOptions::default()
+    };
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let summary = wit_crawler::run_crawl(&dataset, &opts, args.force, progress)?;
+    report(Stage::Candidates, dataset.root(), &summary);
     Ok(())
 }
 

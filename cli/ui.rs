@@ -109,19 +109,20 @@ impl Progress for Reporter {
             return;
         }
         if stderr_is_terminal() {
+            // A total of 0 means "not known in advance" (a crawl without a page limit).
+            let template = if total == 0 {
+                "{msg} [{elapsed_precise}] {spinner} {pos} ({per_sec})"
+            } else {
+                "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta})"
+            };
             let bar = bars().add(ProgressBar::new(total));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta})",
-                )
-                .expect("valid template"),
-            );
+            bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
             bar.set_message(label.to_string());
             bar.set_position(done);
             bar.enable_steady_tick(Duration::from_millis(200));
             s.bar = Some(bar);
         } else {
-            tracing::info!("{label}: {done}/{total} done, starting");
+            tracing::info!("{label}: {} done, starting", of(done, total));
         }
     }
 
@@ -132,7 +133,7 @@ impl Progress for Reporter {
             bar.inc(n);
         } else if !self.quiet && (s.last_line.elapsed() >= LINE_EVERY || s.done == s.total) {
             s.last_line = Instant::now();
-            tracing::info!("{}: {}/{} done", s.label, s.done, s.total);
+            tracing::info!("{}: {} done", s.label, of(s.done, s.total));
         }
     }
 
@@ -142,5 +143,14 @@ impl Progress for Reporter {
             bar.finish_and_clear();
             bars().remove(&bar);
         }
+    }
+}
+
+/// `done/total`, or `done` where the total is not known (0).
+fn of(done: u64, total: u64) -> String {
+    if total == 0 {
+        done.to_string()
+    } else {
+        format!("{done}/{total}")
     }
 }

@@ -38,6 +38,12 @@ fn bad_usage_exits_2_with_one_line() {
     assert_one_line_error(&run(&["queries", "import"]), 2, "FILE");
     assert_one_line_error(&run(&["match", "-d", "x", "--parts", "2"]), 2, "--part");
     assert_one_line_error(&run(&["match", "-d", "x", "--jobs", "many"]), 2, "many");
+    assert_one_line_error(&run(&["crawl", "-d", "x"]), 2, "--seed");
+    assert_one_line_error(
+        &run(&["crawl", "-d", "x", "--seed", "ftp://a.example/"]),
+        2,
+        "seed",
+    );
 }
 
 #[test]
@@ -87,7 +93,8 @@ fn missing_input_exits_2_naming_it() {
 
 #[test]
 fn stages_not_built_yet_say_so_and_exit_1() {
-    let o = run(&["crawl", "-d", "x", "--seed", "http://127.0.0.1/"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&["balance", "-d", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 1, "not built yet");
 }
 

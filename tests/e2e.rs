@@ -1,10 +1,12 @@
 //! End-to-end tests: the real `wit` binary on real files in temporary directories.
 //! One test binary, modules by area (ripgrep's layout).
 
+mod server;
 mod util;
 
 mod cli;
 mod compat;
+mod crawl;
 mod extract;
 mod queries;
 mod resume;

@@ -4,52 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::util::*;
 
-/// Debian's `wordnet-base`, downloaded once into ~/.cache/wit/debian, or `None`
-/// (with a message) where apt cannot fetch it.
+/// Debian's `wordnet-base`, or `None` (with a message).
 fn wordnet_base() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    let cache = home.join(".cache/wit/debian");
-    let dir = cache.join("wordnet-base/usr/share/wordnet");
-    if dir.join("data.noun").is_file() {
-        return Some(dir);
-    }
-    std::fs::create_dir_all(&cache).ok()?;
-    let download = || {
-        Command::new("apt-get")
-            .args(["download", "wordnet-base"])
-            .current_dir(&cache)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !download() {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).output();
-        if !download() {
-            eprintln!("SKIP: apt-get cannot download Debian's wordnet-base here");
-            return None;
-        }
-    }
-    let deb = std::fs::read_dir(&cache)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.to_string_lossy().contains("wordnet-base")
-                && p.extension().is_some_and(|x| x == "deb")
-        })?;
-    let ok = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(cache.join("wordnet-base"))
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok || !dir.join("data.noun").is_file() {
-        eprintln!("SKIP: cannot unpack {}", deb.display());
-        return None;
-    }
-    Some(dir)
+    debian_package("wordnet-base", "usr/share/wordnet/data.noun")
+        .map(|root| root.join("usr/share/wordnet"))
 }
 
 fn query_list(ds: &Path) -> Vec<String> {

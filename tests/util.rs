@@ -202,3 +202,59 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
     }
     Some(python)
 }
+
+/// Debian package `name`, downloaded once with `apt-get download` and unpacked
+/// into ~/.cache/wit/debian/NAME, whose path it returns once `probe` (a path
+/// inside the package) exists; `None` (with a message) where apt cannot fetch it.
+pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let cache = home.join(".cache/wit/debian");
+    let root = cache.join(name);
+    if root.join(probe).exists() {
+        return Some(root);
+    }
+    std::fs::create_dir_all(&cache).ok()?;
+    // Tests run in parallel: one at a time downloads and unpacks.
+    let lock = std::fs::File::create(cache.join(format!("{name}.lock"))).ok()?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    if root.join(probe).exists() {
+        return Some(root);
+    }
+    let find_deb = || {
+        std::fs::read_dir(&cache)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}_")))
+                    && p.extension().is_some_and(|x| x == "deb")
+            })
+    };
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", name])
+            .current_dir(&cache)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if find_deb().is_none() && !download() {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).output();
+        if !download() {
+            eprintln!("SKIP: apt-get cannot download Debian's {name} here");
+            return None;
+        }
+    }
+    let deb = find_deb()?;
+    let ok = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || !root.join(probe).exists() {
+        eprintln!("SKIP: cannot unpack {}", deb.display());
+        return None;
+    }
+    Some(root)
+}

@@ -30,5 +30,6 @@ pub use layout::{Dataset, Stage};
 pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
 pub use runner::{
-    PartContext, RunOptions, Share, StageSpec, Summary, check_params, run_stage, stage_complete,
+    OpenStage, PartContext, RunOptions, Share, StageSpec, Summary, check_params, run_stage,
+    stage_complete,
 };

@@ -196,7 +196,7 @@ where
         for _ in 0..threads {
             scope.spawn(|| {
                 while let Some(&part) = pending.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    match run_part(spec, &hash, part, &work) {
+                    match run_part(&spec.dir, &hash, part, &work) {
                         Ok(stats) => {
                             tracing::debug!(
                                 "{}: part {part} done {:?}",
@@ -353,17 +353,17 @@ fn remove_tmp_files(dir: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_part<F>(spec: &StageSpec, hash: &str, part: u32, work: &F) -> Result<PartStats>
+fn run_part<F>(dir: &Path, hash: &str, part: u32, work: F) -> Result<PartStats>
 where
-    F: Fn(&mut PartContext<'_>) -> Result<Counts> + Sync,
+    F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
 {
     let started_at = SystemTime::now();
     let clock = Instant::now();
-    remove_tmp_files(&spec.dir, &part_tmp_prefix(part))?;
+    remove_tmp_files(dir, &part_tmp_prefix(part))?;
     // Temporary names are unique to this attempt, so that two processes that
     // run the same part by mistake never commit each other's half-written files.
     let mut ctx = PartContext {
-        dir: &spec.dir,
+        dir,
         part,
         nonce: nonce(),
         outputs: Vec::new(),
@@ -372,7 +372,7 @@ where
         Ok(c) => c,
         Err(e) => {
             // Leave no half-written files behind a failed part.
-            let _ = remove_tmp_files(&spec.dir, &part_tmp_prefix(part));
+            let _ = remove_tmp_files(dir, &part_tmp_prefix(part));
             return Err(e);
         }
     };
@@ -382,7 +382,7 @@ where
         std::fs::File::open(tmp)
             .and_then(|f| f.sync_all())
             .at(tmp)?;
-        let dest = spec.dir.join(name);
+        let dest = dir.join(name);
         std::fs::rename(tmp, &dest).at(&dest)?;
         files.push(name.clone());
     }
@@ -396,16 +396,14 @@ where
         seconds: clock.elapsed().as_secs_f64(),
     };
     let name = part_stats_name(part);
-    let final_path = spec.dir.join(&name);
-    let tmp = spec
-        .dir
-        .join(format!("{}{}-{name}", part_tmp_prefix(part), ctx.nonce));
+    let final_path = dir.join(&name);
+    let tmp = dir.join(format!("{}{}-{name}", part_tmp_prefix(part), ctx.nonce));
     std::fs::write(&tmp, to_json_bytes(&stats, &final_path)?).at(&tmp)?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .at(&tmp)?;
     std::fs::rename(&tmp, &final_path).at(&final_path)?;
-    sync_dir(&spec.dir);
+    sync_dir(dir);
     Ok(stats)
 }
 
@@ -445,6 +443,90 @@ fn write_manifest_if_complete(spec: &StageSpec, hash: &str) -> Result<bool> {
     let path = spec.dir.join(MANIFEST_NAME);
     write_atomic(&path, &to_json_bytes(&manifest, &path)?)?;
     Ok(true)
+}
+
+/// A stage whose number of parts is not known in advance: a crawl commits a
+/// part every N pages until the frontier runs dry. Parts are committed one
+/// at a time, in order, by one process, with the same temporary-name, rename
+/// and sidecar rules as [`run_stage`]; [`OpenStage::finish`] writes the
+/// manifest once the stage knows it is done. The parameter hash does not
+/// include a part count.
+#[derive(Debug)]
+pub struct OpenStage {
+    spec: StageSpec,
+    hash: String,
+}
+
+impl OpenStage {
+    /// Prepares the stage directory: refuses parts made with other parameters,
+    /// removes temporary leftovers of a killed run (`force`: starts over).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] for foreign parts; [`Error::Io`] naming the directory.
+    pub fn open(spec: StageSpec, force: bool) -> Result<OpenStage> {
+        let hash = params_hash(&spec.params, 0);
+        if force && spec.dir.exists() {
+            std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
+        }
+        std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
+        check_no_foreign_parts(&spec, &hash)?;
+        remove_tmp_files(&spec.dir, ".tmp-")?;
+        Ok(OpenStage { spec, hash })
+    }
+
+    /// The stage directory.
+    pub fn dir(&self) -> &Path {
+        &self.spec.dir
+    }
+
+    /// Whether the manifest says the stage is finished with these parameters.
+    pub fn finished(&self) -> bool {
+        std::fs::read(self.spec.dir.join(MANIFEST_NAME))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            .is_some_and(|m| m.params_hash == self.hash)
+    }
+
+    /// The complete parts `0..k`, in order, up to the first incomplete one.
+    pub fn committed(&self) -> Vec<PartStats> {
+        let mut out = Vec::new();
+        while let Some(s) = complete_part(&self.spec.dir, out.len() as u32, &self.hash) {
+            out.push(s);
+        }
+        out
+    }
+
+    /// Commits part `part`: `work` writes its files through
+    /// [`PartContext::output`]; they are renamed into place and the sidecar
+    /// is written last.
+    ///
+    /// # Errors
+    /// What `work` returns; [`Error::Io`] if committing fails.
+    pub fn commit<F>(&self, part: u32, work: F) -> Result<PartStats>
+    where
+        F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
+    {
+        run_part(&self.spec.dir, &self.hash, part, work)
+    }
+
+    /// Writes the manifest for parts `0..parts`, all of which must be complete.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] if a part is incomplete; [`Error::Io`] if writing fails.
+    pub fn finish(&self, parts: u32) -> Result<()> {
+        let spec = StageSpec {
+            parts,
+            ..self.spec.clone()
+        };
+        if write_manifest_if_complete(&spec, &self.hash)? {
+            Ok(())
+        } else {
+            Err(Error::bad_input(
+                &self.spec.dir,
+                format!("cannot finish: not all of parts 0..{parts} are complete"),
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -581,5 +663,38 @@ mod tests {
             std::fs::read_to_string(dir.path().join("part-00001.txt")).unwrap(),
             "part 1"
         );
+    }
+
+    #[test]
+    fn open_stage_commits_in_order_finishes_and_refuses_other_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = |p: u32| spec(dir.path(), 0, serde_json::json!({ "p": p }));
+        let stage = OpenStage::open(sp(1), false).unwrap();
+        for part in 0..2u32 {
+            stage
+                .commit(part, |ctx| {
+                    std::fs::write(ctx.output(&format!("part-{part:05}.txt")), "x").unwrap();
+                    Ok(Counts::from([("urls".to_string(), 5)]))
+                })
+                .unwrap();
+        }
+        // A half-written third part, as a kill leaves it.
+        std::fs::write(dir.path().join(".tmp-part-00002-part-00002.txt"), "half").unwrap();
+        let stage = OpenStage::open(sp(1), false).unwrap();
+        assert_eq!(stage.committed().len(), 2);
+        assert!(!dir.path().join(".tmp-part-00002-part-00002.txt").exists());
+        assert!(!stage.finished());
+        assert!(stage.finish(3).is_err(), "part 2 is not complete");
+        stage.finish(2).unwrap();
+        assert!(stage.finished());
+        let m: Manifest =
+            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_NAME)).unwrap())
+                .unwrap();
+        assert_eq!((m.parts, m.counts["urls"]), (2, 10));
+        assert!(matches!(
+            OpenStage::open(sp(2), false),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(OpenStage::open(sp(2), true).unwrap().committed().is_empty());
     }
 }

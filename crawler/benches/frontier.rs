@@ -44,7 +44,7 @@ fn child(n: u64) {
         f.pop().unwrap();
     }
     let pop = t.elapsed().as_secs_f64();
-    f.checkpoint(&dir.join("checkpoint")).unwrap();
+    f.checkpoint(&dir.join("checkpoint"), &[]).unwrap();
     println!(
         "{push} {pop} {} {} {}",
         f.seen(),

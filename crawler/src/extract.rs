@@ -139,7 +139,7 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
         return Vec::new();
     }
     add("html_pages", 1);
-    let (text, _) = decode_html(&http.body, content_type.as_deref());
+    let (text, _, _) = decode_html(&http.body, content_type.as_deref());
     let page = extract(&page_url, &text, http.header("Content-Language"));
     add("images", page.images);
     add("images_tiny", page.tiny);

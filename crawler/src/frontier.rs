@@ -110,6 +110,9 @@ pub struct Frontier {
     queues: [Queue; 2],
     next_segment: u64,
     queued: u64,
+    /// Segments read back since the last checkpoint: deleted only once a
+    /// checkpoint that no longer lists them is in place.
+    consumed: Vec<PathBuf>,
 }
 
 impl Frontier {
@@ -128,6 +131,7 @@ impl Frontier {
             queues: [Queue::default(), Queue::default()],
             next_segment: 0,
             queued: 0,
+            consumed: Vec::new(),
         })
     }
 
@@ -185,7 +189,7 @@ impl Frontier {
             if q.head.is_empty() {
                 if let Some(seg) = q.segments.pop_front() {
                     q.head.extend(read_entries(&seg)?);
-                    std::fs::remove_file(&seg).at(&seg)?;
+                    self.consumed.push(seg);
                 } else {
                     q.head.extend(q.tail.drain(..));
                 }
@@ -208,11 +212,21 @@ impl Frontier {
         self.seen.len() as u64
     }
 
-    /// Writes the frontier's state to `path` atomically.
+    /// Marks `url` seen without queueing it (the target of a redirect that is
+    /// being fetched now); `false` if it was seen before or is not crawlable.
+    pub fn mark_seen(&mut self, url: &str) -> bool {
+        normalize(url).is_ok_and(|u| self.seen.insert(fingerprint(&u)))
+    }
+
+    /// Writes the frontier's state to `path` atomically, with `pending`
+    /// (URLs popped but not finished: in flight, or waiting for their host)
+    /// put back at the front of their queues, so that restoring the
+    /// checkpoint fetches them again. Segment files that an earlier
+    /// checkpoint listed stay until [`Frontier::release_consumed`].
     ///
     /// # Errors
     /// [`Error::Io`] naming the file.
-    pub fn checkpoint(&mut self, path: &Path) -> Result<()> {
+    pub fn checkpoint(&mut self, path: &Path, pending: &[(Entry, Kind)]) -> Result<()> {
         for kind in [Kind::Page, Kind::Asset] {
             if !self.queues[kind as usize].tail.is_empty() {
                 self.flush_tail(kind)?;
@@ -223,16 +237,23 @@ impl Frontier {
         let mut put = |line: String| writeln!(w, "{line}").at(&tmp);
         put(format!(
             "wit-frontier 1 {} {} {}",
-            self.next_segment, self.max_depth, self.queued
+            self.next_segment,
+            self.max_depth,
+            self.queued + pending.len() as u64
         ))?;
         let seen = self.seen.all();
         put(format!("seen {}", seen.len()))?;
         for fp in seen {
             put(format!("{fp:016x}"))?;
         }
-        for q in &self.queues {
-            put(format!("head {}", q.head.len()))?;
-            for e in &q.head {
+        for (qi, q) in self.queues.iter().enumerate() {
+            let front: Vec<&Entry> = pending
+                .iter()
+                .filter(|(_, k)| *k as usize == qi)
+                .map(|(e, _)| e)
+                .collect();
+            put(format!("head {}", front.len() + q.head.len()))?;
+            for e in front.into_iter().chain(&q.head) {
                 put(format!("{}\t{}", e.depth, e.url))?;
             }
             put(format!("segments {}", q.segments.len()))?;
@@ -248,6 +269,23 @@ impl Frontier {
             .sync_all()
             .at(&tmp)?;
         std::fs::rename(&tmp, path).at(path)
+    }
+
+    /// Deletes the segment files read back before the last checkpoint: call
+    /// it once that checkpoint is the one a restart would use.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming a file that cannot be removed.
+    pub fn release_consumed(&mut self) -> Result<()> {
+        for seg in self.consumed.drain(..) {
+            match std::fs::remove_file(&seg) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&seg, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// A frontier continuing from a checkpoint written by [`Frontier::checkpoint`].
@@ -291,6 +329,22 @@ impl Frontier {
             let n = count(next()?, "segments")?;
             for _ in 0..n {
                 f.queues[qi].segments.push_back(dir.join(next()?));
+            }
+        }
+        // Segments written after the checkpoint by the run that was killed.
+        let listed: HashSet<PathBuf> = f
+            .queues
+            .iter()
+            .flat_map(|q| q.segments.iter().cloned())
+            .collect();
+        for entry in std::fs::read_dir(dir).at(dir)? {
+            let p = entry.at(dir)?.path();
+            let is_segment = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".tsv"));
+            if is_segment && !listed.contains(&p) {
+                std::fs::remove_file(&p).at(&p)?;
             }
         }
         Ok(f)
@@ -393,8 +447,31 @@ mod tests {
         b.extend(drain(&mut big));
         assert_eq!(a.len(), 500);
         assert_eq!(a, b);
+        small.release_consumed().unwrap();
         let leftovers = std::fs::read_dir(dir.path().join("small")).unwrap().count();
         assert_eq!(leftovers, 0, "segments are removed once read");
+    }
+
+    #[test]
+    fn a_checkpoint_survives_pops_after_it_and_requeues_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, _) = filled(dir.path());
+        let cp = dir.path().join("frontier.checkpoint");
+        let inflight = Entry {
+            url: "http://x.example/inflight".into(),
+            depth: 2,
+        };
+        f.checkpoint(&cp, &[(inflight.clone(), Kind::Page)])
+            .unwrap();
+        // The run goes on and reads every segment back, then is killed.
+        let gone = drain(&mut f);
+        assert_eq!(gone.len(), 30);
+        drop(f);
+        let mut g = Frontier::restore(&cp, dir.path(), 6).unwrap();
+        assert_eq!(g.queued(), 31);
+        let again = drain(&mut g);
+        assert_eq!(again[0], inflight.url, "pending URLs come first");
+        assert_eq!(&again[1..], &gone[..]);
     }
 
     /// A frontier (6 URLs in memory) holding 40 URLs, of which 10 were popped.
@@ -413,14 +490,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut f, first) = filled(dir.path());
         let cp = dir.path().join("frontier.checkpoint");
-        f.checkpoint(&cp).unwrap();
+        f.checkpoint(&cp, &[]).unwrap();
         let rest_original = drain(&mut f);
         // The original drained its segments; a restored frontier needs them back:
         // checkpoint again from a fresh run to compare.
         let (mut g, first_g) = filled(&dir.path().join("g"));
         assert_eq!(first, first_g);
         let cp = dir.path().join("g.checkpoint");
-        g.checkpoint(&cp).unwrap();
+        g.checkpoint(&cp, &[]).unwrap();
         drop(g);
         let mut restored = Frontier::restore(&cp, &dir.path().join("g"), 6).unwrap();
         assert_eq!(restored.queued(), 30);

@@ -21,7 +21,9 @@ use wit_contract::records::Candidate;
 /// Decodes an HTML body: the byte-order mark, else the charset of the HTTP
 /// `Content-Type`, else a `<meta>` charset in the first 1024 bytes, else a
 /// statistical guess (chardetng). Returns the text and the encoding's name.
-pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+/// Also says whether the body held bytes invalid in that encoding (replaced
+/// by U+FFFD).
+pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static str, bool) {
     let declared = Encoding::for_bom(body)
         .map(|(e, _)| e)
         .or_else(|| {
@@ -45,8 +47,8 @@ pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static
     } else {
         encoding
     };
-    let (text, _, _) = encoding.decode(body);
-    (text.into_owned(), encoding.name())
+    let (text, _, had_errors) = encoding.decode(body);
+    (text.into_owned(), encoding.name(), had_errors)
 }
 
 fn charset_param(content_type: &str) -> Option<String> {
@@ -101,6 +103,18 @@ pub struct PageCandidates {
     pub boilerplate: u64,
     /// Pairs dropped as repeats on the page.
     pub repeats: u64,
+    /// Links to follow (`<a href>`, `<area href>`), absolute http(s) URLs
+    /// without fragment, in document order, each once; empty if the page says
+    /// `nofollow`. Links marked `rel="nofollow"` are left out.
+    pub links: Vec<String>,
+    /// Documents the page embeds (`<iframe src>`, `<frame src>`): fetched
+    /// after pages, as assets.
+    pub frames: Vec<String>,
+    /// The page's `<meta name="robots">` (or `witbot`) says `nofollow`.
+    pub nofollow: bool,
+    /// The page's `<meta name="robots">` says `noindex` (or `none`): its
+    /// images are not used.
+    pub noindex: bool,
 }
 
 /// Single words that describe no image.
@@ -228,6 +242,44 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
         .filter(|l| !l.is_empty())
         .or_else(|| content_language.map(|c| c.split(',').next().unwrap_or("").trim().to_string()))
         .filter(|l| !l.is_empty());
+    for meta in doc.select(&selector("meta[name][content]")) {
+        let name = meta.value().attr("name").unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("robots") || name.eq_ignore_ascii_case(ROBOTS_TOKEN) {
+            for d in meta.value().attr("content").unwrap_or("").split(',') {
+                match d.trim().to_ascii_lowercase().as_str() {
+                    "nofollow" => out.nofollow = true,
+                    "noindex" => out.noindex = true,
+                    "none" => (out.nofollow, out.noindex) = (true, true),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !out.nofollow {
+        let mut seen_links: HashSet<String> = HashSet::new();
+        for a in doc.select(&selector("a[href], area[href]")) {
+            let nofollow = a.value().attr("rel").is_some_and(|r| {
+                r.split_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("nofollow"))
+            });
+            if let (false, Some(url)) = (nofollow, link_url(a.value().attr("href"), &base))
+                && seen_links.insert(url.clone())
+            {
+                out.links.push(url);
+            }
+        }
+        for f in doc.select(&selector("iframe[src], frame[src]")) {
+            if let Some(url) = link_url(f.value().attr("src"), &base)
+                && seen_links.insert(url.clone())
+            {
+                out.frames.push(url);
+            }
+        }
+    }
+    if out.noindex {
+        out.images = doc.select(&selector("img")).count() as u64;
+        return out;
+    }
     let figcaption = selector("figcaption");
     let mut seen: HashSet<(String, String)> = HashSet::new();
     for img in doc.select(&selector("img")) {
@@ -295,6 +347,19 @@ fn parse_html(html: &str) -> Html {
     };
     html5ever::driver::parse_document(scraper::HtmlTreeSink::new(Html::new_document()), opts)
         .one(html)
+}
+
+/// The product token the crawler answers to in robots rules and meta tags.
+pub const ROBOTS_TOKEN: &str = "witbot";
+
+fn link_url(raw: Option<&str>, base: &Url) -> Option<String> {
+    let raw = raw?.trim();
+    if raw.is_empty() || raw.starts_with('#') {
+        return None;
+    }
+    let mut url = base.join(raw).ok()?;
+    url.set_fragment(None);
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
 fn image_url(img: &ElementRef<'_>, base: &Url) -> Option<String> {
@@ -368,6 +433,34 @@ mod tests {
         );
         // "logo" and the file name are boilerplate.
         assert_eq!(got.boilerplate, 2);
+    }
+
+    #[test]
+    fn links_frames_and_meta_robots() {
+        let html = r##"<html><head><base href="/docs/"></head><body>
+            <a href="a.html#part">A</a><a href="a.html">again</a><a href="#top">top</a>
+            <a href="mailto:x@y">mail</a><a href="https://other.example/b" rel="external nofollow">ad</a>
+            <map><area href="../c.html"></map><iframe src="frame.html"></iframe>
+            <img src="x.jpg" alt="a cat on a mat"></body></html>"##;
+        let got = extract("http://example.org/index.html", html, None);
+        assert_eq!(
+            got.links,
+            vec![
+                "http://example.org/docs/a.html",
+                "http://example.org/c.html"
+            ]
+        );
+        assert_eq!(got.frames, vec!["http://example.org/docs/frame.html"]);
+        assert_eq!(got.candidates.len(), 1);
+
+        let html = r#"<html><head><meta name="ROBOTS" content="noindex, nofollow"></head>
+            <body><a href="a.html">A</a><img src="x.jpg" alt="a cat on a mat"></body></html>"#;
+        let got = extract("http://example.org/", html, None);
+        assert!(got.nofollow && got.noindex);
+        assert!(got.links.is_empty() && got.candidates.is_empty());
+        assert_eq!(got.images, 1);
+        let html = r#"<meta name="witbot" content="none"><a href="a.html">A</a>"#;
+        assert!(extract("http://example.org/", html, None).links.is_empty());
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //!   legacy charsets.
 //! - [`warc`]: WARC/WAT reading, gzip member by member, damage counted and skipped.
 //! - [`run_extract`]: `wit extract`, one `candidates/` part per archive file.
-//!
-//! Crawling live pages (`wit crawl`) is the subject of a later change.
+//! - [`run_crawl`]: `wit crawl`, polite and resumable, a `candidates/` part
+//!   every N URLs; [`frontier`] holds what is left to fetch.
 #![deny(missing_docs)]
 
+mod crawl;
 mod extract;
 pub mod frontier;
 pub mod html;
 pub mod urls;
 pub mod warc;
 
+pub use crawl::{CrawlOptions, PARKED_PER_SLOT, STATE_DIR, Scope, run_crawl, user_agent};
 pub use extract::{extract_archive, run_extract};

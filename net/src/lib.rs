@@ -6,7 +6,10 @@
 //! # Brief overview
 //! - [`robots`]: robots.txt parsing and matching (RFC 9309, Google's reading).
 //! - [`addr`]: which resolved addresses may be fetched (SSRF protection).
+//! - [`http`]: one GET with the address policy, timeouts, size limits and
+//!   failure reasons.
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod http;
 pub mod robots;

@@ -1,0 +1,462 @@
+//! `wit crawl` against real HTTP servers on 127.0.0.1: one that misbehaves in
+//! every way the issue lists, and a real documentation website.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use wit_contract::records::string_column;
+use wit_contract::schema::{self, col};
+
+use crate::server::{Reply, Server};
+use crate::util::*;
+
+/// Runs `wit` and fails the test if it has not finished within `limit`.
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let child = wit()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wit runs");
+    wait_within(child, limit)
+}
+
+fn wait_within(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("wit hung for {limit:?}:\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The sum of the counts of every part sidecar of `candidates/`.
+fn part_counts(dataset: &Path) -> BTreeMap<String, u64> {
+    let dir = dataset.join("candidates");
+    let mut sum = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("_part-") {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            for (k, n) in v["counts"].as_object().unwrap() {
+                *sum.entry(k.clone()).or_default() += n.as_u64().unwrap();
+            }
+        }
+    }
+    sum
+}
+
+/// Every candidate row: (page URL, image URL, text, text source).
+fn candidate_rows(dataset: &Path) -> Vec<(String, String, String, String)> {
+    let mut rows = Vec::new();
+    for (_, path) in wit_contract::layout::list_parts(&dataset.join("candidates")).unwrap() {
+        for batch in wit_contract::pq::read_file(&path, &schema::candidates()).unwrap() {
+            let batch = batch.unwrap();
+            let page = string_column(&batch, col::PAGE_URL);
+            let url = string_column(&batch, col::URL);
+            let text = string_column(&batch, col::TEXT);
+            let source = string_column(&batch, col::TEXT_SOURCE);
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    page.value(i).to_string(),
+                    url.value(i).to_string(),
+                    text.value(i).to_string(),
+                    source.value(i).to_string(),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+const FAST: &[&str] = &[
+    "--allow-private",
+    "--delay",
+    "0",
+    "--per-host",
+    "4",
+    "--timeout",
+    "3",
+    "--connect-timeout",
+    "2",
+];
+
+fn page(links: &[String], body: &str) -> String {
+    let a: String = links
+        .iter()
+        .map(|l| format!("<a href=\"{l}\">{l}</a>\n"))
+        .collect();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><title>T</title></head><body>{a}{body}</body></html>"
+    )
+}
+
+#[test]
+fn faults_are_counted_by_reason_and_never_hang() {
+    // Origin C answers robots.txt with 503: all its pages are off limits.
+    let c = Server::start(|path| match path {
+        "/robots.txt" => Reply::status(503, &[]),
+        _ => Reply::html(page(&[], "")),
+    });
+    // Origin B: real rules with a Crawl-delay.
+    let b = Server::start(|path| match path {
+        "/robots.txt" => Reply::with_type(
+            200,
+            "text/plain",
+            "User-agent: *\nDisallow: /secret\nCrawl-delay: 0.2\n",
+        ),
+        "/" => Reply::html(page(
+            &["/secret".into(), "/open".into()],
+            "<img src=\"/b.jpg\" alt=\"a blue boat\">",
+        )),
+        _ => Reply::html(page(&[], "<img src=\"/o.jpg\" alt=\"an open door\">")),
+    });
+    let busy_hits = AtomicU32::new(0);
+    let other = [b.url("/"), c.url("/"), c.url("/two")];
+    let a = Server::start(move |path| {
+        let links: Vec<String> = [
+            "/drip",
+            "/reset",
+            "/truncated",
+            "/endless",
+            "/loop1",
+            "/chain/0",
+            "/busy",
+            "/busy-always",
+            "/error",
+            "/missing",
+            "/data",
+            "/bad-utf8",
+            "/latin1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(other.iter().cloned())
+        .collect();
+        match path {
+            // An HTML error page served as robots.txt: no rules.
+            "/robots.txt" => {
+                Reply::html("<html><body><h1>Welcome!</h1><p>Disallow: /</p></body></html>")
+            }
+            "/" => Reply::html(page(&links, "<img src=\"/a.jpg\" alt=\"a red car\">")),
+            "/drip" => Reply::Drip {
+                body: vec![b'x'; 1000],
+                every: Duration::from_millis(50),
+            },
+            "/reset" => Reply::Reset,
+            "/truncated" => Reply::Truncated {
+                declared: 5000,
+                body: b"<html><body><img src=x.jpg alt=cut".to_vec(),
+            },
+            "/endless" => Reply::Endless,
+            "/loop1" => Reply::status(302, &[("Location", "/loop2")]),
+            "/loop2" => Reply::status(301, &[("Location", "/loop1")]),
+            p if p.starts_with("/chain/") => {
+                let n: u32 = p[7..].parse().unwrap();
+                Reply::status(302, &[("Location", &format!("/chain/{}", n + 1))])
+            }
+            "/busy" => {
+                if busy_hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Reply::status(429, &[("Retry-After", "1")])
+                } else {
+                    Reply::html(page(&[], "<img src=\"/busy.jpg\" alt=\"a patient cat\">"))
+                }
+            }
+            "/busy-always" => Reply::status(429, &[("Retry-After", "0")]),
+            "/error" => Reply::status(500, &[]),
+            "/data" => Reply::with_type(200, "application/json", "{\"a\": 1}"),
+            "/bad-utf8" => Reply::html(
+                b"<html><body><img src=\"/u.jpg\" alt=\"caf\xff\xfe latte art\"></body></html>"
+                    .to_vec(),
+            ),
+            "/latin1" => Reply::with_type(
+                200,
+                "text/html; charset=iso-8859-1",
+                b"<html><body><img src=\"/l.jpg\" alt=\"cr\xe8me br\xfbl\xe9e\"></body></html>"
+                    .to_vec(),
+            ),
+            _ => Reply::with_type(404, "text/html", "<h1>Not Found</h1>"),
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let seed = a.url("/");
+    let mut args = vec![
+        "crawl",
+        "--out",
+        ds.to_str().unwrap(),
+        "--seed",
+        &seed,
+        "--max-redirects",
+        "3",
+        "--max-page-bytes",
+        "100000",
+        "--retries",
+        "2",
+    ];
+    args.extend_from_slice(FAST);
+    let start = Instant::now();
+    let out = run_within(&args, Duration::from_secs(60));
+    ok(&out);
+    assert!(!stderr(&out).contains("panicked"));
+    // Drip (1000 bytes at 50 ms) hits the 3 s timeout; nothing waits longer.
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let counts = part_counts(&ds);
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let expect = [
+        ("fail_timeout", 1),
+        ("fail_network", 1),
+        ("fail_truncated", 1),
+        ("fail_too_large", 1),
+        ("fail_redirect_loop", 1),
+        ("fail_redirect_limit", 1),
+        ("fail_http_5xx", 1),
+        // /missing, and /busy-always after its 2 retries.
+        ("fail_http_4xx", 2),
+        ("fail_wrong_type", 1),
+        ("fail_robots", 1),
+        ("fail_robots_unreachable", 2),
+        ("robots_html", 1),
+        ("robots_fetched", 1),
+        ("robots_unreachable", 1),
+        ("retries", 3),
+        ("pages_bad_encoding", 1),
+    ];
+    for (k, n) in expect {
+        assert_eq!(get(k), n, "{k} in {counts:?}");
+    }
+    // Pages: A's index, busy (after its retry), bad-utf8, latin1; B's index and /open.
+    assert_eq!(get("pages"), 6, "{counts:?}");
+    // Every URL reached an end: 1 + 13 + 3 linked from A, /open and /secret from B.
+    assert_eq!(get("urls"), 19, "{counts:?}");
+    let failed: u64 = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with("fail_"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(failed + get("pages"), get("urls"), "{counts:?}");
+
+    // Robots rules were obeyed, and C was never asked for a page.
+    assert!(!b.requests().contains(&"/secret".to_string()));
+    assert_eq!(c.requests(), vec!["/robots.txt"]);
+    let robots_fetches = a.requests().iter().filter(|p| *p == "/robots.txt").count();
+    assert_eq!(robots_fetches, 1, "robots.txt is cached per origin");
+
+    let texts: BTreeSet<String> = candidate_rows(&ds).into_iter().map(|r| r.2).collect();
+    for t in [
+        "a red car",
+        "a patient cat",
+        "a blue boat",
+        "an open door",
+        "crème brûlée",
+    ] {
+        assert!(texts.contains(t), "{t} in {texts:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.starts_with("caf\u{fffd}")),
+        "{texts:?}"
+    );
+
+    // Finished: the manifest is there and a rerun fetches nothing.
+    assert_eq!(manifest(&ds, "candidates")["parts"], 1);
+    let before = a.requests().len();
+    ok(&run_within(&args, Duration::from_secs(30)));
+    assert_eq!(a.requests().len(), before);
+}
+
+#[test]
+fn private_addresses_are_refused_by_default() {
+    let a = Server::start(|_| Reply::html("<img src=x.jpg alt=\"a red car\">"));
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let localhost = format!("http://localhost:{}/", a.port);
+    let out = run_within(
+        &[
+            "crawl",
+            "--out",
+            ds.to_str().unwrap(),
+            "--seed",
+            &a.url("/"),
+            "--seed",
+            &localhost,
+        ],
+        Duration::from_secs(30),
+    );
+    ok(&out);
+    let counts = part_counts(&ds);
+    assert_eq!(counts.get("fail_refused_address"), Some(&2), "{counts:?}");
+    assert!(a.requests().is_empty(), "nothing reached the server");
+}
+
+/// An independent reading of a static site on disk: breadth-first from
+/// index.html over `<a>`/`<area>` links (Python's html.parser and urljoin),
+/// counting the HTML pages reached and their `<img>` elements and alt texts.
+const SITE_REFERENCE: &str = r#"
+import sys, os, json
+from urllib.parse import urljoin, urldefrag, urlsplit, unquote
+from html.parser import HTMLParser
+
+root, base = sys.argv[1], sys.argv[2]
+
+class Page(HTMLParser):
+    def __init__(self, url):
+        super().__init__()
+        self.base, self.links, self.imgs, self.alts = url, [], 0, []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "base" and a.get("href"):
+            self.base = urljoin(self.base, a["href"])
+        if tag in ("a", "area") and a.get("href") and "nofollow" not in (a.get("rel") or "").lower().split():
+            self.links.append(urldefrag(urljoin(self.base, a["href"].strip()))[0])
+        if tag == "img":
+            self.imgs += 1
+            alt = " ".join((a.get("alt") or "").split())
+            if alt and (a.get("src") or "").strip():
+                self.alts.append((urljoin(self.base, a["src"].strip()), alt))
+
+def file_of(url):
+    p = unquote(urlsplit(url).path)
+    f = os.path.join(root, p.lstrip("/"))
+    if os.path.isdir(f):
+        f = os.path.join(f, "index.html")
+    return f
+
+seen, queue, pages, imgs, alts = {base}, [base], [], 0, []
+while queue:
+    url = queue.pop(0)
+    f = file_of(url)
+    if not (f.endswith(".html") and os.path.isfile(f)):
+        continue
+    pages.append(urlsplit(url).path)
+    p = Page(url)
+    p.feed(open(f, encoding="utf-8", errors="replace").read())
+    imgs += p.imgs
+    alts += [(url, u, t) for u, t in p.alts]
+    for l in p.links:
+        s = urlsplit(l)
+        if s.scheme == "http" and s.netloc == urlsplit(base).netloc and not s.query and l not in seen:
+            seen.add(l)
+            queue.append(l)
+json.dump({"pages": sorted(pages), "images": imgs, "alts": sorted(set(alts))}, sys.stdout)
+"#;
+
+#[test]
+fn crawls_a_real_documentation_site_as_an_independent_reading_counts_it() {
+    let Some(pkg) = debian_package(
+        "python-skimage-doc",
+        "usr/share/doc/python-skimage-doc/html/index.html",
+    ) else {
+        return;
+    };
+    let Some(python) = python_with(&[]) else {
+        return;
+    };
+    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
+    let site = Server::files(root.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let seed = site.url("/index.html");
+    let mut args = vec![
+        "crawl",
+        "--out",
+        ds.to_str().unwrap(),
+        "--seed",
+        &seed,
+        "--max-depth",
+        "100",
+        "--part-urls",
+        "100",
+        "--concurrency",
+        "8",
+    ];
+    args.extend_from_slice(FAST);
+    ok(&run_within(&args, Duration::from_secs(300)));
+
+    let script = dir.path().join("site.py");
+    std::fs::write(&script, SITE_REFERENCE).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&root)
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ref_pages: BTreeSet<String> = reference["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+
+    let counts = part_counts(&ds);
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    // The same pages, each fetched once.
+    let fetched: Vec<String> = site
+        .requests()
+        .into_iter()
+        .filter(|p| ref_pages.contains(p))
+        .collect();
+    let unique: BTreeSet<String> = fetched.iter().cloned().collect();
+    assert_eq!(unique, ref_pages, "pages reached");
+    assert_eq!(fetched.len(), unique.len(), "no page fetched twice");
+    assert_eq!(get("pages") as usize, ref_pages.len(), "{counts:?}");
+    assert_eq!(
+        get("images"),
+        reference["images"].as_u64().unwrap(),
+        "{counts:?}"
+    );
+    // Alt texts: every candidate is one the reference found; those it left
+    // out are boilerplate (file names, "image", navigation words).
+    let ours: BTreeSet<(String, String, String)> = candidate_rows(&ds)
+        .into_iter()
+        .filter(|r| r.3 == "alt")
+        .map(|r| (r.0, r.1, r.2))
+        .collect();
+    let theirs: BTreeSet<(String, String, String)> = reference["alts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t = t.as_array().unwrap();
+            let s = |i: usize| t[i].as_str().unwrap().to_string();
+            (s(0), s(1), s(2))
+        })
+        .collect();
+    let extra: Vec<_> = ours.difference(&theirs).collect();
+    assert!(extra.is_empty(), "not in the reference: {extra:?}");
+    let dropped = theirs.len() - ours.len();
+    eprintln!(
+        "site: {} pages, {} images, {} alt candidates ({} of the reference's alts dropped as boilerplate)",
+        ref_pages.len(),
+        get("images"),
+        ours.len(),
+        dropped
+    );
+    assert!(
+        ours.len() * 10 >= theirs.len() * 9,
+        "{} of {}",
+        ours.len(),
+        theirs.len()
+    );
+    assert!(get("candidates") >= ours.len() as u64);
+    assert!(manifest(&ds, "candidates")["parts"].as_u64().unwrap() >= 2);
+}
