@@ -460,3 +460,91 @@ fn crawls_a_real_documentation_site_as_an_independent_reading_counts_it() {
     assert!(get("candidates") >= ours.len() as u64);
     assert!(manifest(&ds, "candidates")["parts"].as_u64().unwrap() >= 2);
 }
+
+#[test]
+fn a_killed_crawl_resumes_without_refetching_committed_pages() {
+    let Some(pkg) = debian_package(
+        "python-skimage-doc",
+        "usr/share/doc/python-skimage-doc/html/index.html",
+    ) else {
+        return;
+    };
+    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
+    let dir = tempfile::tempdir().unwrap();
+    let crawl = |site: &Server, ds: &Path| -> std::process::Command {
+        let mut cmd = wit();
+        cmd.args(["crawl", "--out", ds.to_str().unwrap(), "--seed"])
+            .arg(site.url("/index.html"))
+            .args(["--max-depth", "100", "--part-urls", "20"])
+            .args(["--allow-private", "--per-host", "2", "--delay", "0.01"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+
+    // Uninterrupted.
+    let site = Server::files(root.clone());
+    let whole = dir.path().join("whole");
+    let out = wait_within(
+        crawl(&site, &whole).spawn().unwrap(),
+        Duration::from_secs(300),
+    );
+    ok(&out);
+    // Rows with the server's address taken out (each run has its own port).
+    let paths_only = |ds: &Path, site: &Server| -> Vec<(String, String, String, String)> {
+        let prefix = site.url("");
+        candidate_rows(ds)
+            .into_iter()
+            .map(|(p, u, t, s)| (p.replace(&prefix, ""), u.replace(&prefix, ""), t, s))
+            .collect()
+    };
+    let expected: BTreeSet<_> = paths_only(&whole, &site).into_iter().collect();
+
+    // Killed after three parts, then run again.
+    let site = Server::files(root);
+    let ds = dir.path().join("ds");
+    let mut child = crawl(&site, &ds).spawn().unwrap();
+    let marker = ds.join("candidates/_part-00002.json");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no third part");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first: Vec<String> = site
+        .requests()
+        .into_iter()
+        .filter(|p| p != "/robots.txt")
+        .collect();
+    let committed = part_counts(&ds)["urls"];
+    assert!(committed >= 60, "{committed}");
+
+    let out = wait_within(crawl(&site, &ds).spawn().unwrap(), Duration::from_secs(300));
+    ok(&out);
+    let all = site.requests();
+    let second: BTreeSet<&String> = all[first.len()..]
+        .iter()
+        .filter(|p| *p != "/robots.txt")
+        .collect();
+    let again = first.iter().filter(|p| second.contains(p)).count();
+    assert!(
+        again as u64 <= first.len() as u64 - committed,
+        "{again} URLs fetched again, but only {} were not committed",
+        first.len() as u64 - committed
+    );
+    let rows = paths_only(&ds, &site);
+    let got: BTreeSet<_> = rows.iter().cloned().collect();
+    assert_eq!(rows.len(), got.len(), "no candidate twice");
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not the candidates of an uninterrupted crawl: missing {missing:?}, extra {extra:?}"
+    );
+    assert_eq!(part_counts(&ds)["pages"], part_counts(&whole)["pages"]);
+}

@@ -1,11 +1,13 @@
 //! Reading WARC files (and the WAT metadata files Common Crawl derives from
 //! them): gzipped member by member or plain, with each record's byte
-//! offset. The file is read into memory whole (a Common Crawl WARC is about
-//! 1 GB; streaming it is still to do). A damaged gzip member or a malformed
-//! record is counted and skipped: the reader resynchronises at the next gzip
-//! member (or `WARC/` line) and goes on.
+//! offset. Gzipped files (all of Common Crawl's, about 1 GB each) are
+//! streamed: one member (one record) is in memory at a time. Plain files are
+//! read whole. A damaged gzip member or a malformed record is counted and
+//! skipped: the reader resynchronises at the next gzip member (or `WARC/`
+//! line) and goes on.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use flate2::bufread::GzDecoder;
@@ -59,11 +61,13 @@ pub struct ReadErrors {
 /// [`wit_contract::Error::Io`] if the file cannot be opened or read at all;
 /// damage inside it is counted in the returned [`ReadErrors`].
 pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors> {
-    let bytes = std::fs::read(path).at(path)?;
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
     let mut errors = ReadErrors::default();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        read_gzip_members(&bytes, &mut errors, &mut f);
+    if reader.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]) {
+        read_gzip_members(&mut reader, &mut errors, &mut f).at(path)?;
     } else {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).at(path)?;
         parse_records(&bytes, 0, true, &mut errors, &mut f);
     }
     Ok(errors)
@@ -73,31 +77,61 @@ pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors
 /// record per member; a larger one is a bomb or damage).
 const MAX_MEMBER: u64 = 1 << 30;
 
-fn read_gzip_members(bytes: &[u8], errors: &mut ReadErrors, f: &mut impl FnMut(Record)) {
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        // `&[u8]` is a BufRead: the decoder stops at the member's end, and what
-        // is left of the slice tells where the next member starts.
-        let mut rest = &bytes[pos..];
-        let mut member = Vec::new();
-        let result = GzDecoder::new(&mut rest)
+fn read_gzip_members(
+    reader: &mut BufReader<File>,
+    errors: &mut ReadErrors,
+    f: &mut impl FnMut(Record),
+) -> std::io::Result<()> {
+    let mut member = Vec::new();
+    loop {
+        let pos = reader.stream_position()?;
+        if reader.fill_buf()?.is_empty() {
+            return Ok(());
+        }
+        // The bufread decoder stops at the member's end and leaves the reader
+        // at the next member's first byte.
+        member.clear();
+        let result = GzDecoder::new(&mut *reader)
             .take(MAX_MEMBER)
             .read_to_end(&mut member);
-        let consumed = bytes.len() - pos - rest.len();
+        let end = reader.stream_position()?;
         match result {
-            Ok(_) if consumed > 0 => {
-                parse_records(&member, pos as u64, false, errors, f);
-                pos += consumed;
-            }
+            Ok(_) if end > pos => parse_records(&member, pos, false, errors, f),
             _ => {
                 errors.bad_members += 1;
                 // Resynchronise at the next gzip member header.
-                match memchr::memmem::find(&bytes[pos + 1..], &[0x1f, 0x8b, 0x08]) {
-                    Some(i) => pos += 1 + i,
-                    None => break,
+                if !skip_to_gzip_header(reader, pos + 1)? {
+                    return Ok(());
                 }
             }
         }
+    }
+}
+
+/// Moves `reader` to the first gzip member header (`1f 8b 08`) at or after
+/// byte `from`; `false` if there is none.
+fn skip_to_gzip_header(reader: &mut BufReader<File>, from: u64) -> std::io::Result<bool> {
+    const MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
+    let mut window = vec![0u8; 1 << 16];
+    let mut pos = from;
+    loop {
+        reader.seek(SeekFrom::Start(pos))?;
+        let mut n = 0;
+        while n < window.len() {
+            match reader.read(&mut window[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if let Some(i) = memchr::memmem::find(&window[..n], &MAGIC) {
+            reader.seek(SeekFrom::Start(pos + i as u64))?;
+            return Ok(true);
+        }
+        if n < window.len() {
+            return Ok(false);
+        }
+        // Windows overlap by two bytes: a header may straddle them.
+        pos += (n - (MAGIC.len() - 1)) as u64;
     }
 }
 
@@ -304,5 +338,45 @@ mod tests {
         );
         assert_eq!(got[1].0 as usize, rec("one").len());
         assert_eq!(errors.bad_records, 1);
+    }
+
+    #[test]
+    fn gzip_members_stream_and_damage_is_skipped() {
+        use std::io::Write;
+        let member = |body: &str| {
+            let rec = format!(
+                "WARC/1.0\r\nWARC-Type: response\r\nContent-Length: {}\r\n\r\n{body}\r\n\r\n",
+                body.len()
+            );
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(rec.as_bytes()).unwrap();
+            gz.finish().unwrap()
+        };
+        let one = member("one");
+        let mut broken = member("two");
+        broken.truncate(broken.len() / 2);
+        // A big member, so that the scan for the next header crosses windows.
+        let big_body = "x".repeat(300_000);
+        let big = member(&big_body);
+        let mut corrupt_big = big.clone();
+        corrupt_big[20] ^= 0xff;
+        corrupt_big[21] ^= 0xff;
+        let three = member("three");
+        let mut file = Vec::new();
+        let mut offsets = Vec::new();
+        for m in [&one, &broken, &big, &corrupt_big, &three] {
+            offsets.push(file.len() as u64);
+            file.extend_from_slice(m);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.warc.gz");
+        std::fs::write(&path, &file).unwrap();
+        let mut got = Vec::new();
+        let errors = read_records(&path, |r| got.push((r.offset, r.block.len()))).unwrap();
+        assert_eq!(
+            got,
+            vec![(offsets[0], 3), (offsets[2], 300_000), (offsets[4], 5)]
+        );
+        assert_eq!(errors.bad_members, 2);
     }
 }
