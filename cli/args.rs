@@ -343,6 +343,19 @@ pub struct MatchArgs {
     /// Read captions from stdin, one per line; print each one's matched query ids
     #[arg(long)]
     pub stdin: bool,
+    /// Drop texts shorter than this many characters (after trimming)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub min_length: usize,
+    /// Drop texts longer than this many characters
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_length: usize,
+    /// Keep texts that are a file name or a URL (dropped by default)
+    #[arg(long)]
+    pub keep_file_names: bool,
+    /// Keep only pages that declare one of these languages (primary subtags,
+    /// comma-separated: en,de); pages that declare none are kept
+    #[arg(long, value_name = "LANGS", value_delimiter = ',')]
+    pub lang: Vec<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -14,7 +14,7 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    Cli, Command, CrawlArgs, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
+    BalanceArgs, Cli, Command, CrawlArgs, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
     QueriesImportArgs, RunArgs, ScopeArg,
 };
 use crate::ui::Reporter;
@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Crawl(args) => crawl(args, &progress),
         Command::Extract(args) => extract(args, &progress),
         Command::Match(args) => match_(args, &progress),
-        Command::Balance(_) => not_built("balance", 5, "filter"),
+        Command::Balance(args) => balance(args, &progress),
         Command::Download(_) => not_built("download", 6, "download and shards"),
         Command::Stats(_) => not_built("stats", 7, "stats"),
         Command::Train(_) => not_built("train", 8, "trainer"),
@@ -37,8 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str =
-    "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -278,7 +277,52 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
     };
     let opts = run_options(&args.run, progress)?;
     let dataset = Dataset::new(dataset);
-    let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &opts)?;
+    let filter = wit_filter::TextFilter {
+        min_chars: args.min_length,
+        max_chars: args.max_length,
+        drop_file_names: !args.keep_file_names,
+        languages: (!args.lang.is_empty()).then(|| {
+            args.lang
+                .iter()
+                .map(|l| wit_filter::text::primary_subtag(l))
+                .collect()
+        }),
+    };
+    let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &filter, &opts)?;
     report(Stage::Matched, dataset.root(), &summary);
+    Ok(())
+}
+
+fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
+    if args.max_per_query == 0 {
+        bail!(BadUsage("-t must be at least 1".into()));
+    }
+    let opts = run_options(&args.run, progress)?;
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let (summary, reduced) = wit_filter::run_balance(
+        &dataset,
+        &wit_filter::BalanceOptions {
+            t: args.max_per_query,
+            seed: args.seed,
+        },
+        &opts,
+    )?;
+    tracing::info!(
+        "balanced: {} pairs ({} repeats dropped); {} of {} queries matched, {} at or over t={}",
+        reduced.pairs,
+        reduced.duplicates,
+        reduced.queries_matched,
+        reduced.queries,
+        reduced.queries_at_or_over_t,
+        reduced.t
+    );
+    if summary.complete {
+        tracing::info!(
+            "balanced: kept {} of {} pairs",
+            summary.counts.get("kept").copied().unwrap_or(0),
+            reduced.pairs - reduced.duplicates
+        );
+    }
+    report(Stage::Balanced, dataset.root(), &summary);
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod server;
 mod util;
 
+mod balance;
 mod cli;
 mod compat;
 mod crawl;

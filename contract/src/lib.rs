@@ -11,6 +11,7 @@
 //! - [`manifest`]: `_manifest.json` and the per-part sidecars.
 //! - [`runner`]: [`run_stage`], the resumable, shardable stage runner every stage uses.
 //! - [`query_list`]: the `queries.json` format.
+//! - [`text`]: caption rules more than one stage applies (file names, URLs).
 //! - [`Progress`]: how library code reports progress.
 //! - [`Error`]: typed errors that name the input they are about.
 #![deny(missing_docs)]
@@ -24,6 +25,7 @@ pub mod query_list;
 pub mod records;
 pub mod runner;
 pub mod schema;
+pub mod text;
 
 pub use error::{Error, IoContext, Result};
 pub use layout::{Dataset, Stage};

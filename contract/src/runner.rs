@@ -120,10 +120,32 @@ impl PartContext<'_> {
     /// The path to write output file `name` (relative to the stage directory) to.
     /// It is a temporary name; the runner renames it to `name` when the part's
     /// work returns successfully, in the order the outputs were asked for.
+    /// `name` may lie in a subdirectory whose name starts with `_` (created
+    /// here): `_query_counts/part-00000.parquet`.
+    ///
+    /// # Panics
+    /// If `name` lies in a subdirectory not starting with `_`, or deeper.
     pub fn output(&mut self, name: &str) -> PathBuf {
-        let tmp = self
-            .dir
-            .join(format!("{}{name}", part_tmp_prefix(self.part)));
+        let (sub, base) = match name.split_once('/') {
+            Some((sub, base)) => {
+                assert!(
+                    sub.starts_with('_') && !base.contains('/'),
+                    "part outputs live in the stage directory or one `_` subdirectory: {name}"
+                );
+                (Some(sub), base)
+            }
+            None => (None, name),
+        };
+        let dir = match sub {
+            Some(sub) => {
+                let d = self.dir.join(sub);
+                // An error here shows when the file is written.
+                let _ = std::fs::create_dir_all(&d);
+                d
+            }
+            None => self.dir.to_path_buf(),
+        };
+        let tmp = dir.join(format!("{}{base}", part_tmp_prefix(self.part)));
         self.outputs.push((tmp.clone(), name.to_string()));
         tmp
     }
@@ -334,14 +356,18 @@ fn complete_part(dir: &Path, part: u32, hash: &str) -> Option<PartStats> {
     .then_some(stats)
 }
 
+/// Removes the files (and directories) starting with `prefix` in `dir` and
+/// in its `_` subdirectories, where parts write their side outputs.
 fn remove_tmp_files(dir: &Path, prefix: &str) -> Result<()> {
     for entry in std::fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(prefix))
-        {
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        if name.starts_with('_') && entry.file_type().at(dir)?.is_dir() {
+            remove_tmp_files(&entry.path(), prefix)?;
+            continue;
+        }
+        if name.starts_with(prefix) {
             let path = entry.path();
             if path.is_dir() {
                 std::fs::remove_dir_all(&path).at(&path)?;

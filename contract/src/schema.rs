@@ -47,6 +47,16 @@ pub mod col {
     pub const QUERY_IDS: &str = "query_ids";
     /// How many matched pairs a query has.
     pub const COUNT: &str = "count";
+    /// A query's id, in the count tables.
+    pub const QUERY_ID: &str = "query_id";
+    /// Matched rows before cross-part deduplication.
+    pub const MATCHED: &str = "matched";
+    /// min(1, t / count): the chance a pair of only this query is kept.
+    pub const KEEP_PROBABILITY: &str = "keep_probability";
+    /// A part number.
+    pub const PART: &str = "part";
+    /// A row's index within its part.
+    pub const ROW: &str = "row";
 }
 
 /// `queries/queries.parquet`: one row per query, in id order.
@@ -108,12 +118,65 @@ pub fn matched() -> SchemaRef {
     .clone()
 }
 
+/// `balanced/part-NNNNN.parquet`: the rows of `matched` that balancing kept,
+/// with the same columns.
+pub fn balanced() -> SchemaRef {
+    matched()
+}
+
+/// `matched/_query_counts/part-NNNNN.parquet`: how many rows of a matched part
+/// contain each query (queries with none are left out).
+pub fn query_counts() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(col::QUERY_ID, DataType::UInt32, false),
+            Field::new(col::COUNT, DataType::UInt64, false),
+        ]))
+    })
+    .clone()
+}
+
+/// `balanced/_global/query_counts.parquet`: the global counts balancing used,
+/// one row per query matched at least once.
+pub fn global_counts() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(col::QUERY_ID, DataType::UInt32, false),
+            Field::new(col::QUERY, DataType::Utf8, true),
+            Field::new(col::MATCHED, DataType::UInt64, false),
+            Field::new(col::COUNT, DataType::UInt64, false),
+            Field::new(col::KEEP_PROBABILITY, DataType::Float64, false),
+        ]))
+    })
+    .clone()
+}
+
+/// `balanced/_global/duplicates.parquet`: the matched rows dropped as repeats
+/// of an (image URL, text) pair seen in an earlier part or row.
+pub fn duplicates() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(col::PART, DataType::UInt32, false),
+            Field::new(col::ROW, DataType::UInt64, false),
+            Field::new(col::UID, DataType::Utf8, false),
+        ]))
+    })
+    .clone()
+}
+
 /// Every schema with its name as ARCHITECTURE.md titles it.
 pub fn all() -> Vec<(&'static str, SchemaRef)> {
     vec![
         ("queries", queries()),
         ("candidates", candidates()),
         ("matched", matched()),
+        ("balanced", balanced()),
+        ("query_counts", query_counts()),
+        ("global_counts", global_counts()),
+        ("duplicates", duplicates()),
     ]
 }
 
@@ -133,9 +196,13 @@ mod tests {
             let section = &doc[start..];
             let section = &section[..section[1..].find("\n#").map_or(section.len(), |i| i + 1)];
             // A section may inherit another table's columns by saying so.
-            let inherited = section
-                .contains("every column of `candidates`")
-                .then(candidates);
+            let inherited = if section.contains("every column of `matched`") {
+                Some(matched())
+            } else {
+                section
+                    .contains("every column of `candidates`")
+                    .then(candidates)
+            };
             for field in schema.fields() {
                 if inherited
                     .as_ref()

@@ -167,10 +167,6 @@ const BOILERPLATE: &[&str] = &[
     "alt",
 ];
 
-const IMAGE_EXTENSIONS: &[&str] = &[
-    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".svg", ".tif", ".tiff", ".ico", ".avif",
-];
-
 /// Cleans a text; `None` if it is boilerplate.
 pub fn clean_text(raw: &str) -> Option<String> {
     let text: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -184,11 +180,7 @@ pub fn clean_text(raw: &str) -> Option<String> {
     if BOILERPLATE.contains(&lower.trim_matches(|c: char| !c.is_alphanumeric())) {
         return None;
     }
-    let looks_like_file =
-        !text.contains(' ') && IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(e));
-    let looks_like_url =
-        lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("www.");
-    if looks_like_file || looks_like_url || lower.chars().all(|c| !c.is_alphabetic()) {
+    if wit_contract::text::is_file_name_or_url(&text) || lower.chars().all(|c| !c.is_alphabetic()) {
         return None;
     }
     Some(text)

@@ -1,11 +1,12 @@
 //! `wit match` over a dataset: `candidates/` in, `matched/` out, part by part.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field};
 use wit_contract::layout::part_file_name;
 use wit_contract::query_list::fingerprint;
@@ -16,12 +17,15 @@ use wit_contract::{
 };
 
 use crate::matcher::{Case, QueryMatcher};
+use crate::text::TextFilter;
 
 /// Runs the match stage on `dataset` with the query list `queries`
 /// (read from `queries_path`, recorded in the manifest).
 ///
 /// Each part of `candidates/` gives the part of the same number in `matched/`:
-/// the rows whose text contains at least one query, with `query_ids` added.
+/// the rows that pass `filter`, appear first in the part, and contain at
+/// least one query, with `query_ids` added; and the part's query counts in
+/// `matched/_query_counts/`.
 ///
 /// # Errors
 /// [`Error::BadInput`] if `candidates/` is missing or incomplete; otherwise as [`run_stage`].
@@ -30,6 +34,7 @@ pub fn run_match(
     queries: &[String],
     queries_path: &Path,
     case: Case,
+    filter: &TextFilter,
     opts: &RunOptions<'_>,
 ) -> Result<Summary> {
     let upstream = Manifest::read(dataset.root(), Stage::Candidates)?;
@@ -48,42 +53,78 @@ pub fn run_match(
             "queries": queries.len(),
             "queries_fingerprint": fingerprint(queries),
             "candidates_params_hash": upstream.params_hash,
+            "text_filter": filter.params(),
         }),
     };
     run_stage(&spec, opts, |ctx| {
-        let input = input_dir.join(part_file_name(ctx.part()));
-        let output = ctx.output(&part_file_name(ctx.part()));
-        match_part(&matcher, &input, &output)
+        let name = part_file_name(ctx.part());
+        let input = input_dir.join(&name);
+        let output = ctx.output(&name);
+        let counts_output = ctx.output(&format!("{QUERY_COUNTS_DIR}/{name}"));
+        match_part(&matcher, filter, &input, &output, &counts_output)
     })
 }
 
-/// Matches one Parquet part of candidates into one Parquet part of matched pairs.
+/// The subdirectory of `matched/` holding each part's query counts.
+pub const QUERY_COUNTS_DIR: &str = "_query_counts";
+
+/// Filters and matches one Parquet part of candidates into one Parquet part
+/// of matched pairs, and writes the part's query counts to `counts_output`.
 ///
 /// # Errors
 /// [`Error::BadInput`] if `input` is missing or does not follow the candidates
 /// schema; [`Error::Write`]/[`Error::Io`] if the output cannot be written.
-pub fn match_part(matcher: &QueryMatcher, input: &Path, output: &Path) -> Result<Counts> {
+pub fn match_part(
+    matcher: &QueryMatcher,
+    filter: &TextFilter,
+    input: &Path,
+    output: &Path,
+    counts_output: &Path,
+) -> Result<Counts> {
     if !input.is_file() {
         return Err(Error::bad_input(
             input,
             "listed by the candidates manifest but missing",
         ));
     }
+    let mut counts = Counts::new();
+    let mut bump = |k: &str| *counts.entry(k.to_string()).or_default() += 1;
     let mut writer = pq::ParquetWriter::create(output, schema::matched())?;
     let (mut candidates, mut matches) = (0u64, 0u64);
     let (mut buf, mut ids) = (String::new(), Vec::new());
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut per_query: HashMap<u32, u64> = HashMap::new();
     for batch in pq::read_file(input, &schema::candidates())? {
         let batch = batch?;
         let texts = string_column(&batch, col::TEXT);
+        let uids = string_column(&batch, col::UID);
+        let langs = string_column(&batch, col::PAGE_LANG);
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
-        for text in texts.iter() {
-            matcher.find(text.unwrap_or(""), &mut buf, &mut ids);
+        for row in 0..batch.num_rows() {
+            let text = texts.value(row);
+            let lang = langs.is_valid(row).then(|| langs.value(row));
+            if let Some(why) = filter.check(text, lang) {
+                bump(why.key());
+                keep.push(false);
+                continue;
+            }
+            if !seen.insert(uids.value(row).to_string()) {
+                bump("duplicates_in_part");
+                keep.push(false);
+                continue;
+            }
+            matcher.find(text, &mut buf, &mut ids);
             keep.push(!ids.is_empty());
-            if !ids.is_empty() {
+            if ids.is_empty() {
+                bump("no_match");
+            } else {
                 lists.values().append_slice(&ids);
                 lists.append(true);
                 matches += ids.len() as u64;
+                for &id in &ids {
+                    *per_query.entry(id).or_default() += 1;
+                }
             }
         }
         candidates += batch.num_rows() as u64;
@@ -98,12 +139,25 @@ pub fn match_part(matcher: &QueryMatcher, input: &Path, output: &Path) -> Result
         writer.write(&out)?;
     }
     let matched = writer.finish()?;
-    Ok(Counts::from([
-        ("candidates".to_string(), candidates),
-        ("matched".to_string(), matched),
-        ("no_match".to_string(), candidates - matched),
-        ("query_matches".to_string(), matches),
-    ]))
+    let mut per_query: Vec<(u32, u64)> = per_query.into_iter().collect();
+    per_query.sort_unstable();
+    let batch = RecordBatch::try_new(
+        schema::query_counts(),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(per_query.iter().map(|p| p.0))),
+            Arc::new(UInt64Array::from_iter_values(per_query.iter().map(|p| p.1))),
+        ],
+    )
+    .map_err(|e| Error::Write {
+        path: counts_output.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    pq::write_file(counts_output, schema::query_counts(), &[batch])?;
+    counts.insert("candidates".into(), candidates);
+    counts.insert("matched".into(), matched);
+    counts.insert("query_matches".into(), matches);
+    counts.entry("no_match".into()).or_default();
+    Ok(counts)
 }
 
 /// The item field of `query_ids`, so the built list matches the contract type exactly.
