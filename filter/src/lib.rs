@@ -3,7 +3,7 @@
 //!
 //! # Brief overview
 //! - [`QueryMatcher`]: MetaCLIP's substring matching over the whole query list
-//!   at once, with one Aho-Corasick automaton.
+//!   at once, with one table of queries and their word-boundary prefixes.
 //! - [`run_match`]: `candidates/` to `matched/`, part by part, through the
 //!   shared stage runner; [`match_lines`] for spot checks on stdin.
 //!

@@ -38,7 +38,14 @@ pub fn run_match(
     opts: &RunOptions<'_>,
 ) -> Result<Summary> {
     let upstream = Manifest::read(dataset.root(), Stage::Candidates)?;
+    let clock = std::time::Instant::now();
     let matcher = QueryMatcher::new(queries, case)?;
+    tracing::info!(
+        "matched: matcher over {} queries built in {:.2} s, {:.1} MB, shared by all threads",
+        queries.len(),
+        clock.elapsed().as_secs_f64(),
+        matcher.memory_usage() as f64 / 1e6
+    );
     let input_dir = dataset.stage_dir(Stage::Candidates);
     let spec = StageSpec {
         stage: Stage::Matched,
@@ -91,7 +98,6 @@ pub fn match_part(
     let mut bump = |k: &str| *counts.entry(k.to_string()).or_default() += 1;
     let mut writer = pq::ParquetWriter::create(output, schema::matched())?;
     let (mut candidates, mut matches) = (0u64, 0u64);
-    let (mut buf, mut ids) = (String::new(), Vec::new());
     let mut seen: HashSet<String> = HashSet::new();
     let mut per_query: HashMap<u32, u64> = HashMap::new();
     for batch in pq::read_file(input, &schema::candidates())? {
@@ -99,34 +105,33 @@ pub fn match_part(
         let texts = string_column(&batch, col::TEXT);
         let uids = string_column(&batch, col::UID);
         let langs = string_column(&batch, col::PAGE_LANG);
-        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut keep = vec![false; batch.num_rows()];
         let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
+        // The rows that pass the filters, then all of their texts matched at once.
+        let mut eligible = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let text = texts.value(row);
             let lang = langs.is_valid(row).then(|| langs.value(row));
-            if let Some(why) = filter.check(text, lang) {
+            if let Some(why) = filter.check(texts.value(row), lang) {
                 bump(why.key());
-                keep.push(false);
-                continue;
-            }
-            if !seen.insert(uids.value(row).to_string()) {
+            } else if !seen.insert(uids.value(row).to_string()) {
                 bump("duplicates_in_part");
-                keep.push(false);
-                continue;
+            } else {
+                eligible.push(row);
             }
-            matcher.find(text, &mut buf, &mut ids);
-            keep.push(!ids.is_empty());
+        }
+        matcher.find_all(eligible.iter().map(|&row| texts.value(row)), |i, ids| {
             if ids.is_empty() {
                 bump("no_match");
             } else {
-                lists.values().append_slice(&ids);
+                keep[eligible[i]] = true;
+                lists.values().append_slice(ids);
                 lists.append(true);
                 matches += ids.len() as u64;
-                for &id in &ids {
+                for &id in ids {
                     *per_query.entry(id).or_default() += 1;
                 }
             }
-        }
+        });
         candidates += batch.num_rows() as u64;
         let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
             .map_err(|e| Error::bad_input(input, e.to_string()))?;
