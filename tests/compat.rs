@@ -40,7 +40,9 @@ fn pyarrow_and_polars_read_every_stage_as_written() {
     ]));
     write_candidates(&ds, 3, 200);
     ok(&run(&["match", "-d", ds.to_str().unwrap()]));
+    ok(&run(&["balance", "-d", ds.to_str().unwrap(), "-t", "20"]));
     let m = manifest(&ds, "matched");
+    let b = manifest(&ds, "balanced");
 
     let script = r#"
 import sys, json, pyarrow.parquet as pq, pyarrow.dataset as pads, polars as pl
@@ -67,11 +69,25 @@ n = lf.select(pl.len()).collect().item()
 # the manifest rules that out: a glob is the way (ARCHITECTURE.md says so).
 assert pl.scan_parquet(ds + "/matched/*.parquet").select(pl.len()).collect().item() == n
 exploded = lf.explode("query_ids").group_by("query_ids").len().collect()
-print(json.dumps({"rows": t.num_rows, "polars_rows": n, "pairs": int(exploded["len"].sum())}))
+# The per-part counts beside the parts sum to the same figures.
+per_part = pl.scan_parquet(ds + "/matched/_query_counts/*.parquet").group_by("query_id").agg(pl.col("count").sum()).collect()
+mine = {r["query_ids"]: r["len"] for r in exploded.iter_rows(named=True)}
+assert {r["query_id"]: r["count"] for r in per_part.iter_rows(named=True)} == mine
+# Balanced parts read as one dataset, with the matched schema; the global
+# counts are the matched counts (no repeats here) with keep_probability = min(1, t/count).
+bt = pads.dataset(ds + "/balanced", format="parquet").to_table()
+assert bt.schema == t.schema, (bt.schema, t.schema)
+g = pl.read_parquet(ds + "/balanced/_global/query_counts.parquet")
+assert {r["query_id"]: r["count"] for r in g.iter_rows(named=True)} == mine
+for r in g.iter_rows(named=True):
+    assert abs(r["keep_probability"] - min(1.0, 20 / r["count"])) < 1e-12
+    assert r["query"] == queries[r["query_id"]]
+print(json.dumps({"rows": t.num_rows, "polars_rows": n, "pairs": int(exploded["len"].sum()), "balanced": bt.num_rows}))
 "#;
     let out: serde_json::Value =
         serde_json::from_str(&python(&py, script, &[ds.to_str().unwrap()])).unwrap();
     assert_eq!(out["rows"], m["counts"]["matched"]);
     assert_eq!(out["polars_rows"], m["counts"]["matched"]);
     assert_eq!(out["pairs"], m["counts"]["query_matches"]);
+    assert_eq!(out["balanced"], b["counts"]["kept"]);
 }
