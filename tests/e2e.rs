@@ -12,3 +12,4 @@ mod extract;
 mod queries;
 mod resume;
 mod robots;
+mod wds;

@@ -12,6 +12,7 @@
 //! - [`runner`]: [`run_stage`], the resumable, shardable stage runner every stage uses.
 //! - [`query_list`]: the `queries.json` format.
 //! - [`text`]: caption rules more than one stage applies (file names, URLs).
+//! - [`wds`]: WebDataset tar shards: writing, reading, brace patterns, shuffles.
 //! - [`Progress`]: how library code reports progress.
 //! - [`Error`]: typed errors that name the input they are about.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod records;
 pub mod runner;
 pub mod schema;
 pub mod text;
+pub mod wds;
 
 pub use error::{Error, IoContext, Result};
 pub use layout::{Dataset, Stage};

@@ -1,0 +1,476 @@
+//! WebDataset shards: the tar layout that `wit download` writes and the
+//! trainer reads, as the Python `webdataset` library defines it.
+//!
+//! - A sample is a run of **adjacent** tar members sharing a key: the key is
+//!   the member name up to the first `.` of its last path component, the rest
+//!   (lowercased) is the field: `000010005.jpg` is field `jpg` of sample
+//!   `000010005`. Keys therefore hold no dots.
+//! - [`ShardWriter`] writes USTAR members, mode 0444, fields of a sample in
+//!   sorted order (as webdataset's `TarWriter` does), with a fixed mtime so
+//!   the same samples give the same bytes.
+//! - [`ShardReader`] reads plain or gzipped shards (`.tar`, `.tgz`,
+//!   `.tar.gz`), skips non-files and top-level `__*__` members, and never
+//!   panics on damage: a truncated or corrupt shard ends with an error item
+//!   (the samples before it were returned), and a sample that repeats a field
+//!   is returned as an error item and skipped.
+//! - [`expand_braces`] turns `shards-{00000..00099}.tar` into shard names;
+//!   [`epoch_order`] and [`ShuffleBuffer`] give the per-epoch shard order and
+//!   the sample shuffle, seeded.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// One sample: its key and its fields (extension → bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The key (`__key__` in webdataset).
+    pub key: String,
+    /// Field name (extension, lowercased) to bytes.
+    pub fields: BTreeMap<String, Vec<u8>>,
+}
+
+/// Splits a member name into key and field (webdataset's rule).
+pub fn split_name(name: &str) -> Option<(&str, &str)> {
+    let last = name.rfind('/').map_or(0, |i| i + 1);
+    let dot = name[last..].find('.')? + last;
+    Some((&name[..dot], &name[dot + 1..]))
+}
+
+/// Writes samples into one tar shard.
+pub struct ShardWriter<W: Write> {
+    builder: tar::Builder<W>,
+    samples: u64,
+}
+
+impl<W: Write> ShardWriter<W> {
+    /// A writer into `out`.
+    pub fn new(out: W) -> Self {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Deterministic);
+        ShardWriter {
+            builder,
+            samples: 0,
+        }
+    }
+
+    /// Appends one sample; `fields` are (extension, bytes), written sorted.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] for a key with a dot or an empty or
+    /// repeated field; the writer's I/O errors.
+    pub fn write(&mut self, key: &str, fields: &[(&str, &[u8])]) -> io::Result<()> {
+        if key.is_empty() || key.contains('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("sample key {key:?} is empty or holds a dot"),
+            ));
+        }
+        let mut sorted: Vec<&(&str, &[u8])> = fields.iter().collect();
+        sorted.sort_by_key(|f| f.0);
+        for pair in sorted.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("sample {key} has field {} twice", pair[0].0),
+                ));
+            }
+        }
+        for (ext, bytes) in sorted {
+            if ext.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("sample {key} has an empty field name"),
+                ));
+            }
+            let mut header = tar::Header::new_ustar();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o444);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            self.builder
+                .append_data(&mut header, format!("{key}.{ext}"), *bytes)?;
+        }
+        self.samples += 1;
+        Ok(())
+    }
+
+    /// Samples written so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Ends the archive (two zero blocks) and returns the output.
+    ///
+    /// # Errors
+    /// The writer's I/O errors.
+    pub fn finish(self) -> io::Result<W> {
+        self.builder.into_inner()
+    }
+}
+
+/// Why a shard or a sample could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The archive is damaged or ends early; nothing after this is read.
+    Corrupt(String),
+    /// A sample repeats a field; it is skipped.
+    RepeatedField {
+        /// The sample's key.
+        key: String,
+        /// The repeated field.
+        field: String,
+    },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Corrupt(m) => write!(f, "corrupt or truncated shard: {m}"),
+            ReadError::RepeatedField { key, field } => {
+                write!(f, "sample {key} repeats field {field}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Opens a shard stream, gunzipping it if it starts with the gzip magic.
+///
+/// # Errors
+/// The reader's I/O errors.
+pub fn maybe_gunzip<R: Read + 'static>(mut input: R) -> io::Result<Box<dyn Read>> {
+    let mut magic = [0u8; 2];
+    let mut n = 0;
+    while n < 2 {
+        match input.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let head = io::Cursor::new(magic[..n].to_vec()).chain(input);
+    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
+    } else {
+        Box::new(head)
+    })
+}
+
+/// Reads the samples of one shard, in order.
+pub struct ShardReader<R: Read> {
+    archive: tar::Archive<R>,
+}
+
+impl<R: Read> ShardReader<R> {
+    /// A reader over the (already decompressed) tar stream `input`.
+    pub fn new(input: R) -> Self {
+        ShardReader {
+            archive: tar::Archive::new(input),
+        }
+    }
+
+    /// Calls `each` with every sample or error, in order, until the shard
+    /// ends or is found corrupt.
+    ///
+    /// # Errors
+    /// None: damage is reported through `each` as [`ReadError`] items.
+    pub fn for_each(&mut self, mut each: impl FnMut(Result<Sample, ReadError>)) {
+        let entries = match self.archive.entries() {
+            Ok(e) => e,
+            Err(e) => return each(Err(ReadError::Corrupt(e.to_string()))),
+        };
+        let mut current: Option<Sample> = None;
+        let mut broken: Option<String> = None; // key of a sample being skipped
+        let flush = |current: &mut Option<Sample>,
+                     each: &mut dyn FnMut(Result<Sample, ReadError>)| {
+            if let Some(s) = current.take() {
+                each(Ok(s));
+            }
+        };
+        for entry in entries {
+            let mut entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    // A sample cut by the damage is lost with it.
+                    each(Err(ReadError::Corrupt(e.to_string())));
+                    return;
+                }
+            };
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let name = match entry.path() {
+                Ok(p) => p.to_string_lossy().into_owned(),
+                Err(e) => {
+                    each(Err(ReadError::Corrupt(e.to_string())));
+                    return;
+                }
+            };
+            if !name.contains('/') && name.starts_with("__") {
+                continue;
+            }
+            let Some((key, field)) = split_name(&name) else {
+                continue;
+            };
+            let (key, field) = (key.to_string(), field.to_ascii_lowercase());
+            let mut bytes = Vec::with_capacity(entry.size() as usize);
+            if let Err(e) = entry.read_to_end(&mut bytes) {
+                // A sample of another key before this member was complete.
+                if current.as_ref().is_some_and(|s| s.key != key) {
+                    flush(&mut current, &mut each);
+                }
+                each(Err(ReadError::Corrupt(format!("{name}: {e}"))));
+                return;
+            }
+            if broken.as_deref() == Some(key.as_str()) {
+                continue;
+            }
+            broken = None;
+            if current.as_ref().is_some_and(|s| s.key != key) {
+                flush(&mut current, &mut each);
+            }
+            let sample = current.get_or_insert_with(|| Sample {
+                key: key.clone(),
+                fields: BTreeMap::new(),
+            });
+            if sample.fields.insert(field.clone(), bytes).is_some() {
+                current = None;
+                each(Err(ReadError::RepeatedField {
+                    key: key.clone(),
+                    field,
+                }));
+                broken = Some(key);
+            }
+        }
+        flush(&mut current, &mut each);
+    }
+}
+
+/// Expands brace patterns: `a-{000..012}.tar` (numeric ranges keep the
+/// width of their first bound), `{train,val}` (alternatives), several per
+/// pattern. A pattern without braces is returned as it is.
+///
+/// # Errors
+/// A message naming the pattern if a brace is unbalanced or a range is not numeric.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('{') else {
+        if pattern.contains('}') {
+            return Err(format!("{pattern}: unbalanced brace"));
+        }
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| format!("{pattern}: unbalanced brace"))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let choices: Vec<String> = if let Some((a, b)) = body.split_once("..") {
+        let (lo, hi): (u64, u64) = match (a.parse(), b.parse()) {
+            (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
+            _ => return Err(format!("{pattern}: bad range {{{body}}}")),
+        };
+        let width = a.len();
+        (lo..=hi).map(|n| format!("{n:0width$}")).collect()
+    } else {
+        body.split(',').map(str::to_string).collect()
+    };
+    let rests = expand_braces(tail)?;
+    let mut out = Vec::with_capacity(choices.len() * rests.len());
+    for c in &choices {
+        for rest in &rests {
+            out.push(format!("{head}{c}{rest}"));
+        }
+    }
+    Ok(out)
+}
+
+/// SplitMix64: a small seeded generator for shuffles.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Shuffles `items` (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// The order in which epoch `epoch` visits `n` shards: a permutation seeded
+/// by `seed` and the epoch.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::new(seed ^ epoch.wrapping_mul(0xd134_2543_de82_ef95)).shuffle(&mut order);
+    order
+}
+
+/// A shuffle buffer: holds up to `capacity` items and hands out a random one
+/// each time a new one comes in (webdataset's `shuffle(n)`).
+#[derive(Debug)]
+pub struct ShuffleBuffer<T> {
+    items: Vec<T>,
+    capacity: usize,
+    rng: SplitMix64,
+}
+
+impl<T> ShuffleBuffer<T> {
+    /// A buffer of `capacity` (at least 1) items, seeded.
+    pub fn new(capacity: usize, seed: u64) -> Self {
+        ShuffleBuffer {
+            items: Vec::with_capacity(capacity.max(1)),
+            capacity: capacity.max(1),
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// Adds `item`; once the buffer is full, returns a random item out of it.
+    pub fn push(&mut self, item: T) -> Option<T> {
+        self.items.push(item);
+        if self.items.len() > self.capacity {
+            let i = self.rng.below(self.items.len());
+            Some(self.items.swap_remove(i))
+        } else {
+            None
+        }
+    }
+
+    /// The items left, in random order.
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut rest = std::mem::take(&mut self.items);
+        self.rng.shuffle(&mut rest);
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: Vec<u8>) -> (Vec<Sample>, Vec<String>) {
+        let mut samples = Vec::new();
+        let mut errors = Vec::new();
+        ShardReader::new(maybe_gunzip(io::Cursor::new(bytes)).unwrap()).for_each(|r| match r {
+            Ok(s) => samples.push(s),
+            Err(e) => errors.push(e.to_string()),
+        });
+        (samples, errors)
+    }
+
+    #[test]
+    fn round_trip_sorted_fields_and_deterministic_bytes() {
+        let write = || {
+            let mut w = ShardWriter::new(Vec::new());
+            w.write("000000000", &[("txt", b"a cat"), ("jpg", b"\xff\xd8jpeg")])
+                .unwrap();
+            w.write("000000001", &[("json", b"{}"), ("txt", b"a dog")])
+                .unwrap();
+            w.finish().unwrap()
+        };
+        let bytes = write();
+        assert_eq!(bytes, write(), "same samples, same bytes");
+        let (samples, errors) = read_all(bytes.clone());
+        assert!(errors.is_empty());
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[0].key, "000000000");
+        assert_eq!(
+            samples[0].fields.keys().collect::<Vec<_>>(),
+            vec!["jpg", "txt"]
+        );
+        assert_eq!(samples[1].fields["txt"], b"a dog");
+        // Member order: sorted within a sample.
+        let names: Vec<String> = tar::Archive::new(io::Cursor::new(bytes))
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "000000000.jpg",
+                "000000000.txt",
+                "000000001.json",
+                "000000001.txt"
+            ]
+        );
+        let mut w = ShardWriter::new(Vec::new());
+        assert!(w.write("a.b", &[("txt", b"x")]).is_err());
+        assert!(w.write("k", &[("txt", b"x"), ("txt", b"y")]).is_err());
+    }
+
+    #[test]
+    fn damage_is_reported_never_a_panic() {
+        let mut w = ShardWriter::new(Vec::new());
+        for i in 0..5 {
+            w.write(&format!("{i:03}"), &[("txt", vec![b'x'; 700].as_slice())])
+                .unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        // Cut inside the fourth sample's data (a sample: a 512-byte header,
+        // 700 bytes padded to 1024).
+        let cut = bytes[..1536 * 3 + 512 + 100].to_vec();
+        let (samples, errors) = read_all(cut);
+        assert_eq!(samples.len(), 3);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // Garbage: one error, no samples.
+        let (samples, errors) = read_all(vec![7u8; 2000]);
+        assert!(samples.is_empty() && errors.len() == 1, "{errors:?}");
+        // Every prefix of a shard reads without panicking.
+        for n in (0..bytes.len()).step_by(97) {
+            let _ = read_all(bytes[..n].to_vec());
+        }
+    }
+
+    #[test]
+    fn names_braces_and_shuffles() {
+        assert_eq!(split_name("a/b.seg.png"), Some(("a/b", "seg.png")));
+        assert_eq!(split_name("x.d/000.jpg"), Some(("x.d/000", "jpg")));
+        assert_eq!(split_name("noext"), None);
+        assert_eq!(
+            expand_braces("s-{008..011}.tar").unwrap(),
+            ["s-008.tar", "s-009.tar", "s-010.tar", "s-011.tar"]
+        );
+        assert_eq!(
+            expand_braces("{train,val}-{0..1}.tar").unwrap(),
+            ["train-0.tar", "train-1.tar", "val-0.tar", "val-1.tar"]
+        );
+        assert!(expand_braces("a-{1..x}.tar").is_err());
+        assert!(expand_braces("a-{1..2.tar").is_err());
+        let a = epoch_order(100, 7, 0);
+        assert_eq!(a, epoch_order(100, 7, 0));
+        assert_ne!(a, epoch_order(100, 7, 1));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        let mut buf = ShuffleBuffer::new(10, 1);
+        let mut out: Vec<u32> = (0..100).filter_map(|i| buf.push(i)).collect();
+        out.extend(buf.drain());
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(out, (0..100).collect::<Vec<_>>());
+    }
+}
