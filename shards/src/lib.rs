@@ -1,8 +1,12 @@
-//! The `download` stage: balanced pairs in, WebDataset tar shards and Parquet metadata out.
+//! The `download` stage: balanced pairs in, WebDataset tar shards and Parquet
+//! metadata out.
 //!
-//! It will download the images of `DATASET/balanced/`, decode, resize and
-//! re-encode them, and write `DATASET/shards/` as WebDataset tars with one
-//! Parquet row per input pair (failures included, with their reason), then
-//! corpus statistics with Polars. Nothing is implemented yet; `wit download`
-//! and `wit stats` say so.
+//! # Brief overview
+//! - [`resize`]: from downloaded bytes to the stored image (decode under a
+//!   pixel limit, EXIF orientation, img2dataset's resize modes, JPEG/PNG/WebP).
+//!
+//! Downloading and shard writing are the subject of the next change; `wit
+//! download` says so.
 #![deny(missing_docs)]
+
+pub mod resize;

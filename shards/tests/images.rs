@@ -1,0 +1,80 @@
+//! Every image in ../shared/data/images goes through the decoder: PngSuite's
+//! valid files are stored, its broken ones and image-rs's bad and fuzzer-found
+//! files fail with a counted reason. No panic, no out-of-memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use wit_shards::resize::{ImageOptions, process};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.extension().is_none_or(|x| x != "txt" && x != "md") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn shared_images_decode_or_fail_with_a_reason() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/images");
+    if !root.is_dir() {
+        eprintln!("SKIP: {} is absent", root.display());
+        return;
+    }
+    let mut all = Vec::new();
+    files(&root, &mut all);
+    all.sort();
+    let opts = ImageOptions::default();
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut pngsuite_valid_failed = Vec::new();
+    for path in &all {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let result = process(&bytes, &opts);
+        let key = match &result {
+            Ok(p) => {
+                assert_eq!((p.width, p.height), (256, 256), "{name}");
+                "stored".to_string()
+            }
+            Err(e) => e.key().to_string(),
+        };
+        *by_reason.entry(key).or_default() += 1;
+        let in_pngsuite = path.parent().is_some_and(|d| d.ends_with("pngsuite"));
+        // PngSuite: names starting with x are corrupt on purpose.
+        if in_pngsuite && !name.starts_with('x') && name.ends_with(".png") && result.is_err() {
+            pngsuite_valid_failed.push(format!("{name}: {}", result.as_ref().unwrap_err()));
+        }
+        if name == "Bad_reallybig.bmp" {
+            // Refused from its header (by the BMP decoder's own size check,
+            // before ours), so nothing was allocated for it.
+            let e = result.as_ref().unwrap_err();
+            assert!(matches!(e.key(), "too_many_pixels" | "decode_error"), "{e}");
+        }
+    }
+    let peak_mib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024);
+    eprintln!(
+        "{} files: {by_reason:?}; peak memory {peak_mib} MiB",
+        all.len()
+    );
+    assert!(peak_mib < 1024, "peak memory {peak_mib} MiB");
+    assert!(
+        pngsuite_valid_failed.is_empty(),
+        "valid PngSuite files failed: {pngsuite_valid_failed:?}"
+    );
+    assert!(by_reason.get("stored").copied().unwrap_or(0) >= 150);
+    assert!(
+        by_reason.len() >= 3,
+        "several failure reasons: {by_reason:?}"
+    );
+}
