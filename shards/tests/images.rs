@@ -45,8 +45,11 @@ fn shared_images_decode_or_fail_with_a_reason() {
         *by_reason.entry(key).or_default() += 1;
         let in_pngsuite = path.parent().is_some_and(|d| d.ends_with("pngsuite"));
         // PngSuite: names starting with x are corrupt on purpose.
-        if in_pngsuite && !name.starts_with('x') && name.ends_with(".png") && result.is_err() {
-            pngsuite_valid_failed.push(format!("{name}: {}", result.as_ref().unwrap_err()));
+        if let (true, Err(e)) = (
+            in_pngsuite && !name.starts_with('x') && name.ends_with(".png"),
+            &result,
+        ) {
+            pngsuite_valid_failed.push(format!("{name}: {e}"));
         }
         if name == "Bad_reallybig.bmp" {
             // Refused from its header (by the BMP decoder's own size check,
