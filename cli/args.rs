@@ -395,14 +395,102 @@ pub struct DownloadArgs {
     /// Target image size in pixels
     #[arg(long, value_name = "PX", default_value_t = 256)]
     pub image_size: u32,
-    /// How to fit images to the size: no, border, keep_ratio, keep_ratio_largest, center_crop
-    #[arg(long, value_name = "MODE", default_value = "border")]
-    pub resize_mode: String,
+    /// How to fit images to the size (img2dataset's modes)
+    #[arg(long, value_enum, default_value = "border")]
+    pub resize_mode: ResizeModeArg,
+    /// Never enlarge an image
+    #[arg(long)]
+    pub resize_only_if_bigger: bool,
+    /// Stored format
+    #[arg(long, value_enum, default_value = "jpg")]
+    pub encode_format: EncodeArg,
+    /// JPEG quality
+    #[arg(long, value_name = "Q", default_value_t = 95)]
+    pub encode_quality: u8,
+    /// Refuse images whose shorter side is smaller
+    #[arg(long, value_name = "PX", default_value_t = 0)]
+    pub min_image_size: u32,
+    /// Refuse images whose longer/shorter side ratio is larger
+    #[arg(long, value_name = "R")]
+    pub max_aspect_ratio: Option<f64>,
+    /// Refuse images with more pixels, from their header, before decoding
+    #[arg(long, value_name = "N", default_value_t = 89_478_485)]
+    pub max_pixels: u64,
+    /// Samples per shard
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub shard_size: u32,
+    /// Seed of the shuffle that assigns pairs to shards
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Downloads in flight
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Downloads in flight per host
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub per_host: usize,
+    /// Minimum seconds between two requests to one host
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub delay: f64,
+    /// Retries of a failed download (timeouts, connection errors, 429, 5xx),
+    /// with exponential backoff and jitter, or after Retry-After
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// Seconds allowed for a whole download
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub timeout: f64,
+    /// Seconds allowed to connect
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Largest image downloaded, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_bytes: u64,
+    /// Do not read the image hosts' robots.txt (obeyed by default)
+    #[arg(long)]
+    pub ignore_robots: bool,
+    /// X-Robots-Tag directives that opt an image out (comma-separated; empty
+    /// to obey none)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "noai,noimageai,noindex,noimageindex"
+    )]
+    pub disallowed_header_directives: Vec<String>,
+    /// A URL or e-mail address for site owners, added to the User-Agent
+    #[arg(long, value_name = "URL")]
+    pub contact: Option<String>,
     /// Allow private, loopback and link-local addresses (off: such hosts are refused)
     #[arg(long)]
     pub allow_private: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// `--resize-mode`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum ResizeModeArg {
+    /// Keep the decoded size
+    No,
+    /// Longer side to the size, centred on a black square
+    Border,
+    /// Shorter side to the size
+    KeepRatio,
+    /// Longer side to the size
+    KeepRatioLargest,
+    /// Shorter side to the size, then the centre square
+    CenterCrop,
+}
+
+/// `--encode-format`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EncodeArg {
+    /// JPEG
+    Jpg,
+    /// PNG
+    Png,
+    /// Lossless WebP
+    Webp,
 }
 
 /// `wit stats`

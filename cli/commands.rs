@@ -14,8 +14,8 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, Cli, Command, CrawlArgs, ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
-    QueriesImportArgs, RunArgs, ScopeArg,
+    BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, ExtractArgs, MatchArgs,
+    QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg,
 };
 use crate::ui::Reporter;
 
@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Extract(args) => extract(args, &progress),
         Command::Match(args) => match_(args, &progress),
         Command::Balance(args) => balance(args, &progress),
-        Command::Download(_) => not_built("download", 6, "download and shards"),
+        Command::Download(args) => download(args, &progress),
         Command::Stats(_) => not_built("stats", 7, "stats"),
         Command::Train(_) => not_built("train", 8, "trainer"),
         Command::Eval(_) => not_built("eval", 9, "eval"),
@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -198,7 +198,7 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
         user_agent: args
             .user_agent
             .clone()
-            .unwrap_or_else(|| wit_crawler::user_agent(args.contact.as_deref())),
+            .unwrap_or_else(|| wit_net::user_agent(args.contact.as_deref())),
         policy: wit_net::addr::AddressPolicy {
             allow_private: args.allow_private,
         },
@@ -290,6 +290,62 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
     };
     let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &filter, &opts)?;
     report(Stage::Matched, dataset.root(), &summary);
+    Ok(())
+}
+
+fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
+    use wit_shards::resize::{Encoding, ImageOptions, ResizeMode};
+    let secs = |name: &str, v: f64| -> Result<Duration> {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| BadUsage(format!("--{name} must be a number of seconds >= 0")).into())
+    };
+    let opts = run_options(&args.run, progress)?;
+    let download = wit_shards::DownloadOptions {
+        image: ImageOptions {
+            size: args.image_size,
+            mode: match args.resize_mode {
+                ResizeModeArg::No => ResizeMode::No,
+                ResizeModeArg::Border => ResizeMode::Border,
+                ResizeModeArg::KeepRatio => ResizeMode::KeepRatio,
+                ResizeModeArg::KeepRatioLargest => ResizeMode::KeepRatioLargest,
+                ResizeModeArg::CenterCrop => ResizeMode::CenterCrop,
+            },
+            only_if_bigger: args.resize_only_if_bigger,
+            encoding: match args.encode_format {
+                EncodeArg::Jpg => Encoding::Jpeg(args.encode_quality),
+                EncodeArg::Png => Encoding::Png,
+                EncodeArg::Webp => Encoding::Webp,
+            },
+            max_pixels: args.max_pixels,
+            min_side: args.min_image_size,
+            max_aspect_ratio: args.max_aspect_ratio.unwrap_or(f64::INFINITY),
+        },
+        shard_size: args.shard_size,
+        seed: args.seed,
+        concurrency: args.concurrency,
+        per_host: args.per_host,
+        host_delay: secs("delay", args.delay)?,
+        retries: args.retries,
+        connect_timeout: secs("connect-timeout", args.connect_timeout)?,
+        timeout: secs("timeout", args.timeout)?,
+        max_bytes: args.max_bytes,
+        user_agent: wit_net::user_agent(args.contact.as_deref()),
+        policy: wit_net::addr::AddressPolicy {
+            allow_private: args.allow_private,
+        },
+        robots: !args.ignore_robots,
+        opt_out: args
+            .disallowed_header_directives
+            .iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect(),
+        threads: opts.jobs,
+        ..wit_shards::DownloadOptions::default()
+    };
+    let dataset = Dataset::new(&args.dataset.dataset);
+    let summary = wit_shards::run_download(&dataset, &download, &opts)?;
+    report(Stage::Shards, dataset.root(), &summary);
     Ok(())
 }
 

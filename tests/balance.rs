@@ -6,50 +6,11 @@ use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt32Type, UInt64Type};
-use wit_contract::records::{Candidate, candidates_to_batch, string_column};
+use wit_contract::pq;
+use wit_contract::records::{Candidate, string_column};
 use wit_contract::schema::{self, col};
-use wit_contract::{Counts, Dataset, NoProgress, RunOptions, Stage, StageSpec, pq, run_stage};
 
 use crate::util::*;
-
-/// Writes `parts` as the `candidates` stage, through the real runner.
-fn write_candidate_parts(dataset: &Path, parts: &[Vec<Candidate>]) {
-    let spec = StageSpec {
-        stage: Stage::Candidates,
-        dir: Dataset::new(dataset).stage_dir(Stage::Candidates),
-        parts: parts.len() as u32,
-        inputs: vec!["generated".into()],
-        params: serde_json::json!({ "rows": parts.iter().map(Vec::len).sum::<usize>() }),
-    };
-    let opts = RunOptions {
-        share: None,
-        jobs: 2,
-        force: false,
-        progress: &NoProgress,
-    };
-    run_stage(&spec, &opts, |ctx| {
-        let rows = &parts[ctx.part() as usize];
-        pq::write_file(
-            &ctx.output(&format!("part-{:05}.parquet", ctx.part())),
-            schema::candidates(),
-            &[candidates_to_batch(rows)?],
-        )?;
-        Ok(Counts::new())
-    })
-    .unwrap();
-}
-
-fn import_queries(dataset: &Path, queries: &[String]) {
-    let file = dataset.with_extension("queries.txt");
-    std::fs::write(&file, queries.join("\n")).unwrap();
-    ok(&run(&[
-        "queries",
-        "import",
-        file.to_str().unwrap(),
-        "-d",
-        dataset.to_str().unwrap(),
-    ]));
-}
 
 /// (uid, query ids) of every row of a stage, in part and row order.
 fn rows_of(dir: &Path) -> Vec<(String, Vec<u32>)> {

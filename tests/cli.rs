@@ -94,7 +94,7 @@ fn missing_input_exits_2_naming_it() {
 #[test]
 fn stages_not_built_yet_say_so_and_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = run(&["download", "-d", tmp.path().to_str().unwrap()]);
+    let o = run(&["stats", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 1, "not built yet");
 }
 

@@ -258,3 +258,43 @@ pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
     }
     Some(root)
 }
+
+/// Writes `parts` as the `candidates` stage, through the real runner.
+pub fn write_candidate_parts(dataset: &Path, parts: &[Vec<Candidate>]) {
+    let spec = StageSpec {
+        stage: Stage::Candidates,
+        dir: Dataset::new(dataset).stage_dir(Stage::Candidates),
+        parts: parts.len() as u32,
+        inputs: vec!["generated".into()],
+        params: serde_json::json!({ "rows": parts.iter().map(Vec::len).sum::<usize>() }),
+    };
+    let opts = RunOptions {
+        share: None,
+        jobs: 2,
+        force: false,
+        progress: &NoProgress,
+    };
+    run_stage(&spec, &opts, |ctx| {
+        let rows = &parts[ctx.part() as usize];
+        pq::write_file(
+            &ctx.output(&format!("part-{:05}.parquet", ctx.part())),
+            schema::candidates(),
+            &[candidates_to_batch(rows)?],
+        )?;
+        Ok(Counts::new())
+    })
+    .unwrap();
+}
+
+/// Imports `queries` as the dataset's query list.
+pub fn import_queries(dataset: &Path, queries: &[String]) {
+    let file = dataset.with_extension("queries.txt");
+    std::fs::write(&file, queries.join("\n")).unwrap();
+    ok(&run(&[
+        "queries",
+        "import",
+        file.to_str().unwrap(),
+        "-d",
+        dataset.to_str().unwrap(),
+    ]));
+}

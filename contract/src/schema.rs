@@ -57,6 +57,18 @@ pub mod col {
     pub const PART: &str = "part";
     /// A row's index within its part.
     pub const ROW: &str = "row";
+    /// A sample's key in its shard (`shard * 10^k + index`, zero-padded).
+    pub const KEY: &str = "key";
+    /// `success`, `failed_to_download` or `failed_to_resize`.
+    pub const STATUS: &str = "status";
+    /// Why a sample failed.
+    pub const ERROR_MESSAGE: &str = "error_message";
+    /// The image's size as decoded, before resizing.
+    pub const ORIGINAL_WIDTH: &str = "original_width";
+    /// See [`ORIGINAL_WIDTH`].
+    pub const ORIGINAL_HEIGHT: &str = "original_height";
+    /// SHA-256 of the downloaded bytes, hex.
+    pub const SHA256: &str = "sha256";
 }
 
 /// `queries/queries.parquet`: one row per query, in id order.
@@ -167,6 +179,44 @@ pub fn duplicates() -> SchemaRef {
     .clone()
 }
 
+/// `shards/_plan/NNNNN.parquet`: the samples assigned to a shard, in key order.
+pub fn plan() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(col::KEY, DataType::Utf8, false),
+            Field::new(col::UID, DataType::Utf8, false),
+            Field::new(col::URL, DataType::Utf8, false),
+            Field::new(col::TEXT, DataType::Utf8, false),
+            Field::new(col::QUERY_IDS, query_ids_type(), false),
+        ]))
+    })
+    .clone()
+}
+
+/// `shards/NNNNN.parquet`: one row per sample of the shard, failures included
+/// (img2dataset's columns, with `text` for its `caption`).
+pub fn shard() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(col::KEY, DataType::Utf8, false),
+            Field::new(col::STATUS, DataType::Utf8, false),
+            Field::new(col::ERROR_MESSAGE, DataType::Utf8, true),
+            Field::new(col::WIDTH, DataType::UInt32, true),
+            Field::new(col::HEIGHT, DataType::UInt32, true),
+            Field::new(col::ORIGINAL_WIDTH, DataType::UInt32, true),
+            Field::new(col::ORIGINAL_HEIGHT, DataType::UInt32, true),
+            Field::new(col::SHA256, DataType::Utf8, true),
+            Field::new(col::URL, DataType::Utf8, false),
+            Field::new(col::TEXT, DataType::Utf8, false),
+            Field::new(col::UID, DataType::Utf8, false),
+            Field::new(col::QUERY_IDS, query_ids_type(), false),
+        ]))
+    })
+    .clone()
+}
+
 /// Every schema with its name as ARCHITECTURE.md titles it.
 pub fn all() -> Vec<(&'static str, SchemaRef)> {
     vec![
@@ -177,6 +227,8 @@ pub fn all() -> Vec<(&'static str, SchemaRef)> {
         ("query_counts", query_counts()),
         ("global_counts", global_counts()),
         ("duplicates", duplicates()),
+        ("plan", plan()),
+        ("shard", shard()),
     ]
 }
 

@@ -126,7 +126,7 @@ impl Default for CrawlOptions {
     fn default() -> Self {
         CrawlOptions {
             seeds: Vec::new(),
-            user_agent: user_agent(None),
+            user_agent: wit_net::user_agent(None),
             policy: AddressPolicy::default(),
             scope: Scope::Host,
             max_pages: None,
@@ -145,16 +145,6 @@ impl Default for CrawlOptions {
             memory_urls: 100_000,
             threads: 2,
         }
-    }
-}
-
-/// wit's `User-Agent`: the `witbot` product token robots.txt files name,
-/// the version, and where site owners can reach whoever runs the crawl.
-pub fn user_agent(contact: Option<&str>) -> String {
-    let version = env!("CARGO_PKG_VERSION");
-    match contact {
-        Some(c) => format!("witbot/{version} (wit image-text crawler; +{c})"),
-        None => format!("witbot/{version} (wit image-text crawler)"),
     }
 }
 

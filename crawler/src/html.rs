@@ -342,7 +342,7 @@ fn parse_html(html: &str) -> Html {
 }
 
 /// The product token the crawler answers to in robots rules and meta tags.
-pub const ROBOTS_TOKEN: &str = "witbot";
+pub const ROBOTS_TOKEN: &str = wit_net::ROBOTS_TOKEN;
 
 fn link_url(raw: Option<&str>, base: &Url) -> Option<String> {
     let raw = raw?.trim();

@@ -17,5 +17,5 @@ pub mod html;
 pub mod urls;
 pub mod warc;
 
-pub use crawl::{CrawlOptions, PARKED_PER_SLOT, STATE_DIR, Scope, run_crawl, user_agent};
+pub use crawl::{CrawlOptions, PARKED_PER_SLOT, STATE_DIR, Scope, run_crawl};
 pub use extract::{extract_archive, run_extract};

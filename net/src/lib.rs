@@ -12,4 +12,18 @@
 
 pub mod addr;
 pub mod http;
+
+/// The product token wit answers to in robots.txt rules, robots meta tags
+/// and `X-Robots-Tag` headers.
+pub const ROBOTS_TOKEN: &str = "witbot";
+
+/// wit's `User-Agent`: the `witbot` product token, the version, and where
+/// site owners can reach whoever runs it (`--contact`).
+pub fn user_agent(contact: Option<&str>) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match contact {
+        Some(c) => format!("{ROBOTS_TOKEN}/{version} (wit image-text crawler; +{c})"),
+        None => format!("{ROBOTS_TOKEN}/{version} (wit image-text crawler)"),
+    }
+}
 pub mod robots;

@@ -1,0 +1,434 @@
+//! `wit download` against a real image server on 127.0.0.1, read back by the
+//! Python `webdataset`, `pyarrow` and `polars` libraries.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use wit_contract::records::{Candidate, string_column};
+use wit_contract::schema::{self, col};
+use wit_contract::wds::{ShardReader, maybe_gunzip};
+
+use crate::server::{Reply, Server};
+use crate::util::*;
+
+/// A PNG of `w` x `h` with a pattern from `seed`.
+fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 7 + seed) as u8,
+            (y * 3 + seed * 5) as u8,
+            (seed * 11) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x + seed) as u8, (y * 2) as u8, (seed * 3) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// Prepares DATASET up to `balanced/` with one candidate per URL path, each
+/// caption "a photo of item N" (query "item" matches them all, t keeps all).
+fn balanced_dataset(ds: &Path, server: &Server, paths: &[String]) {
+    let rows: Vec<Candidate> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Candidate::new(
+                server.url(p),
+                format!("a photo of item number {i}"),
+                "alt",
+                server.url("/page.html"),
+            )
+        })
+        .collect();
+    let half = rows.len() / 2;
+    write_candidate_parts(ds, &[rows[..half].to_vec(), rows[half..].to_vec()]);
+    import_queries(ds, &["item".to_string(), "photo".to_string()]);
+    let d = ds.to_str().unwrap();
+    ok(&run(&["match", "-d", d]));
+    ok(&run(&["balance", "-d", d, "-t", "1000000"]));
+}
+
+/// A shard row: key, status, error message, width, height.
+type Row = (String, String, Option<String>, Option<u32>, Option<u32>);
+
+/// Every row of the shards' Parquet files, by URL.
+fn shard_rows(dir: &Path) -> BTreeMap<String, Row> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".parquet") || name.starts_with('_') {
+            continue;
+        }
+        for batch in wit_contract::pq::read_file(&p, &schema::shard()).unwrap() {
+            let b = batch.unwrap();
+            let u32col = |n: &str| {
+                b.column_by_name(n)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::UInt32Array>()
+                    .unwrap()
+                    .clone()
+            };
+            let (w, h) = (u32col(col::WIDTH), u32col(col::HEIGHT));
+            let errs = string_column(&b, col::ERROR_MESSAGE);
+            use arrow_array::Array;
+            for i in 0..b.num_rows() {
+                out.insert(
+                    string_column(&b, col::URL).value(i).to_string(),
+                    (
+                        string_column(&b, col::KEY).value(i).to_string(),
+                        string_column(&b, col::STATUS).value(i).to_string(),
+                        errs.is_valid(i).then(|| errs.value(i).to_string()),
+                        w.is_valid(i).then(|| w.value(i)),
+                        h.is_valid(i).then(|| h.value(i)),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn tar_samples(path: &Path) -> Vec<(String, BTreeMap<String, Vec<u8>>)> {
+    let mut out = Vec::new();
+    ShardReader::new(maybe_gunzip(std::fs::File::open(path).unwrap()).unwrap()).for_each(|s| {
+        let s = s.unwrap();
+        out.push((s.key, s.fields));
+    });
+    out
+}
+
+#[test]
+fn downloads_resize_and_shard_as_img2dataset_with_every_failure_counted() {
+    let busy = AtomicU32::new(0);
+    let server = Server::start(move |path| {
+        let n: u32 = path
+            .trim_start_matches("/img/")
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(0);
+        match path {
+            "/robots.txt" => {
+                Reply::with_type(200, "text/plain", "User-agent: *\nDisallow: /private/\n")
+            }
+            "/img/busy.png" => {
+                if busy.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Reply::status(429, &[("Retry-After", "1")])
+                } else {
+                    Reply::with_type(200, "image/png", png(300, 200, 99))
+                }
+            }
+            "/img/noai.png" => Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "image/png".into()),
+                    ("X-Robots-Tag".into(), "witbot: noimageai".into()),
+                ],
+                body: png(50, 50, 1),
+            },
+            "/img/otherbot.png" => Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "image/png".into()),
+                    ("X-Robots-Tag".into(), "otherbot: noai".into()),
+                ],
+                body: png(60, 40, 2),
+            },
+            "/img/broken.png" => {
+                Reply::with_type(200, "image/png", b"\x89PNG\r\n\x1a\nnot really".to_vec())
+            }
+            "/img/error.png" => Reply::status(500, &[]),
+            p if p.starts_with("/private/") => Reply::with_type(200, "image/png", png(10, 10, 3)),
+            p if p.ends_with(".jpg") && n > 0 => Reply::with_type(
+                200,
+                "image/jpeg",
+                jpeg(100 + n * 13 % 500, 80 + n * 7 % 300, n),
+            ),
+            p if p.ends_with(".png") && n > 0 => Reply::with_type(
+                200,
+                "image/png",
+                png(120 + n * 11 % 400, 90 + n * 5 % 200, n),
+            ),
+            _ => Reply::with_type(404, "text/html", "<h1>Not Found</h1>"),
+        }
+    });
+    let mut paths: Vec<String> = (1..=40)
+        .map(|n| format!("/img/{n}.{}", if n % 2 == 0 { "jpg" } else { "png" }))
+        .collect();
+    for p in [
+        "/img/busy.png",
+        "/img/noai.png",
+        "/img/otherbot.png",
+        "/img/broken.png",
+        "/img/error.png",
+        "/img/missing.png",
+        "/private/secret.png",
+    ] {
+        paths.push(p.to_string());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    balanced_dataset(&ds, &server, &paths);
+    let d = ds.to_str().unwrap();
+    let out = run(&[
+        "download",
+        "-d",
+        d,
+        "--allow-private",
+        "--shard-size",
+        "16",
+        "--resize-mode",
+        "center_crop",
+        "--image-size",
+        "64",
+        "--retries",
+        "1",
+        "--timeout",
+        "5",
+    ]);
+    ok(&out);
+    let shards = ds.join("shards");
+    let rows = shard_rows(&shards);
+    assert_eq!(
+        rows.len(),
+        paths.len(),
+        "one row per pair, failures included"
+    );
+    let status = |p: &str| rows[&server.url(p)].1.clone();
+    let error = |p: &str| rows[&server.url(p)].2.clone().unwrap_or_default();
+    for n in 1..=40 {
+        let p = format!("/img/{n}.{}", if n % 2 == 0 { "jpg" } else { "png" });
+        assert_eq!(status(&p), "success", "{p}: {}", error(&p));
+        assert_eq!(
+            (rows[&server.url(&p)].3, rows[&server.url(&p)].4),
+            (Some(64), Some(64))
+        );
+    }
+    assert_eq!(status("/img/busy.png"), "success", "retried after 429");
+    assert_eq!(
+        status("/img/otherbot.png"),
+        "success",
+        "another crawler's opt-out"
+    );
+    assert_eq!(status("/img/noai.png"), "failed_to_download");
+    assert!(error("/img/noai.png").contains("X-Robots-Tag"));
+    assert_eq!(status("/img/broken.png"), "failed_to_resize");
+    assert_eq!(status("/img/error.png"), "failed_to_download");
+    assert_eq!(status("/img/missing.png"), "failed_to_download");
+    assert_eq!(status("/private/secret.png"), "failed_to_download");
+    assert!(error("/private/secret.png").contains("robots.txt"));
+    assert!(
+        !server.requests().iter().any(|p| p.starts_with("/private/")),
+        "robots.txt was obeyed before any request"
+    );
+    let m = manifest(&ds, "shards");
+    let c = &m["counts"];
+    assert_eq!(c["samples"], paths.len() as u64);
+    assert_eq!(c["success"], 42);
+    assert_eq!(c["failed_to_resize"], 1);
+    assert_eq!(c["failed_to_download"], 4);
+    assert_eq!(c["error_opt_out"], 1);
+    assert_eq!(c["error_robots"], 1);
+    assert_eq!(c["error_http_5xx"], 1);
+    assert_eq!(c["error_http_4xx"], 1);
+    assert_eq!(m["parts"], 3);
+
+    // The tars hold the successes, keyed as the Parquet rows say, in order.
+    let mut samples = Vec::new();
+    for s in 0..3 {
+        let tar = shards.join(format!("{s:05}.tar"));
+        let got = tar_samples(&tar);
+        let keys: Vec<&String> = got.iter().map(|g| &g.0).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        for (key, fields) in &got {
+            assert_eq!(key.len(), 7, "shard size 16: 5 + 2 digits");
+            assert_eq!(fields.keys().collect::<Vec<_>>(), ["jpg", "json", "txt"]);
+            let img = image::load_from_memory(&fields["jpg"]).unwrap();
+            assert_eq!((img.width(), img.height()), (64, 64));
+            let meta: serde_json::Value = serde_json::from_slice(&fields["json"]).unwrap();
+            assert_eq!(meta["key"], key.as_str());
+            assert_eq!(
+                meta["caption"].as_str().unwrap().as_bytes(),
+                fields["txt"].as_slice()
+            );
+        }
+        samples.extend(got);
+        let stats: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(shards.join(format!("{s:05}_stats.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stats["count"], if s < 2 { 16 } else { 15 });
+    }
+    assert_eq!(samples.len(), 42);
+    // The shuffle mixes: shard 0 is not the first 16 pairs in order.
+    let shard0: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.1.0.starts_with("00000"))
+        .map(|r| r.0)
+        .collect();
+    let first16: Vec<String> = paths[..16].iter().map(|p| server.url(p)).collect();
+    assert!(shard0.iter().any(|u| !first16.contains(u)));
+
+    // The real libraries read it as documented.
+    let Some(py) = python_with(&["webdataset", "pyarrow", "polars"]) else {
+        return;
+    };
+    let script = r#"
+import sys, json, glob, webdataset as wds, pyarrow.parquet as pq, polars as pl
+d = sys.argv[1]
+out = {}
+for s in wds.WebDataset(sorted(glob.glob(d + "/*.tar")), shardshuffle=False, empty_check=False):
+    out[s["__key__"]] = {k: len(v) for k, v in s.items() if not k.startswith("__")}
+t = pq.read_table(sorted(glob.glob(d + "/[0-9]*.parquet")))
+names = t.schema.names
+lf = pl.scan_parquet(d + "/[0-9]*.parquet")
+ok = lf.filter(pl.col("status") == "success").select(pl.len()).collect().item()
+print(json.dumps({"samples": out, "columns": names, "rows": t.num_rows, "successes": ok}))
+"#;
+    let o = std::process::Command::new(&py)
+        .args(["-c", script])
+        .arg(&shards)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let theirs: BTreeMap<String, BTreeMap<String, u64>> =
+        serde_json::from_value(v["samples"].clone()).unwrap();
+    let ours: BTreeMap<String, BTreeMap<String, u64>> = samples
+        .iter()
+        .map(|(k, f)| {
+            (
+                k.clone(),
+                f.iter().map(|(e, b)| (e.clone(), b.len() as u64)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(theirs, ours);
+    let columns: Vec<String> = serde_json::from_value(v["columns"].clone()).unwrap();
+    let want: Vec<String> = schema::shard()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(columns, want);
+    assert_eq!(v["rows"], paths.len() as u64);
+    assert_eq!(v["successes"], 42);
+}
+
+#[test]
+fn a_killed_download_resumes_to_the_same_shards() {
+    // Slow images, so that the kill lands mid-shard.
+    let server = Server::start(|path| {
+        let n: u32 = path
+            .trim_start_matches("/img/")
+            .trim_end_matches(".png")
+            .parse()
+            .unwrap_or(0);
+        if path == "/robots.txt" {
+            return Reply::status(404, &[]);
+        }
+        std::thread::sleep(Duration::from_millis(15));
+        if n.is_multiple_of(9) {
+            Reply::status(404, &[])
+        } else {
+            Reply::with_type(200, "image/png", png(80 + n % 50, 60 + n % 30, n))
+        }
+    });
+    let paths: Vec<String> = (1..=120).map(|n| format!("/img/{n}.png")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    balanced_dataset(&whole, &server, &paths);
+    balanced_dataset(&killed, &server, &paths);
+    let args = |ds: &Path| {
+        vec![
+            "download".to_string(),
+            "-d".into(),
+            ds.display().to_string(),
+            "--allow-private".into(),
+            "--shard-size".into(),
+            "50".into(),
+            "--concurrency".into(),
+            "2".into(),
+            "--image-size".into(),
+            "32".into(),
+        ]
+    };
+    ok(&wit().args(args(&whole)).output().unwrap());
+
+    let mut child = wit()
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once the second shard's journal holds a few samples.
+    let journal = killed.join("shards/_work/00001.journal");
+    let start = Instant::now();
+    loop {
+        let lines = std::fs::read(&journal)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
+        if lines >= 5 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("shards/_manifest.json").exists());
+    let fetched_before = server.requests().len();
+    let out = wit().args(args(&killed)).output().unwrap();
+    ok(&out);
+    let refetched = server.requests().len() - fetched_before;
+    // Shard 0 was complete and shard 1 half done: the rerun fetched less
+    // than the whole second and third shards.
+    assert!(refetched < 70 + 1, "{refetched} requests after the kill");
+
+    let data = |ds: &Path| -> HashMap<String, Vec<u8>> {
+        std::fs::read_dir(ds.join("shards"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n.ends_with(".tar") || (n.ends_with(".parquet") && !n.starts_with('_'))
+            })
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (data(&whole), data(&killed));
+    assert_eq!(a.len(), 6);
+    assert_eq!(
+        a.keys().collect::<std::collections::BTreeSet<_>>(),
+        b.keys().collect::<std::collections::BTreeSet<_>>()
+    );
+    for (name, bytes) in &a {
+        assert!(b[name] == *bytes, "{name} differs after kill and resume");
+    }
+}
