@@ -462,6 +462,10 @@ pub struct DownloadArgs {
     /// Allow private, loopback and link-local addresses (off: such hosts are refused)
     #[arg(long)]
     pub allow_private: bool,
+    /// Fetch again only the samples that failed to download in finished
+    /// shards, and rewrite those shards
+    #[arg(long)]
+    pub retry_failed: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }

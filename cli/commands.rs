@@ -341,6 +341,7 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
             .filter(|d| !d.is_empty())
             .collect(),
         threads: opts.jobs,
+        retry_failed: args.retry_failed,
         ..wit_shards::DownloadOptions::default()
     };
     let dataset = Dataset::new(&args.dataset.dataset);

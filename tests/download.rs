@@ -432,3 +432,76 @@ fn a_killed_download_resumes_to_the_same_shards() {
         assert!(b[name] == *bytes, "{name} differs after kill and resume");
     }
 }
+
+#[test]
+fn retry_failed_fetches_only_the_failures() {
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let server = Server::start(move |path| {
+        let n: u32 = path
+            .trim_start_matches("/img/")
+            .trim_end_matches(".png")
+            .parse()
+            .unwrap_or(0);
+        if path == "/robots.txt" {
+            Reply::status(404, &[])
+        } else if n.is_multiple_of(4) && !h.load(Ordering::SeqCst) {
+            Reply::status(503, &[])
+        } else {
+            Reply::with_type(200, "image/png", png(40 + n, 30 + n, n))
+        }
+    });
+    let paths: Vec<String> = (1..=30).map(|n| format!("/img/{n}.png")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    balanced_dataset(&ds, &server, &paths);
+    let d = ds.to_str().unwrap();
+    let args = [
+        "download",
+        "-d",
+        d,
+        "--allow-private",
+        "--shard-size",
+        "10",
+        "--retries",
+        "0",
+        "--image-size",
+        "32",
+    ];
+    ok(&run(&args));
+    let before = shard_rows(&ds.join("shards"));
+    let failed: Vec<&String> = before
+        .iter()
+        .filter(|r| r.1.1 == "failed_to_download")
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(failed.len(), 7);
+    let successes_before: Vec<(String, BTreeMap<String, Vec<u8>>)> = (0..3)
+        .flat_map(|s| tar_samples(&ds.join(format!("shards/{s:05}.tar"))))
+        .collect();
+
+    healthy.store(true, Ordering::SeqCst);
+    let n = server.requests().len();
+    let mut retry = args.to_vec();
+    retry.push("--retry-failed");
+    ok(&run(&retry));
+    let asked: Vec<String> = server.requests()[n..]
+        .iter()
+        .filter(|p| *p != "/robots.txt")
+        .cloned()
+        .collect();
+    assert_eq!(asked.len(), 7, "only the failures: {asked:?}");
+    let after = shard_rows(&ds.join("shards"));
+    assert!(after.values().all(|r| r.1 == "success"));
+    for (url, row) in &before {
+        assert_eq!(after[url].0, row.0, "keys do not move");
+    }
+    let all: Vec<(String, BTreeMap<String, Vec<u8>>)> = (0..3)
+        .flat_map(|s| tar_samples(&ds.join(format!("shards/{s:05}.tar"))))
+        .collect();
+    assert_eq!(all.len(), 30);
+    for s in &successes_before {
+        assert!(all.contains(s), "earlier successes kept as they were");
+    }
+    assert_eq!(manifest(&ds, "shards")["counts"]["success"], 30);
+}

@@ -63,6 +63,8 @@ pub mod col {
     pub const STATUS: &str = "status";
     /// Why a sample failed.
     pub const ERROR_MESSAGE: &str = "error_message";
+    /// The failure's counter name (`http_4xx`, `timeout`, `opt_out`, ...).
+    pub const ERROR_REASON: &str = "error_reason";
     /// The image's size as decoded, before resizing.
     pub const ORIGINAL_WIDTH: &str = "original_width";
     /// See [`ORIGINAL_WIDTH`].
@@ -203,6 +205,7 @@ pub fn shard() -> SchemaRef {
             Field::new(col::KEY, DataType::Utf8, false),
             Field::new(col::STATUS, DataType::Utf8, false),
             Field::new(col::ERROR_MESSAGE, DataType::Utf8, true),
+            Field::new(col::ERROR_REASON, DataType::Utf8, true),
             Field::new(col::WIDTH, DataType::UInt32, true),
             Field::new(col::HEIGHT, DataType::UInt32, true),
             Field::new(col::ORIGINAL_WIDTH, DataType::UInt32, true),

@@ -86,6 +86,9 @@ pub struct DownloadOptions {
     pub opt_out: Vec<String>,
     /// Worker threads for downloads and image work.
     pub threads: usize,
+    /// Fetch again the samples that failed to download in finished shards
+    /// (and only those), then rewrite those shards.
+    pub retry_failed: bool,
 }
 
 impl Default for DownloadOptions {
@@ -109,6 +112,7 @@ impl Default for DownloadOptions {
                 .map(String::from)
                 .to_vec(),
             threads: 2,
+            retry_failed: false,
         }
     }
 }
@@ -222,6 +226,15 @@ pub fn run_download(
     }
     make_plan(&spec, &upstream, &balanced_dir, opts)?;
     std::fs::create_dir_all(dir.join(WORK_DIR)).at(&dir)?;
+    if opts.retry_failed {
+        let mut reopened = 0;
+        for s in (0..shards).filter(|s| run.share.is_none_or(|sh| sh.contains(*s))) {
+            if reopen_failed(&dir, s, opts)? {
+                reopened += 1;
+            }
+        }
+        tracing::info!("shards: {reopened} finished shards have failed downloads to retry");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
@@ -269,6 +282,100 @@ pub fn run_download(
         let _ = std::fs::remove_file(&journal);
         Ok(counts)
     })
+}
+
+/// If shard `s` is finished and has samples that failed to download, turns
+/// everything else it holds into its journal and marks it unfinished, so
+/// that the run fetches only those samples. Says whether it did.
+fn reopen_failed(dir: &Path, s: u32, opts: &DownloadOptions) -> Result<bool> {
+    let name = shard_name(s);
+    let sidecar = dir.join(wit_contract::layout::part_stats_name(s));
+    let parquet = dir.join(format!("{name}.parquet"));
+    if !sidecar.is_file() || !parquet.is_file() {
+        return Ok(false);
+    }
+    let mut kept: Vec<Outcome> = Vec::new();
+    let mut retry = 0;
+    for batch in pq::read_file(&parquet, &schema::shard())? {
+        let b = batch?;
+        let text = |n: &str, i: usize| {
+            let c = string_column(&b, n);
+            c.is_valid(i).then(|| c.value(i).to_string())
+        };
+        let num = |n: &str, i: usize| {
+            let c = b
+                .column_by_name(n)
+                .expect("checked")
+                .as_primitive::<UInt32Type>();
+            c.is_valid(i).then(|| c.value(i))
+        };
+        for i in 0..b.num_rows() {
+            let status = text(col::STATUS, i).unwrap_or_default();
+            if status == "failed_to_download" {
+                retry += 1;
+                continue;
+            }
+            kept.push(Outcome {
+                key: text(col::KEY, i).unwrap_or_default(),
+                status,
+                reason: text(col::ERROR_REASON, i),
+                error_message: text(col::ERROR_MESSAGE, i),
+                width: num(col::WIDTH, i),
+                height: num(col::HEIGHT, i),
+                original_width: num(col::ORIGINAL_WIDTH, i),
+                original_height: num(col::ORIGINAL_HEIGHT, i),
+                sha256: text(col::SHA256, i),
+                image_len: 0,
+            });
+        }
+    }
+    if retry == 0 {
+        return Ok(false);
+    }
+    // The stored images, from the tar.
+    let tar = dir.join(format!("{name}.tar"));
+    let mut images: HashMap<String, Vec<u8>> = HashMap::new();
+    let ext = opts.image.encoding.extension();
+    let mut damage = None;
+    wit_contract::wds::ShardReader::new(std::fs::File::open(&tar).at(&tar)?).for_each(
+        |r| match r {
+            Ok(mut sample) => {
+                if let Some(img) = sample.fields.remove(ext) {
+                    images.insert(sample.key, img);
+                }
+            }
+            Err(e) => damage = Some(e.to_string()),
+        },
+    );
+    if let Some(e) = damage {
+        return Err(Error::bad_input(&tar, e));
+    }
+    let journal = dir.join(WORK_DIR).join(format!("{name}.journal"));
+    let tmp = journal.with_extension("tmp");
+    let mut w = BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
+    for mut o in kept {
+        let img = if o.status == "success" {
+            images.remove(&o.key).ok_or_else(|| {
+                Error::bad_input(&tar, format!("lacks the image of sample {}", o.key))
+            })?
+        } else {
+            Vec::new()
+        };
+        o.image_len = img.len() as u64;
+        write_record(&mut w, &o, &img).at(&tmp)?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?
+        .sync_all()
+        .at(&tmp)?;
+    std::fs::rename(&tmp, &journal).at(&journal)?;
+    // Unfinished again: the run redoes the part from its journal.
+    std::fs::remove_file(&sidecar).at(&sidecar)?;
+    let manifest = dir.join(wit_contract::layout::MANIFEST_NAME);
+    if manifest.exists() {
+        std::fs::remove_file(&manifest).at(&manifest)?;
+    }
+    Ok(true)
 }
 
 /// Writes the plan unless it is already there.
@@ -620,6 +727,9 @@ fn write_shard_parquet(
             )),
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|(_, o)| o.error_message.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(_, o)| o.reason.as_deref()),
             )),
             u32s(|o| o.width),
             u32s(|o| o.height),
