@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use wit_contract::wds::{ReadError, Sample, ShardReader, ShardWriter, maybe_gunzip};
+use wit_contract::wds::{
+    LocalOpener, Opener, ReadError, Sample, ShardReader, ShardStream, ShardWriter, expand_braces,
+    maybe_gunzip,
+};
 
 use crate::util::*;
 
@@ -127,4 +130,68 @@ fn the_python_library_reads_our_shards() {
     let ours: Vec<(String, BTreeMap<String, Vec<u8>>)> =
         ours.into_iter().map(|s| (s.key, s.fields)).collect();
     assert_eq!(ours, want);
+}
+
+/// Shards over http(s), through wit's HTTP client.
+struct HttpOpener(wit_net::http::Client);
+
+impl Opener for HttpOpener {
+    fn open(&self, shard: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        self.0.open_stream(shard)
+    }
+}
+
+#[test]
+fn shards_stream_the_same_over_http_as_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in 0..3 {
+        let mut w = ShardWriter::new(Vec::new());
+        for i in 0..200u32 {
+            let body = vec![(i % 251) as u8; 3000 + i as usize];
+            w.write(&format!("{s}{i:04}"), &[("bin", &body), ("txt", b"x")])
+                .unwrap();
+        }
+        std::fs::write(
+            dir.path().join(format!("shard-{s:03}.tar")),
+            w.finish().unwrap(),
+        )
+        .unwrap();
+    }
+    let server = crate::server::Server::files(dir.path().to_path_buf());
+    let local = expand_braces(
+        &dir.path()
+            .join("shard-{000..002}.tar")
+            .display()
+            .to_string(),
+    )
+    .unwrap();
+    let remote = expand_braces(&server.url("/shard-{000..002}.tar")).unwrap();
+    let client = wit_net::http::Client::new(&wit_net::http::ClientOptions {
+        user_agent: "test".into(),
+        policy: wit_net::addr::AddressPolicy {
+            allow_private: true,
+        },
+        connect_timeout: std::time::Duration::from_secs(5),
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .unwrap();
+    let http = HttpOpener(client);
+    let read = |names: Vec<String>, opener: &dyn Opener| {
+        let mut out = Vec::new();
+        let counts = ShardStream::new(names, opener, 9, 50).epoch(3, |s| {
+            out.push(s);
+            true
+        });
+        (out, counts)
+    };
+    let (a, ca) = read(local, &LocalOpener);
+    let (b, cb) = read(remote.clone(), &http);
+    assert_eq!(a.len(), 600);
+    assert_eq!(ca, cb);
+    assert!(a == b, "the same samples in the same order");
+    // A missing shard over http is counted, not fatal.
+    let mut with_missing = remote;
+    with_missing.push(server.url("/nope.tar"));
+    let (c, cc) = read(with_missing, &http);
+    assert_eq!((c.len(), cc.unopenable), (600, 1));
 }

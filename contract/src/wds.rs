@@ -11,8 +11,12 @@
 //! - [`ShardReader`] reads plain or gzipped shards (`.tar`, `.tgz`,
 //!   `.tar.gz`), skips non-files and top-level `__*__` members, and never
 //!   panics on damage: a truncated or corrupt shard ends with an error item
-//!   (the samples before it were returned), and a sample that repeats a field
-//!   is returned as an error item and skipped.
+//!   (the samples before it were returned; the one being read when the damage
+//!   came is dropped unless the damage is in a member of the next key), and
+//!   a sample that repeats a field is returned as an error item and skipped.
+//! - [`ShardStream`] streams a list of shards (local, or through any
+//!   [`Opener`]: `wit_net` opens http(s) URLs) epoch by epoch, counting
+//!   damage in [`StreamCounts`].
 //! - [`expand_braces`] turns `shards-{00000..00099}.tar` into shard names;
 //!   [`epoch_order`] and [`ShuffleBuffer`] give the per-epoch shard order and
 //!   the sample shuffle, seeded.
@@ -366,6 +370,131 @@ impl<T> ShuffleBuffer<T> {
     }
 }
 
+/// Opens a shard by its name: a local path, or whatever else an
+/// implementation knows (`wit_net` opens http(s) URLs).
+pub trait Opener: Sync {
+    /// The shard's bytes, as a stream.
+    ///
+    /// # Errors
+    /// Why it cannot be opened.
+    fn open(&self, shard: &str) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// Opens local files (`path` or `file://path`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalOpener;
+
+impl Opener for LocalOpener {
+    fn open(&self, shard: &str) -> io::Result<Box<dyn Read + Send>> {
+        let path = shard.strip_prefix("file://").unwrap_or(shard);
+        Ok(Box::new(std::fs::File::open(path)?))
+    }
+}
+
+/// What a pass over shards met.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamCounts {
+    /// Shards read to their end.
+    pub shards: u64,
+    /// Samples handed out.
+    pub samples: u64,
+    /// Shards that could not be opened.
+    pub unopenable: u64,
+    /// Shards that turned out truncated or corrupt (their samples before the
+    /// damage were handed out).
+    pub corrupt: u64,
+    /// Samples skipped because they repeat a field.
+    pub bad_samples: u64,
+}
+
+/// Streams the samples of a list of shards, epoch by epoch: the shards in a
+/// seeded order that changes every epoch, the samples through a shuffle
+/// buffer. Damage is counted and skipped, never fatal.
+pub struct ShardStream<'a> {
+    shards: Vec<String>,
+    opener: &'a dyn Opener,
+    seed: u64,
+    buffer: usize,
+}
+
+impl<'a> ShardStream<'a> {
+    /// A stream over `shards` (names for `opener`; brace patterns expanded
+    /// with [`expand_braces`] first), with a shuffle buffer of `buffer`
+    /// samples (0 or 1: no shuffling, and shards in the given order).
+    pub fn new(shards: Vec<String>, opener: &'a dyn Opener, seed: u64, buffer: usize) -> Self {
+        ShardStream {
+            shards,
+            opener,
+            seed,
+            buffer,
+        }
+    }
+
+    /// Hands every sample of epoch `epoch` to `each`; returns what it met.
+    /// `each` returns `false` to stop early.
+    pub fn epoch(&self, epoch: u64, mut each: impl FnMut(Sample) -> bool) -> StreamCounts {
+        let mut counts = StreamCounts::default();
+        let order: Vec<usize> = if self.buffer > 1 {
+            epoch_order(self.shards.len(), self.seed, epoch)
+        } else {
+            (0..self.shards.len()).collect()
+        };
+        let mut shuffle = ShuffleBuffer::new(self.buffer.max(1), self.seed ^ epoch.rotate_left(17));
+        let mut go_on = true;
+        for i in order {
+            if !go_on {
+                break;
+            }
+            let name = &self.shards[i];
+            let stream = match self.opener.open(name).and_then(maybe_gunzip) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{name}: cannot open ({e}); skipped");
+                    counts.unopenable += 1;
+                    continue;
+                }
+            };
+            let mut corrupt = false;
+            ShardReader::new(stream).for_each(|r| match r {
+                Ok(sample) if go_on => {
+                    let out = if self.buffer > 1 {
+                        shuffle.push(sample)
+                    } else {
+                        Some(sample)
+                    };
+                    if let Some(s) = out {
+                        counts.samples += 1;
+                        go_on = each(s);
+                    }
+                }
+                Ok(_) => {}
+                Err(ReadError::RepeatedField { key, field }) => {
+                    tracing::warn!("{name}: sample {key} repeats field {field}; skipped");
+                    counts.bad_samples += 1;
+                }
+                Err(e @ ReadError::Corrupt(_)) => {
+                    tracing::warn!("{name}: {e}; the rest of the shard is skipped");
+                    corrupt = true;
+                }
+            });
+            if corrupt {
+                counts.corrupt += 1;
+            } else {
+                counts.shards += 1;
+            }
+        }
+        if go_on {
+            for s in shuffle.drain() {
+                counts.samples += 1;
+                if !each(s) {
+                    break;
+                }
+            }
+        }
+        counts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +571,74 @@ mod tests {
         for n in (0..bytes.len()).step_by(97) {
             let _ = read_all(bytes[..n].to_vec());
         }
+    }
+
+    #[test]
+    fn a_stream_over_shards_shuffles_per_epoch_and_skips_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for s in 0..4 {
+            let mut w = ShardWriter::new(Vec::new());
+            for i in 0..25 {
+                w.write(
+                    &format!("{s}{i:03}"),
+                    &[("txt", format!("{s}-{i}").as_bytes())],
+                )
+                .unwrap();
+            }
+            let mut bytes = w.finish().unwrap();
+            if s == 2 {
+                // Ten whole samples, then a torn header: the tenth may have
+                // had more fields, so it goes with the damage.
+                bytes.truncate(1024 * 10 + 300);
+            }
+            let path = dir.path().join(format!("s-{s:02}.tar"));
+            std::fs::write(&path, bytes).unwrap();
+            names.push(path.display().to_string());
+        }
+        names.push(dir.path().join("missing.tar").display().to_string());
+        let pattern = dir.path().join("s-{00..03}.tar").display().to_string();
+        assert_eq!(expand_braces(&pattern).unwrap(), names[..4]);
+        let plain = ShardStream::new(names.clone(), &LocalOpener, 1, 0);
+        let mut seen = Vec::new();
+        let counts = plain.epoch(0, |s| {
+            seen.push(s.key);
+            true
+        });
+        assert_eq!(
+            counts,
+            StreamCounts {
+                shards: 3,
+                samples: 84,
+                unopenable: 1,
+                corrupt: 1,
+                bad_samples: 0
+            }
+        );
+        assert_eq!(seen[0], "0000");
+        let shuffled = ShardStream::new(names, &LocalOpener, 1, 16);
+        let epoch = |e| {
+            let mut v = Vec::new();
+            shuffled.epoch(e, |s| {
+                v.push(s.key);
+                true
+            });
+            v
+        };
+        let (a, b) = (epoch(0), epoch(1));
+        assert_eq!(a, epoch(0), "seeded");
+        assert_ne!(a, b, "another order each epoch");
+        let mut sorted = a.clone();
+        sorted.sort();
+        let mut want = seen.clone();
+        want.sort();
+        assert_eq!(sorted, want, "the same samples");
+        let mut n = 0;
+        shuffled.epoch(0, |_| {
+            n += 1;
+            n < 5
+        });
+        assert_eq!(n, 5, "stops when asked");
     }
 
     #[test]

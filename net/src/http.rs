@@ -316,21 +316,7 @@ impl Client {
     where
         F: FnOnce(&Head<'_>) -> Result<(), Failure>,
     {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Failure::BadUrl);
-        }
-        match url.host() {
-            None => return Err(Failure::BadUrl),
-            Some(url::Host::Ipv4(ip)) => self
-                .policy
-                .check(IpAddr::V4(ip))
-                .map_err(Failure::RefusedAddress)?,
-            Some(url::Host::Ipv6(ip)) => self
-                .policy
-                .check(IpAddr::V6(ip))
-                .map_err(Failure::RefusedAddress)?,
-            Some(url::Host::Domain(_)) => {}
-        }
+        self.check_url(url)?;
         match tokio::time::timeout(self.timeout, self.get_inner(url, max_bytes, accept)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
@@ -369,6 +355,127 @@ impl Client {
             headers: std::mem::take(resp.headers_mut()),
             body,
         })
+    }
+}
+
+impl Client {
+    /// Streams the body of `url` for blocking readers (WebDataset shards
+    /// over http(s)): a thread runs the request and hands the body over in
+    /// chunks through a small bounded queue, so memory stays flat for shards
+    /// of any size. The connect timeout applies; the total timeout does not
+    /// (a shard may take long to read), but a stall of the total timeout
+    /// between two chunks ends the stream with an error.
+    ///
+    /// # Errors
+    /// [`std::io::Error`] naming the [`Failure`] when the request fails or the
+    /// status is not `2xx`; later failures come out of `read`.
+    pub fn open_stream(&self, url: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let parsed = Url::parse(url).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{url}: {e}"))
+        })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(8);
+        let client = self.clone();
+        let url_owned = url.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let err = |m: String| std::io::Error::other(format!("{url_owned}: {m}"));
+                if let Err(f) = client.check_url(&parsed) {
+                    let _ = ready_tx.send(Err(err(f.to_string())));
+                    return;
+                }
+                let resp = match client.inner.get(parsed.clone()).send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(err(classify(&e, false).to_string())));
+                        return;
+                    }
+                };
+                if !resp.status().is_success() {
+                    let _ =
+                        ready_tx.send(Err(err(format!("HTTP status {}", resp.status().as_u16()))));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                let mut resp = resp;
+                loop {
+                    match tokio::time::timeout(client.timeout, resp.chunk()).await {
+                        Ok(Ok(Some(chunk))) => {
+                            if tx.send(Ok(chunk)).is_err() {
+                                return; // the reader went away
+                            }
+                        }
+                        Ok(Ok(None)) => return,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(err(classify(&e, true).to_string())));
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = tx.send(Err(err("stalled".into())));
+                            return;
+                        }
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv()
+            .map_err(|_| std::io::Error::other(format!("{url}: the fetching thread ended")))??;
+        Ok(Box::new(ChunkReader {
+            rx,
+            current: bytes::Bytes::new(),
+        }))
+    }
+
+    /// The scheme and address checks of [`Client::get`].
+    fn check_url(&self, url: &Url) -> Result<(), Failure> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Failure::BadUrl);
+        }
+        match url.host() {
+            None => Err(Failure::BadUrl),
+            Some(url::Host::Ipv4(ip)) => self
+                .policy
+                .check(IpAddr::V4(ip))
+                .map_err(Failure::RefusedAddress),
+            Some(url::Host::Ipv6(ip)) => self
+                .policy
+                .check(IpAddr::V6(ip))
+                .map_err(Failure::RefusedAddress),
+            Some(url::Host::Domain(_)) => Ok(()),
+        }
+    }
+}
+
+/// A blocking reader over chunks sent by a fetching thread.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // the body ended
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
     }
 }
 
