@@ -318,6 +318,7 @@ fn main() {
         if !installed {
             println!("img2dataset: skipped (pip could not install it)");
             let _ = server.kill();
+            let _ = server.wait();
             return;
         }
     }
@@ -370,6 +371,7 @@ fn main() {
     let wall_ref = t.elapsed().as_secs_f64();
     let cpu_ref = cpu(libc::RUSAGE_CHILDREN) - cpu0;
     let _ = server.kill();
+    let _ = server.wait();
     if !status.is_ok_and(|s| s.success()) {
         println!("img2dataset: failed to run");
         return;
