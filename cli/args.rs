@@ -509,9 +509,27 @@ pub struct StatsArgs {
     /// The dataset directory
     #[arg(value_name = "DATASET")]
     pub dataset: PathBuf,
-    /// Run this SQL query over the stage tables instead of the report
+    /// Run this SQL query (Polars SQL) over the stage tables instead of the
+    /// report: queries, candidates, matched, balanced, query_counts, shards
     #[arg(long, value_name = "QUERY")]
     pub sql: Option<String>,
+    /// How --sql prints its result
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SqlFormat,
+    /// Where the report goes [default: DATASET/stats]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `--format`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SqlFormat {
+    /// An aligned table
+    Table,
+    /// CSV with a header line
+    Csv,
+    /// One JSON object per line
+    Json,
 }
 
 /// `wit train`

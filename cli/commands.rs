@@ -16,6 +16,7 @@ use crate::BadUsage;
 use crate::args::{
     BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, ExtractArgs, MatchArgs,
     QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg,
+    SqlFormat, StatsArgs,
 };
 use crate::ui::Reporter;
 
@@ -30,14 +31,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Match(args) => match_(args, &progress),
         Command::Balance(args) => balance(args, &progress),
         Command::Download(args) => download(args, &progress),
-        Command::Stats(_) => not_built("stats", 7, "stats"),
+        Command::Stats(args) => stats(args),
         Command::Train(_) => not_built("train", 8, "trainer"),
         Command::Eval(_) => not_built("eval", 9, "eval"),
     }
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`, `wit stats`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -347,6 +348,35 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
     let dataset = Dataset::new(&args.dataset.dataset);
     let summary = wit_shards::run_download(&dataset, &download, &opts)?;
     report(Stage::Shards, dataset.root(), &summary);
+    Ok(())
+}
+
+fn stats(args: StatsArgs) -> Result<()> {
+    use std::io::Write;
+    if let Some(query) = &args.sql {
+        let df = wit_stats::sql(&args.dataset, query)?;
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let written = match args.format {
+            SqlFormat::Table => writeln!(out, "{}", wit_stats::table_text(&df)),
+            SqlFormat::Csv => out.write_all(wit_stats::csv(&df)?.as_bytes()),
+            SqlFormat::Json => out.write_all(wit_stats::json_lines(&df)?.as_bytes()),
+        };
+        return match written {
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("writing the result"),
+        };
+    }
+    let report = wit_stats::report(&args.dataset)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.dataset.join("stats"));
+    let written = wit_stats::write_report(&report, &out)?;
+    print!("{}", report.text());
+    for p in written {
+        tracing::info!("stats: wrote {}", p.display());
+    }
     Ok(())
 }
 

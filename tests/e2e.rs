@@ -13,4 +13,5 @@ mod extract;
 mod queries;
 mod resume;
 mod robots;
+mod stats;
 mod wds;

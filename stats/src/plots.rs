@@ -1,0 +1,219 @@
+//! PNG plots with plotters: drawn into an RGB buffer, text with ab_glyph and
+//! the DejaVu Sans font shipped in `stats/assets/` (no system fonts needed),
+//! encoded with `image`.
+
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const W: u32 = 800;
+const H: u32 = 500;
+
+fn fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+type Drawn = std::result::Result<Vec<u8>, String>;
+
+fn encode(buf: &[u8]) -> Drawn {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(W, H, buf.to_vec())
+        .ok_or("buffer size")?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+/// Query count against rank, log-log, before and after balancing.
+pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
+    fonts();
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let max_rank = before.len().max(after.len()).max(2) as f64;
+        let max_count = before
+            .iter()
+            .chain(after)
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(2) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Pairs per query, by rank (log-log)", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((1f64..max_rank).log_scale(), (1f64..max_count).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("rank")
+            .y_desc("pairs")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (series, name, color) in [
+            (before, "before balancing", RED),
+            (after, "after balancing", BLUE),
+        ] {
+            if series.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    series
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| ((i + 1) as f64, c.max(1) as f64)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 14))
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    encode(&buf)
+}
+
+/// Rows per stage of the funnel, as bars.
+pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
+    fonts();
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let max = stages.iter().map(|s| s.1).max().unwrap_or(1).max(1) as f64;
+        let n = stages.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Funnel: rows at each stage", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.1)
+            .map_err(|e| e.to_string())?;
+        let labels: Vec<String> = stages.iter().map(|s| s.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                labels.get(i).cloned().unwrap_or_default()
+            })
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(stages.iter().enumerate().map(|(i, s)| {
+                Rectangle::new(
+                    [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, s.1 as f64)],
+                    RGBColor(70, 110, 180).filled(),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    encode(&buf)
+}
+
+/// Caption lengths in buckets of 10 characters.
+pub(crate) fn histogram(buckets: &[(u64, u64)]) -> Drawn {
+    fonts();
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let max_x = buckets.iter().map(|b| b.0 + 10).max().unwrap_or(10) as f64;
+        let max_y = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Caption length (characters)", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_x, 0f64..max_y * 1.1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("characters")
+            .y_desc("candidates")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(buckets.iter().map(|&(b, n)| {
+                Rectangle::new(
+                    [(b as f64, 0.0), (b as f64 + 9.0, n as f64)],
+                    RGBColor(90, 160, 90).filled(),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    encode(&buf)
+}
+
+/// Standard base64, for images inlined in the HTML report.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_answers() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn plots_draw_text_and_lines() {
+        let png = rank_count(&[1000, 500, 100, 10, 1], &[200, 200, 100, 10, 1]).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (W, H));
+        // Some red, some blue, and dark text pixels.
+        let has = |f: &dyn Fn(&image::Rgb<u8>) -> bool| img.pixels().any(f);
+        assert!(has(&|p| p[0] > 200 && p[1] < 60 && p[2] < 60));
+        assert!(has(&|p| p[2] > 200 && p[0] < 60 && p[1] < 60));
+        assert!(has(&|p| p[0] < 60 && p[1] < 60 && p[2] < 60));
+        assert!(funnel(&[("a".into(), 10), ("b".into(), 5)]).is_ok());
+        assert!(histogram(&[(0, 3), (10, 7)]).is_ok());
+        assert!(rank_count(&[], &[]).is_ok());
+    }
+}

@@ -1,0 +1,578 @@
+//! The figures of the report, computed with lazy scans.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use polars::prelude::*;
+use serde_json::{Value, json};
+use wit_contract::manifest::Manifest;
+use wit_contract::{Error, IoContext, Result, Stage};
+
+use crate::{Tables, plots, polars_err};
+
+/// Every figure of a dataset, plus what the plots draw.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Every figure, as written to `stats.json`.
+    pub json: Value,
+    /// Query counts, sorted down, before balancing.
+    pub(crate) before: Vec<u64>,
+    /// The same after balancing.
+    pub(crate) after: Vec<u64>,
+    /// (stage, rows) of the funnel.
+    pub(crate) funnel: Vec<(String, u64)>,
+    /// Caption lengths of the candidates in buckets of 10 characters: (start, count).
+    pub(crate) caption_hist: Vec<(u64, u64)>,
+}
+
+fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.get(0).ok())
+        .and_then(|v| v.extract::<u64>())
+        .unwrap_or(0)
+}
+
+fn scalar_f64(df: &DataFrame, name: &str) -> Option<f64> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.get(0).ok())
+        .and_then(|v| v.extract::<f64>())
+}
+
+fn rows(lf: LazyFrame, what: &str) -> Result<u64> {
+    let df = lf
+        .select([len().alias("n")])
+        .collect()
+        .map_err(polars_err(what))?;
+    Ok(scalar_u64(&df, "n"))
+}
+
+/// (value, count) of column `column`, most frequent first, at most `top`.
+fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(String, u64)>> {
+    let df = lf
+        .select([column.alias("v")])
+        .group_by([col("v")])
+        .agg([len().alias("n")])
+        .sort_by_exprs(
+            [col("n"), col("v")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .limit(top)
+        .collect()
+        .map_err(polars_err(what))?;
+    let v = df
+        .column("v")
+        .map_err(polars_err(what))?
+        .cast(&DataType::String)
+        .map_err(polars_err(what))?;
+    let n = df
+        .column("n")
+        .map_err(polars_err(what))?
+        .cast(&DataType::UInt64)
+        .map_err(polars_err(what))?;
+    let (v, n) = (
+        v.str().map_err(polars_err(what))?,
+        n.u64().map_err(polars_err(what))?,
+    );
+    Ok(v.iter()
+        .zip(n.iter())
+        .map(|(v, n)| (v.unwrap_or("(none)").to_string(), n.unwrap_or(0)))
+        .collect())
+}
+
+/// mean, p10, p50, p90, max of `expr` over `lf`.
+fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
+    let df = lf
+        .select([expr.cast(DataType::Float64).alias("x")])
+        .select([
+            col("x").mean().alias("mean"),
+            col("x")
+                .quantile(lit(0.1), QuantileMethod::Linear)
+                .alias("p10"),
+            col("x")
+                .quantile(lit(0.5), QuantileMethod::Linear)
+                .alias("p50"),
+            col("x")
+                .quantile(lit(0.9), QuantileMethod::Linear)
+                .alias("p90"),
+            col("x").max().alias("max"),
+            col("x").count().cast(DataType::UInt64).alias("n"),
+        ])
+        .collect()
+        .map_err(polars_err(what))?;
+    Ok(json!({
+        "n": scalar_u64(&df, "n"),
+        "mean": scalar_f64(&df, "mean"),
+        "p10": scalar_f64(&df, "p10"),
+        "p50": scalar_f64(&df, "p50"),
+        "p90": scalar_f64(&df, "p90"),
+        "max": scalar_f64(&df, "max"),
+    }))
+}
+
+/// Per-query pair counts of a table with `query_ids`: (query id, count), sorted down.
+fn query_counts(lf: LazyFrame, what: &str) -> Result<Vec<(u32, u64)>> {
+    let df = lf
+        .select([col("query_ids")])
+        .explode(
+            by_name(["query_ids"], true, false),
+            ExplodeOptions {
+                empty_as_null: false,
+                keep_nulls: false,
+            },
+        )
+        .group_by([col("query_ids")])
+        .agg([len().alias("n")])
+        .sort_by_exprs(
+            [col("n"), col("query_ids")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .collect()
+        .map_err(polars_err(what))?;
+    let q = df
+        .column("query_ids")
+        .map_err(polars_err(what))?
+        .cast(&DataType::UInt32)
+        .map_err(polars_err(what))?;
+    let n = df
+        .column("n")
+        .map_err(polars_err(what))?
+        .cast(&DataType::UInt64)
+        .map_err(polars_err(what))?;
+    let (q, n) = (
+        q.u32().map_err(polars_err(what))?,
+        n.u64().map_err(polars_err(what))?,
+    );
+    Ok(q.iter()
+        .zip(n.iter())
+        .filter_map(|(q, n)| Some((q?, n?)))
+        .collect())
+}
+
+const HOST: &str = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)";
+
+fn manifest_counts(root: &Path, stage: Stage) -> Option<Manifest> {
+    Manifest::read(root, stage).ok()
+}
+
+fn count_of(m: &Option<Manifest>, key: &str) -> u64 {
+    m.as_ref()
+        .and_then(|m| m.counts.get(key).copied())
+        .unwrap_or(0)
+}
+
+/// Computes every figure of the dataset at `root`.
+///
+/// # Errors
+/// [`Error::BadInput`] if the dataset holds no stage output; Polars' errors
+/// as [`Error::Usage`] naming the figure.
+pub fn report(root: &Path) -> Result<Report> {
+    let tables = Tables::open(root)?;
+    let scan = |name: &str| tables.scan(name);
+    let matched_m = manifest_counts(root, Stage::Matched);
+    let balanced_m = manifest_counts(root, Stage::Balanced);
+
+    // The funnel.
+    let mut funnel: Vec<(String, u64)> = Vec::new();
+    let candidates = match scan("candidates")? {
+        Some(lf) => Some(rows(lf, "candidates")?),
+        None => None,
+    };
+    if let Some(n) = candidates {
+        funnel.push(("candidates".into(), n));
+        if matched_m.is_some() {
+            let dropped: u64 = matched_m
+                .as_ref()
+                .map(|m| {
+                    m.counts
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("dropped_") || *k == "duplicates_in_part")
+                        .map(|(_, v)| v)
+                        .sum()
+                })
+                .unwrap_or(0);
+            funnel.push(("after text filters".into(), n.saturating_sub(dropped)));
+        }
+    }
+    for (name, label) in [("matched", "matched"), ("balanced", "kept by balancing")] {
+        if let Some(lf) = scan(name)? {
+            funnel.push((label.into(), rows(lf, name)?));
+        }
+    }
+    let mut downloads = Value::Null;
+    if let Some(lf) = scan("shards")? {
+        let by_status = top_counts(lf.clone(), col("status"), 10, "download statuses")?;
+        let reasons = top_counts(
+            lf.clone().filter(col("status").neq(lit("success"))),
+            col("error_reason"),
+            50,
+            "failure reasons",
+        )?;
+        let total: u64 = by_status.iter().map(|s| s.1).sum();
+        let stored = by_status
+            .iter()
+            .find(|s| s.0 == "success")
+            .map_or(0, |s| s.1);
+        funnel.push(("downloaded".into(), total));
+        funnel.push(("stored".into(), stored));
+        downloads = json!({
+            "samples": total,
+            "by_status": by_status.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "failures_by_reason": reasons.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+    }
+    let first = funnel.first().map_or(0, |f| f.1);
+    let funnel_json: Vec<Value> = funnel
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, n))| {
+            let prev = if i == 0 { *n } else { funnel[i - 1].1 };
+            json!({
+                "stage": stage,
+                "rows": n,
+                "of_previous": if prev > 0 { *n as f64 / prev as f64 } else { 0.0 },
+                "of_first": if first > 0 { *n as f64 / first as f64 } else { 0.0 },
+            })
+        })
+        .collect();
+
+    // Balance.
+    let queries_total = match scan("queries")? {
+        Some(lf) => Some(rows(lf, "queries")?),
+        None => None,
+    };
+    let query_texts: Vec<String> = match scan("queries")? {
+        Some(lf) => {
+            let df = lf
+                .select([col("query")])
+                .collect()
+                .map_err(polars_err("query texts"))?;
+            df.column("query")
+                .map_err(polars_err("query texts"))?
+                .str()
+                .map_err(polars_err("query texts"))?
+                .iter()
+                .map(|q| q.unwrap_or("").to_string())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let t = balanced_m
+        .as_ref()
+        .and_then(|m| m.params.get("t").and_then(Value::as_u64));
+    let before = match scan("matched")? {
+        Some(lf) => query_counts(lf, "query counts before balancing")?,
+        None => Vec::new(),
+    };
+    let after = match scan("balanced")? {
+        Some(lf) => query_counts(lf, "query counts after balancing")?,
+        None => Vec::new(),
+    };
+    let side = |counts: &[(u32, u64)]| -> Value {
+        let total: u64 = counts.iter().map(|c| c.1).sum();
+        let head: u64 = t.map_or(0, |t| counts.iter().filter(|c| c.1 >= t).map(|c| c.1).sum());
+        json!({
+            "queries_matched": counts.len(),
+            "queries_at_or_over_t": t.map(|t| counts.iter().filter(|c| c.1 >= t).count()),
+            "matches": total,
+            "head_share": if total > 0 && t.is_some() { Some(head as f64 / total as f64) } else { None },
+            "tail_share": if total > 0 && t.is_some() { Some(1.0 - head as f64 / total as f64) } else { None },
+            "coverage_of_query_list": queries_total.filter(|&n| n > 0).map(|n| counts.len() as f64 / n as f64),
+        })
+    };
+    let after_of: std::collections::HashMap<u32, u64> = after.iter().copied().collect();
+    let top: Vec<Value> = before
+        .iter()
+        .take(20)
+        .map(|(q, n)| {
+            json!({
+                "query_id": q,
+                "query": query_texts.get(*q as usize),
+                "before": n,
+                "after": after_of.get(q).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    let balance = json!({
+        "t": t,
+        "queries_in_list": queries_total,
+        "before": side(&before),
+        "after": side(&after),
+        "top_queries": top,
+    });
+
+    // Content.
+    let mut content = serde_json::Map::new();
+    let mut caption_hist = Vec::new();
+    if let Some(lf) = scan("candidates")? {
+        content.insert(
+            "caption_chars_candidates".into(),
+            summary(lf.clone(), col("text").str().len_chars(), "caption lengths")?,
+        );
+        let df = lf
+            .clone()
+            .select([(col("text").str().len_chars() / lit(10u32) * lit(10u32)).alias("b")])
+            .group_by([col("b")])
+            .agg([len().alias("n")])
+            .sort(["b"], SortMultipleOptions::default())
+            .collect()
+            .map_err(polars_err("caption length histogram"))?;
+        let b = df
+            .column("b")
+            .map_err(polars_err("histogram"))?
+            .cast(&DataType::UInt64)
+            .map_err(polars_err("histogram"))?;
+        let n = df
+            .column("n")
+            .map_err(polars_err("histogram"))?
+            .cast(&DataType::UInt64)
+            .map_err(polars_err("histogram"))?;
+        caption_hist = b
+            .u64()
+            .map_err(polars_err("histogram"))?
+            .iter()
+            .zip(n.u64().map_err(polars_err("histogram"))?.iter())
+            .filter_map(|(b, n)| Some((b?, n?)))
+            .collect();
+        let pairs = |v: Vec<(String, u64)>| {
+            v.into_iter()
+                .map(|(k, n)| json!({"value": k, "count": n}))
+                .collect::<Vec<_>>()
+        };
+        content.insert(
+            "text_sources".into(),
+            json!(pairs(top_counts(
+                lf.clone(),
+                col("text_source"),
+                20,
+                "text sources"
+            )?)),
+        );
+        content.insert(
+            "top_image_hosts".into(),
+            json!(pairs(top_counts(
+                lf.clone(),
+                col("url").str().extract(lit(HOST), 1),
+                10,
+                "image hosts"
+            )?)),
+        );
+        content.insert(
+            "top_page_hosts".into(),
+            json!(pairs(top_counts(
+                lf,
+                col("page_url").str().extract(lit(HOST), 1),
+                10,
+                "page hosts"
+            )?)),
+        );
+    }
+    if let Some(lf) = scan("shards")? {
+        let ok = lf.filter(col("status").eq(lit("success")));
+        content.insert(
+            "caption_chars_stored".into(),
+            summary(
+                ok.clone(),
+                col("text").str().len_chars(),
+                "stored caption lengths",
+            )?,
+        );
+        for (key, c) in [
+            ("original_width", "original_width"),
+            ("original_height", "original_height"),
+            ("stored_width", "width"),
+            ("stored_height", "height"),
+        ] {
+            content.insert(key.into(), summary(ok.clone(), col(c), key)?);
+        }
+        content.insert(
+            "aspect_ratio_original".into(),
+            summary(
+                ok.clone(),
+                col("original_width").cast(DataType::Float64)
+                    / col("original_height").cast(DataType::Float64),
+                "aspect ratios",
+            )?,
+        );
+        let df = ok
+            .select([
+                len().alias("n"),
+                col("sha256").n_unique().cast(DataType::UInt64).alias("u"),
+            ])
+            .collect()
+            .map_err(polars_err("identical images"))?;
+        let (n, u) = (scalar_u64(&df, "n"), scalar_u64(&df, "u"));
+        content.insert(
+            "identical_images".into(),
+            json!({ "stored": n, "distinct_sha256": u, "rate": if n > 0 { (n - u) as f64 / n as f64 } else { 0.0 } }),
+        );
+    }
+    let cands = count_of(&matched_m, "candidates");
+    content.insert(
+        "duplicate_pairs".into(),
+        json!({
+            "in_part": count_of(&matched_m, "duplicates_in_part"),
+            "in_part_rate": if cands > 0 { count_of(&matched_m, "duplicates_in_part") as f64 / cands as f64 } else { 0.0 },
+            "across_parts": count_of(&balanced_m, "duplicates"),
+            "across_parts_rate": if count_of(&balanced_m, "pairs") > 0 { count_of(&balanced_m, "duplicates") as f64 / count_of(&balanced_m, "pairs") as f64 } else { 0.0 },
+        }),
+    );
+
+    let json = json!({
+        "dataset": root.display().to_string(),
+        "tables": tables.names(),
+        "funnel": funnel_json,
+        "downloads": downloads,
+        "balance": balance,
+        "content": Value::Object(content),
+    });
+    Ok(Report {
+        json,
+        before: before.iter().map(|c| c.1).collect(),
+        after: after.iter().map(|c| c.1).collect(),
+        funnel,
+        caption_hist,
+    })
+}
+
+impl Report {
+    /// The report as plain text tables for a terminal.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let j = &self.json;
+        let _ = writeln!(s, "Funnel");
+        let _ = writeln!(
+            s,
+            "  {:<22} {:>12} {:>9} {:>9}",
+            "stage", "rows", "of prev", "of first"
+        );
+        for f in j["funnel"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "  {:<22} {:>12} {:>8.1}% {:>8.1}%",
+                f["stage"].as_str().unwrap_or(""),
+                f["rows"],
+                f["of_previous"].as_f64().unwrap_or(0.0) * 100.0,
+                f["of_first"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
+        if let Some(r) = j["downloads"]["failures_by_reason"].as_object()
+            && !r.is_empty()
+        {
+            let _ = writeln!(s, "\nDownload failures by reason");
+            for (k, v) in r {
+                let _ = writeln!(s, "  {k:<22} {v:>12}");
+            }
+        }
+        let b = &j["balance"];
+        let _ = writeln!(s, "\nBalance (t = {})", b["t"]);
+        let _ = writeln!(s, "  {:<28} {:>12} {:>12}", "", "before", "after");
+        for (label, key) in [
+            ("queries matched", "queries_matched"),
+            ("queries at or over t", "queries_at_or_over_t"),
+            ("pairs x queries", "matches"),
+            ("head share (>= t)", "head_share"),
+            ("coverage of query list", "coverage_of_query_list"),
+        ] {
+            let fmt = |v: &Value| match v {
+                Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or(0.0)),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {label:<28} {:>12} {:>12}",
+                fmt(&b["before"][key]),
+                fmt(&b["after"][key])
+            );
+        }
+        let _ = writeln!(s, "\nTop queries");
+        for q in b["top_queries"].as_array().into_iter().flatten().take(10) {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>12} {:>12}",
+                q["query"].as_str().unwrap_or("?"),
+                q["before"],
+                q["after"]
+            );
+        }
+        let c = &j["content"];
+        if let Some(x) = c.get("caption_chars_candidates") {
+            let _ = writeln!(
+                s,
+                "\nCaptions (characters): mean {:.1}, median {}, p90 {}, max {}",
+                x["mean"].as_f64().unwrap_or(0.0),
+                x["p50"],
+                x["p90"],
+                x["max"]
+            );
+        }
+        for key in ["text_sources", "top_image_hosts", "top_page_hosts"] {
+            if let Some(list) = c.get(key).and_then(Value::as_array) {
+                let _ = writeln!(s, "\n{}", key.replace('_', " "));
+                for e in list.iter().take(10) {
+                    let _ = writeln!(
+                        s,
+                        "  {:<40} {:>10}",
+                        e["value"].as_str().unwrap_or(""),
+                        e["count"]
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Writes `stats.json`, the PNG plots and `report.html` into `out`.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_report(report: &Report, out: &Path) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(out).at(out)?;
+    let json_path = out.join("stats.json");
+    let mut bytes = serde_json::to_vec_pretty(&report.json).expect("serialisable");
+    bytes.push(b'\n');
+    std::fs::write(&json_path, bytes).at(&json_path)?;
+    let pngs = vec![
+        (
+            "rank_count.png",
+            plots::rank_count(&report.before, &report.after),
+        ),
+        ("funnel.png", plots::funnel(&report.funnel)),
+        (
+            "caption_lengths.png",
+            plots::histogram(&report.caption_hist),
+        ),
+    ];
+    let mut written = vec![json_path];
+    let mut html_imgs = String::new();
+    for (name, png) in pngs {
+        let png = png.map_err(|e| Error::Usage(format!("drawing {name}: {e}")))?;
+        let path = out.join(name);
+        std::fs::write(&path, &png).at(&path)?;
+        let _ = writeln!(
+            html_imgs,
+            "<figure><img alt=\"{name}\" src=\"data:image/png;base64,{}\"><figcaption>{name}</figcaption></figure>",
+            plots::base64(&png)
+        );
+        written.push(path);
+    }
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>wit stats: {title}</title>\n<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}figure{{display:inline-block;margin:1em}}img{{border:1px solid #ccc}}</style></head>\n<body>\n<h1>wit stats</h1>\n<p>{title}</p>\n{html_imgs}<h2>Tables</h2>\n<pre>{tables}</pre>\n<h2>Every figure</h2>\n<pre>{json}</pre>\n</body></html>\n",
+        title = html_escape(report.json["dataset"].as_str().unwrap_or("")),
+        tables = html_escape(&report.text()),
+        json = html_escape(&serde_json::to_string_pretty(&report.json).expect("serialisable")),
+    );
+    let html_path = out.join("report.html");
+    std::fs::write(&html_path, html).at(&html_path)?;
+    written.push(html_path);
+    Ok(written)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
