@@ -94,8 +94,11 @@ fn missing_input_exits_2_naming_it() {
 #[test]
 fn stages_not_built_yet_say_so_and_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = run(&["stats", tmp.path().to_str().unwrap()]);
+    let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 1, "not built yet");
+    // An empty dataset: stats says what to run first.
+    let o = run(&["stats", tmp.path().to_str().unwrap()]);
+    assert_one_line_error(&o, 2, "no stage output");
 }
 
 #[test]
