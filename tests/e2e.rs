@@ -8,6 +8,7 @@ mod balance;
 mod cli;
 mod compat;
 mod crawl;
+mod docs;
 mod download;
 mod extract;
 mod queries;

@@ -23,7 +23,7 @@ fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
 }
 
 /// Every row of a stage's parts (or of files matching `filter`), as batches.
-fn batches(
+pub fn batches(
     dir: &Path,
     schema: &arrow_schema::Schema,
     filter: impl Fn(&str) -> bool,
@@ -57,8 +57,10 @@ fn query_counts(dir: &Path) -> HashMap<u32, u64> {
     out
 }
 
-#[test]
-fn every_figure_matches_an_independent_count() {
+/// A dataset made by the real stages, from candidates to shards, served by
+/// the returned server: 301 candidates (some filtered, one repeated), queries
+/// red, car, dog and zebra, t = 40, images with 404s, 500s and two identical.
+pub fn pipeline_dataset(dir: &Path) -> (std::path::PathBuf, Server) {
     let server = Server::start(|path| {
         let n: u32 = path
             .trim_start_matches("/i/")
@@ -94,8 +96,7 @@ fn every_figure_matches_an_independent_count() {
     }
     // A repeat across parts.
     rows.push(rows[10].clone());
-    let dir = tempfile::tempdir().unwrap();
-    let ds = dir.path().join("ds");
+    let ds = dir.join("ds");
     let half = rows.len() / 2;
     write_candidate_parts(&ds, &[rows[..half].to_vec(), rows[half..].to_vec()]);
     import_queries(
@@ -117,6 +118,14 @@ fn every_figure_matches_an_independent_count() {
         "--retries",
         "0",
     ]));
+    (ds, server)
+}
+
+#[test]
+fn every_figure_matches_an_independent_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _server) = pipeline_dataset(dir.path());
+    let d = ds.to_str().unwrap();
     let out = run(&["stats", d]);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,0 +1,119 @@
+//! The Python examples of docs/analysts.md, run as written against a dataset
+//! made by the real stages, their results checked against our own counts.
+
+use std::path::PathBuf;
+
+use wit_contract::records::string_column;
+use wit_contract::schema::{self, col};
+
+use crate::stats::{batches, pipeline_dataset};
+use crate::util::*;
+
+/// The ```python blocks of a Markdown file.
+fn python_blocks(md: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```python") => current = Some(String::new()),
+            (Some(_), l) if l.starts_with("```") => out.push(current.take().unwrap()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_analysts_page_examples_run_and_agree() {
+    let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/analysts.md");
+    let blocks = python_blocks(&std::fs::read_to_string(&page).unwrap());
+    assert_eq!(blocks.len(), 5, "examples on the page");
+    let Some(py) = python_with(&["polars", "duckdb", "pyarrow"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _server) = pipeline_dataset(dir.path());
+    let mut results = Vec::new();
+    for block in &blocks {
+        let script = format!(
+            "DATASET = {:?}\n{block}\nimport json\nprint('RESULT ' + json.dumps(result, default=int))\n",
+            ds.display().to_string()
+        );
+        let out = std::process::Command::new(&py)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "example failed:\n{block}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .unwrap();
+        results.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+    }
+
+    // Our counts.
+    let count = |dir: &str, schema: &arrow_schema::Schema| -> u64 {
+        batches(&ds.join(dir), schema, |n| n.starts_with("part-"))
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum()
+    };
+    let shards = batches(&ds.join("shards"), &schema::shard(), |n| {
+        n.ends_with(".parquet") && n.starts_with(|c: char| c.is_ascii_digit())
+    });
+    let stored: u64 = shards
+        .iter()
+        .map(|b| {
+            let st = string_column(b, col::STATUS);
+            (0..b.num_rows())
+                .filter(|&i| st.value(i) == "success")
+                .count() as u64
+        })
+        .sum();
+    let samples: u64 = shards.iter().map(|b| b.num_rows() as u64).sum();
+    let manifest_b = manifest(&ds, "balanced");
+    let alt: u64 = batches(&ds.join("matched"), &schema::matched(), |n| {
+        n.starts_with("part-")
+    })
+    .iter()
+    .map(|b| {
+        let s = string_column(b, col::TEXT_SOURCE);
+        (0..b.num_rows()).filter(|&i| s.value(i) == "alt").count() as u64
+    })
+    .sum();
+
+    let top = &results[0];
+    let stats: serde_json::Value = {
+        ok(&run(&["stats", ds.to_str().unwrap()]));
+        serde_json::from_slice(&std::fs::read(ds.join("stats/stats.json")).unwrap()).unwrap()
+    };
+    let mut after: Vec<(u64, &str)> = Vec::new();
+    for q in stats["balance"]["top_queries"].as_array().unwrap() {
+        after.push((q["after"].as_u64().unwrap(), q["query"].as_str().unwrap()));
+    }
+    after.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(top["top_pairs"].as_u64().unwrap(), after[0].0);
+    assert_eq!(results[1]["samples"], samples);
+    assert_eq!(samples, manifest_b["counts"]["kept"].as_u64().unwrap());
+    assert_eq!(results[2]["stored"], stored);
+    assert_eq!(
+        results[3]["candidates"],
+        count("candidates", &schema::candidates())
+    );
+    assert_eq!(results[3]["matched"], count("matched", &schema::matched()));
+    assert_eq!(
+        results[3]["balanced"],
+        count("balanced", &schema::balanced())
+    );
+    assert_eq!(results[3]["stored"], stored);
+    assert_eq!(results[4]["alt_rows"], alt);
+}
