@@ -100,7 +100,7 @@ fn the_analysts_page_examples_run_and_agree() {
     for q in stats["balance"]["top_queries"].as_array().unwrap() {
         after.push((q["after"].as_u64().unwrap(), q["query"].as_str().unwrap()));
     }
-    after.sort_by(|a, b| b.0.cmp(&a.0));
+    after.sort_by_key(|a| std::cmp::Reverse(a.0));
     assert_eq!(top["top_pairs"].as_u64().unwrap(), after[0].0);
     assert_eq!(results[1]["samples"], samples);
     assert_eq!(samples, manifest_b["counts"]["kept"].as_u64().unwrap());
