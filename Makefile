@@ -4,11 +4,12 @@
 #   make bench   benchmarks (release builds; figures printed, not asserted)
 #   make fmt     format the code
 #   make lint    check formatting, and clippy with warnings denied
+#   make report-screenshot DATASET=dir   the stats report in headless Chromium
 
 CARGO ?= cargo
 RUN_DIR ?= runs/demo
 
-.PHONY: test train bench fmt lint release
+.PHONY: test train bench fmt lint release report-screenshot
 
 test:
 	$(CARGO) test --workspace
@@ -21,6 +22,11 @@ train: release
 
 bench:
 	$(CARGO) bench --workspace
+
+# The HTML report of DATASET (after `wit stats DATASET`) in headless Chromium.
+report-screenshot:
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,2400 \
+		--screenshot=$(abspath $(DATASET))/stats/report.png file://$(abspath $(DATASET))/stats/report.html
 
 fmt:
 	$(CARGO) fmt --all

@@ -348,3 +348,56 @@ fn every_figure_matches_an_independent_count() {
     let out = run(&["stats", d, "--sql", "SELECT nope FROM shards"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// The HTML report opened in headless Chromium (Debian's `chromium`), as an
+/// analyst's browser shows it: the screenshot holds the plots' red and blue
+/// curves and green bars, so the inlined PNGs rendered.
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        eprintln!("SKIP: no chromium here (Debian: apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _server) = pipeline_dataset(dir.path());
+    ok(&run(&["stats", ds.to_str().unwrap()]));
+    let shot = dir.path().join("shot.png");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg("--window-size=1000,2400")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", ds.join("stats/report.html").display()))
+        .output()
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&shot).unwrap().to_rgb8();
+    let count = |f: &dyn Fn(&image::Rgb<u8>) -> bool| img.pixels().filter(|p| f(p)).count();
+    let red = count(&|p| p[0] > 200 && p[1] < 80 && p[2] < 80);
+    let blue = count(&|p| p[2] > 200 && p[0] < 80 && p[1] < 80);
+    let green = count(&|p| p[1] > 140 && p[0] < 120 && p[2] < 120);
+    assert!(
+        red > 50 && blue > 50 && green > 500,
+        "red {red}, blue {blue}, green {green}"
+    );
+    eprintln!(
+        "screenshot {}: red {red}, blue {blue}, green {green}",
+        shot.display()
+    );
+}

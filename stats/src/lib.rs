@@ -142,14 +142,12 @@ pub fn sql(root: &Path, query: &str) -> Result<DataFrame> {
             ctx.register(name, lf);
         }
     }
-    ctx.execute(query)
-        .and_then(LazyFrame::collect)
-        .map_err(|e| {
-            Error::Usage(format!(
-                "the query failed: {e} (tables: {})",
-                tables.names().join(", ")
-            ))
-        })
+    ctx.execute(query).and_then(Run::run).map_err(|e| {
+        Error::Usage(format!(
+            "the query failed: {e} (tables: {})",
+            tables.names().join(", ")
+        ))
+    })
 }
 
 /// A result as an aligned text table (every row; columns as Polars prints them).
@@ -263,6 +261,20 @@ fn any_to_json(v: &AnyValue<'_>) -> serde_json::Value {
                 .collect(),
         ),
         other => json!(other.to_string()),
+    }
+}
+
+/// Runs a query on Polars' streaming engine: scans are read in batches and
+/// aggregated as they come, so memory follows the aggregates, not the data.
+pub(crate) trait Run {
+    fn run(self) -> PolarsResult<DataFrame>;
+}
+
+impl Run for LazyFrame {
+    fn run(self) -> PolarsResult<DataFrame> {
+        // One output, so the result is a single frame.
+        self.collect_with_engine(Engine::Streaming)
+            .map(|r| r.unwrap_single())
     }
 }
 

@@ -98,32 +98,36 @@ pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
         let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let max = stages.iter().map(|s| s.1).max().unwrap_or(1).max(1) as f64;
-        let n = stages.len().max(1);
+        let n = stages.len().max(1) as u32;
         let mut chart = ChartBuilder::on(&root)
             .caption("Funnel: rows at each stage", ("sans-serif", 22))
             .margin(15)
-            .x_label_area_size(60)
+            .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.1)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0f64..max * 1.1)
             .map_err(|e| e.to_string())?;
         let labels: Vec<String> = stages.iter().map(|s| s.0.clone()).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                labels.get(i).cloned().unwrap_or_default()
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
             })
-            .label_style(("sans-serif", 12))
+            .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(stages.iter().enumerate().map(|(i, s)| {
-                Rectangle::new(
-                    [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, s.1 as f64)],
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i as u32), 0.0),
+                        (SegmentValue::Exact(i as u32 + 1), s.1 as f64),
+                    ],
                     RGBColor(70, 110, 180).filled(),
-                )
+                );
+                bar.set_margin(0, 0, 10, 10);
+                bar
             }))
             .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;

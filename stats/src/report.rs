@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use wit_contract::manifest::Manifest;
 use wit_contract::{Error, IoContext, Result, Stage};
 
-use crate::{Tables, plots, polars_err};
+use crate::{Run, Tables, plots, polars_err};
 
 /// Every figure of a dataset, plus what the plots draw.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ fn scalar_f64(df: &DataFrame, name: &str) -> Option<f64> {
 fn rows(lf: LazyFrame, what: &str) -> Result<u64> {
     let df = lf
         .select([len().alias("n")])
-        .collect()
+        .run()
         .map_err(polars_err(what))?;
     Ok(scalar_u64(&df, "n"))
 }
@@ -59,7 +59,7 @@ fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(
             SortMultipleOptions::default().with_order_descending_multi([true, false]),
         )
         .limit(top)
-        .collect()
+        .run()
         .map_err(polars_err(what))?;
     let v = df
         .column("v")
@@ -99,7 +99,7 @@ fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
             col("x").max().alias("max"),
             col("x").count().cast(DataType::UInt64).alias("n"),
         ])
-        .collect()
+        .run()
         .map_err(polars_err(what))?;
     Ok(json!({
         "n": scalar_u64(&df, "n"),
@@ -128,7 +128,7 @@ fn query_counts(lf: LazyFrame, what: &str) -> Result<Vec<(u32, u64)>> {
             [col("n"), col("query_ids")],
             SortMultipleOptions::default().with_order_descending_multi([true, false]),
         )
-        .collect()
+        .run()
         .map_err(polars_err(what))?;
     let q = df
         .column("query_ids")
@@ -246,7 +246,7 @@ pub fn report(root: &Path) -> Result<Report> {
         Some(lf) => {
             let df = lf
                 .select([col("query")])
-                .collect()
+                .run()
                 .map_err(polars_err("query texts"))?;
             df.column("query")
                 .map_err(polars_err("query texts"))?
@@ -316,7 +316,7 @@ pub fn report(root: &Path) -> Result<Report> {
             .group_by([col("b")])
             .agg([len().alias("n")])
             .sort(["b"], SortMultipleOptions::default())
-            .collect()
+            .run()
             .map_err(polars_err("caption length histogram"))?;
         let b = df
             .column("b")
@@ -400,7 +400,7 @@ pub fn report(root: &Path) -> Result<Report> {
                 len().alias("n"),
                 col("sha256").n_unique().cast(DataType::UInt64).alias("u"),
             ])
-            .collect()
+            .run()
             .map_err(polars_err("identical images"))?;
         let (n, u) = (scalar_u64(&df, "n"), scalar_u64(&df, "u"));
         content.insert(
