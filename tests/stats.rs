@@ -205,7 +205,8 @@ fn every_figure_matches_an_independent_count() {
         ]
     );
     assert_eq!(downloaded, n_balanced as u64);
-    assert!(stored > 0 && reasons.len() >= 2, "{reasons:?}");
+    // Which pairs balancing keeps depends on their uids, so on the port.
+    assert!(stored > 0 && !reasons.is_empty(), "{reasons:?}");
     let got_reasons: BTreeMap<String, u64> =
         serde_json::from_value(stats["downloads"]["failures_by_reason"].clone()).unwrap();
     assert_eq!(got_reasons, reasons);

@@ -400,26 +400,7 @@ fn make_plan(
     for part in 0..upstream.parts {
         let path = balanced_dir.join(part_file_name(part));
         for batch in pq::read_file(&path, &schema::balanced())? {
-            let batch = batch?;
-            let uids = string_column(&batch, col::UID);
-            let urls = string_column(&batch, col::URL);
-            let texts = string_column(&batch, col::TEXT);
-            let lists = batch
-                .column_by_name(col::QUERY_IDS)
-                .expect("checked")
-                .as_list::<i32>();
-            for i in 0..batch.num_rows() {
-                pairs.push(Pair {
-                    uid: uids.value(i).to_string(),
-                    url: urls.value(i).to_string(),
-                    text: texts.value(i).to_string(),
-                    query_ids: lists
-                        .value(i)
-                        .as_primitive::<UInt32Type>()
-                        .values()
-                        .to_vec(),
-                });
-            }
+            pairs.extend(pairs_of(&batch?));
         }
     }
     if pairs.len() as u64 != upstream.counts.get("kept").copied().unwrap_or(0) {
@@ -502,6 +483,29 @@ fn query_ids_item() -> Arc<arrow_schema::Field> {
     }
 }
 
+/// The pairs of a checked batch with `uid`, `url`, `text` and `query_ids`.
+fn pairs_of(batch: &RecordBatch) -> Vec<Pair> {
+    let uids = string_column(batch, col::UID);
+    let urls = string_column(batch, col::URL);
+    let texts = string_column(batch, col::TEXT);
+    let lists = batch
+        .column_by_name(col::QUERY_IDS)
+        .expect("checked")
+        .as_list::<i32>();
+    (0..batch.num_rows())
+        .map(|i| Pair {
+            uid: uids.value(i).to_string(),
+            url: urls.value(i).to_string(),
+            text: texts.value(i).to_string(),
+            query_ids: lists
+                .value(i)
+                .as_primitive::<UInt32Type>()
+                .values()
+                .to_vec(),
+        })
+        .collect()
+}
+
 /// A planned sample.
 #[derive(Debug, Clone)]
 struct Planned {
@@ -514,28 +518,15 @@ fn read_plan(path: &Path) -> Result<Vec<Planned>> {
     for batch in pq::read_file(path, &schema::plan())? {
         let batch = batch?;
         let keys = string_column(&batch, col::KEY);
-        let uids = string_column(&batch, col::UID);
-        let urls = string_column(&batch, col::URL);
-        let texts = string_column(&batch, col::TEXT);
-        let lists = batch
-            .column_by_name(col::QUERY_IDS)
-            .expect("checked")
-            .as_list::<i32>();
-        for i in 0..batch.num_rows() {
-            out.push(Planned {
-                key: keys.value(i).to_string(),
-                pair: Pair {
-                    uid: uids.value(i).to_string(),
-                    url: urls.value(i).to_string(),
-                    text: texts.value(i).to_string(),
-                    query_ids: lists
-                        .value(i)
-                        .as_primitive::<UInt32Type>()
-                        .values()
-                        .to_vec(),
-                },
-            });
-        }
+        out.extend(
+            pairs_of(&batch)
+                .into_iter()
+                .enumerate()
+                .map(|(i, pair)| Planned {
+                    key: keys.value(i).to_string(),
+                    pair,
+                }),
+        );
     }
     Ok(out)
 }

@@ -48,37 +48,81 @@ fn rows(lf: LazyFrame, what: &str) -> Result<u64> {
     Ok(scalar_u64(&df, "n"))
 }
 
-/// (value, count) of column `column`, most frequent first, at most `top`.
-fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(String, u64)>> {
-    let df = lf
+/// (value, count) of column `column`, most frequent first (ties by value),
+/// at most `top`; values as `T` (`String` or `u32`).
+fn counts_by<T: FromAny>(
+    lf: LazyFrame,
+    column: Expr,
+    top: Option<u32>,
+    what: &str,
+) -> Result<Vec<(T, u64)>> {
+    let mut q = lf
         .select([column.alias("v")])
         .group_by([col("v")])
         .agg([len().alias("n")])
         .sort_by_exprs(
             [col("n"), col("v")],
             SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        )
-        .limit(top)
-        .run()
-        .map_err(polars_err(what))?;
-    let v = df
-        .column("v")
-        .map_err(polars_err(what))?
-        .cast(&DataType::String)
-        .map_err(polars_err(what))?;
-    let n = df
-        .column("n")
-        .map_err(polars_err(what))?
-        .cast(&DataType::UInt64)
-        .map_err(polars_err(what))?;
+        );
+    if let Some(top) = top {
+        q = q.limit(top);
+    }
+    let df = q.run().map_err(polars_err(what))?;
     let (v, n) = (
-        v.str().map_err(polars_err(what))?,
-        n.u64().map_err(polars_err(what))?,
+        df.column("v").map_err(polars_err(what))?,
+        df.column("n").map_err(polars_err(what))?,
     );
-    Ok(v.iter()
-        .zip(n.iter())
-        .map(|(v, n)| (v.unwrap_or("(none)").to_string(), n.unwrap_or(0)))
-        .collect())
+    (0..df.height())
+        .map(|i| {
+            let value = T::from_any(&v.get(i).map_err(polars_err(what))?);
+            let count = n
+                .get(i)
+                .map_err(polars_err(what))?
+                .extract::<u64>()
+                .unwrap_or(0);
+            Ok((value, count))
+        })
+        .filter(|r: &Result<(Option<T>, u64)>| !matches!(r, Ok((None, _))) || T::KEEP_NULL)
+        .map(|r| r.map(|(v, n)| (v.unwrap_or_else(T::null), n)))
+        .collect()
+}
+
+/// A group key read back from Polars.
+trait FromAny: Sized {
+    /// Whether a null key is kept (as [`FromAny::null`]).
+    const KEEP_NULL: bool;
+    fn from_any(v: &AnyValue<'_>) -> Option<Self>;
+    fn null() -> Self;
+}
+
+impl FromAny for String {
+    const KEEP_NULL: bool = true;
+    fn from_any(v: &AnyValue<'_>) -> Option<Self> {
+        match v {
+            AnyValue::Null => None,
+            AnyValue::String(s) => Some((*s).to_string()),
+            AnyValue::StringOwned(s) => Some(s.to_string()),
+            other => Some(other.to_string()),
+        }
+    }
+    fn null() -> Self {
+        "(none)".to_string()
+    }
+}
+
+impl FromAny for u32 {
+    const KEEP_NULL: bool = false;
+    fn from_any(v: &AnyValue<'_>) -> Option<Self> {
+        v.extract::<u32>()
+    }
+    fn null() -> Self {
+        0
+    }
+}
+
+/// (value, count) of column `column`, most frequent first, at most `top`.
+fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(String, u64)>> {
+    counts_by(lf, column, Some(top), what)
 }
 
 /// mean, p10, p50, p90, max of `expr` over `lf`.
@@ -113,41 +157,14 @@ fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
 
 /// Per-query pair counts of a table with `query_ids`: (query id, count), sorted down.
 fn query_counts(lf: LazyFrame, what: &str) -> Result<Vec<(u32, u64)>> {
-    let df = lf
-        .select([col("query_ids")])
-        .explode(
-            by_name(["query_ids"], true, false),
-            ExplodeOptions {
-                empty_as_null: false,
-                keep_nulls: false,
-            },
-        )
-        .group_by([col("query_ids")])
-        .agg([len().alias("n")])
-        .sort_by_exprs(
-            [col("n"), col("query_ids")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        )
-        .run()
-        .map_err(polars_err(what))?;
-    let q = df
-        .column("query_ids")
-        .map_err(polars_err(what))?
-        .cast(&DataType::UInt32)
-        .map_err(polars_err(what))?;
-    let n = df
-        .column("n")
-        .map_err(polars_err(what))?
-        .cast(&DataType::UInt64)
-        .map_err(polars_err(what))?;
-    let (q, n) = (
-        q.u32().map_err(polars_err(what))?,
-        n.u64().map_err(polars_err(what))?,
+    let exploded = lf.select([col("query_ids")]).explode(
+        by_name(["query_ids"], true, false),
+        ExplodeOptions {
+            empty_as_null: false,
+            keep_nulls: false,
+        },
     );
-    Ok(q.iter()
-        .zip(n.iter())
-        .filter_map(|(q, n)| Some((q?, n?)))
-        .collect())
+    counts_by(exploded, col("query_ids"), None, what)
 }
 
 const HOST: &str = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)";
