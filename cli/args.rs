@@ -74,6 +74,13 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a CLIP checkpoint: zero-shot, linear probe, retrieval
     Eval(EvalArgs),
+    /// Print CLIP's token ids of each line of stdin (open_clip's tokenizer)
+    #[command(long_about = "\
+Read text lines on stdin and print, per line, the JSON array of its 77 CLIP \
+context ids: <start_of_text>, the byte-level BPE ids of the cleaned, lowercased \
+text, <end_of_text>, truncated keeping the end token, zero-padded. The same ids \
+as open_clip's tokenizer.")]
+    Tokenize,
 }
 
 /// Options shared by every stage that runs in parts.

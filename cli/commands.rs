@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => stats(args),
         Command::Train(_) => not_built("train", 8, "trainer"),
         Command::Eval(_) => not_built("eval", 9, "eval"),
+        Command::Tokenize => tokenize(),
     }
 }
 
@@ -349,6 +350,32 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
     let summary = wit_shards::run_download(&dataset, &download, &opts)?;
     report(Stage::Shards, dataset.root(), &summary);
     Ok(())
+}
+
+fn tokenize() -> Result<()> {
+    use std::io::{BufRead, Write};
+    let t = wit_trainer::tokenizer::Tokenizer::get();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write = || -> std::io::Result<()> {
+        for line in stdin.lock().lines() {
+            let ids = t.context(&line?);
+            out.write_all(b"[")?;
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b", ")?;
+                }
+                write!(out, "{id}")?;
+            }
+            out.write_all(b"]\n")?;
+        }
+        out.flush()
+    };
+    match write() {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("tokenizing stdin"),
+    }
 }
 
 fn stats(args: StatsArgs) -> Result<()> {

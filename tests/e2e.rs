@@ -15,4 +15,5 @@ mod queries;
 mod resume;
 mod robots;
 mod stats;
+mod tokenize;
 mod wds;

@@ -3,6 +3,9 @@
 //! It will train a CLIP model (ViT or modified ResNet image encoder, text
 //! Transformer, learned temperature, symmetric contrastive loss) on the shards
 //! of `DATASET/shards/`, and evaluate checkpoints by zero-shot classification,
-//! linear probes and retrieval. Nothing is implemented yet; `wit train` and
-//! `wit eval` say so.
+//! linear probes and retrieval. Built so far: [`tokenizer`], CLIP's BPE
+//! tokenizer (`wit tokenize`); `wit train` and `wit eval` say they are not
+//! built yet.
 #![deny(missing_docs)]
+
+pub mod tokenizer;

@@ -1,0 +1,417 @@
+//! CLIP's byte-level BPE tokenizer, giving the ids open_clip gives.
+//!
+//! - **Vocabulary**: OpenAI's `bpe_simple_vocab_16e6.txt.gz`, vendored in
+//!   `trainer/assets/` with its licence: the 256 byte symbols, the same with
+//!   an end-of-word mark `</w>`, the first 48,894 merges, then
+//!   `<start_of_text>` and `<end_of_text>`: 49,408 ids.
+//! - **Cleaning** (open_clip's default, "lower"): a subset of ftfy's
+//!   `fix_text` (UTF-8 read as Latin-1 or Windows-1252, line breaks, control
+//!   characters, curly quotes, Latin ligatures, full-width forms, NFC), HTML
+//!   entities decoded twice (numeric ones and the common named ones),
+//!   whitespace runs collapsed, lowercase.
+//! - **Pre-tokens**: the two special tokens, English contractions, letter
+//!   runs, single digits, and runs of other non-space characters, without
+//!   regard to case; each is UTF-8 encoded, mapped to byte symbols and merged
+//!   pair by pair, lowest merge rank first.
+//! - **Context**: `[start] + tokens + [end]`, cut to 77 with the end token
+//!   kept last, zero-padded.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use unicode_normalization::UnicodeNormalization;
+
+/// The vocabulary file, gzipped, as OpenAI published it.
+const VOCAB_GZ: &[u8] = include_bytes!("../assets/bpe_simple_vocab_16e6.txt.gz");
+
+/// Merges used (the file has more; CLIP uses the first 48,894).
+const MERGES: usize = 49152 - 256 - 2;
+
+/// CLIP's context length.
+pub const CONTEXT: usize = 77;
+
+/// The tokenizer.
+#[derive(Debug)]
+pub struct Tokenizer {
+    byte_symbol: [char; 256],
+    encoder: HashMap<String, u32>,
+    ranks: HashMap<(String, String), u32>,
+    pattern: Regex,
+    /// `<start_of_text>`.
+    pub start: u32,
+    /// `<end_of_text>`.
+    pub end: u32,
+}
+
+/// The byte-to-symbol map of GPT-2 and CLIP: printable Latin-1 bytes stand
+/// for themselves, the others get code points from 256 up, in byte order.
+fn byte_symbols() -> [char; 256] {
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
+    let mut out = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..256u32 {
+        out[b as usize] = if printable(b) {
+            char::from_u32(b).expect("Latin-1")
+        } else {
+            let c = char::from_u32(next).expect("below the surrogates");
+            next += 1;
+            c
+        };
+    }
+    out
+}
+
+/// The order of the first 256 ids: the printable bytes, then the others.
+fn symbol_order(symbols: &[char; 256]) -> Vec<char> {
+    let mut order: Vec<char> = symbols
+        .iter()
+        .copied()
+        .filter(|c| (*c as u32) < 256)
+        .collect();
+    order.extend(symbols.iter().copied().filter(|c| (*c as u32) >= 256));
+    order
+}
+
+impl Tokenizer {
+    /// The tokenizer over the vendored vocabulary (built once per process).
+    pub fn get() -> &'static Tokenizer {
+        static T: OnceLock<Tokenizer> = OnceLock::new();
+        T.get_or_init(Tokenizer::build)
+    }
+
+    fn build() -> Tokenizer {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(VOCAB_GZ)
+            .read_to_string(&mut text)
+            .expect("the vendored vocabulary decompresses");
+        let merges: Vec<(String, String)> = text
+            .split('\n')
+            .skip(1)
+            .take(MERGES)
+            .map(|l| {
+                let (a, b) = l.split_once(' ').expect("a merge is two symbols");
+                (a.to_string(), b.to_string())
+            })
+            .collect();
+        let byte_symbol = byte_symbols();
+        let order = symbol_order(&byte_symbol);
+        let mut vocab: Vec<String> = order.iter().map(|c| c.to_string()).collect();
+        vocab.extend(order.iter().map(|c| format!("{c}</w>")));
+        vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
+        vocab.push("<start_of_text>".into());
+        vocab.push("<end_of_text>".into());
+        let encoder: HashMap<String, u32> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u32))
+            .collect();
+        let ranks = merges
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i as u32))
+            .collect();
+        let pattern = Regex::new(
+            r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+",
+        )
+        .expect("a valid pattern");
+        Tokenizer {
+            byte_symbol,
+            start: encoder["<start_of_text>"],
+            end: encoder["<end_of_text>"],
+            encoder,
+            ranks,
+            pattern,
+        }
+    }
+
+    /// The vocabulary size (49,408).
+    pub fn vocab_size(&self) -> usize {
+        self.encoder.len()
+    }
+
+    /// The BPE ids of `text`, cleaned, without start and end tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let text = clean(text);
+        let mut ids = Vec::new();
+        for m in self.pattern.find_iter(&text) {
+            let piece = m.as_str();
+            if let Some(&id) = self.encoder.get(piece)
+                && (piece == "<start_of_text>" || piece == "<end_of_text>")
+            {
+                ids.push(id);
+                continue;
+            }
+            let symbols: Vec<String> = piece
+                .bytes()
+                .map(|b| self.byte_symbol[b as usize].to_string())
+                .collect();
+            for s in self.bpe(symbols) {
+                ids.push(self.encoder[&s]);
+            }
+        }
+        ids
+    }
+
+    /// Merges the byte symbols of one pre-token, the last marked end-of-word.
+    fn bpe(&self, mut word: Vec<String>) -> Vec<String> {
+        if let Some(last) = word.last_mut() {
+            last.push_str("</w>");
+        }
+        loop {
+            let best = word
+                .windows(2)
+                .filter_map(|p| {
+                    self.ranks
+                        .get(&(p[0].clone(), p[1].clone()))
+                        .map(|r| (*r, p[0].clone(), p[1].clone()))
+                })
+                .min();
+            let Some((_, a, b)) = best else { break };
+            let mut merged = Vec::with_capacity(word.len());
+            let mut i = 0;
+            while i < word.len() {
+                if i + 1 < word.len() && word[i] == a && word[i + 1] == b {
+                    merged.push(format!("{a}{b}"));
+                    i += 2;
+                } else {
+                    merged.push(std::mem::take(&mut word[i]));
+                    i += 1;
+                }
+            }
+            word = merged;
+            if word.len() == 1 {
+                break;
+            }
+        }
+        word
+    }
+
+    /// The 77 ids of `text`: start, tokens, end, cut with the end token kept
+    /// last, zero-padded.
+    pub fn context(&self, text: &str) -> [u32; CONTEXT] {
+        let mut ids = vec![self.start];
+        ids.extend(self.encode(text));
+        ids.push(self.end);
+        if ids.len() > CONTEXT {
+            ids.truncate(CONTEXT);
+            ids[CONTEXT - 1] = self.end;
+        }
+        let mut out = [0u32; CONTEXT];
+        out[..ids.len()].copy_from_slice(&ids);
+        out
+    }
+}
+
+/// open_clip's "lower" cleaning (see the module documentation).
+pub fn clean(text: &str) -> String {
+    let fixed = fix_text(text);
+    let unescaped = unescape_html(&unescape_html(&fixed));
+    let collapsed: Vec<&str> = unescaped
+        .split(is_python_space)
+        .filter(|s| !s.is_empty())
+        .collect();
+    collapsed.join(" ").to_lowercase()
+}
+
+/// Python's `str.split()` whitespace: Unicode White_Space plus the
+/// information separators U+001C..U+001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Windows-1252's characters for bytes 0x80..0x9f (where it differs from Latin-1).
+const CP1252: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+];
+
+/// The commonest mojibake, which ftfy repairs: UTF-8 bytes that were decoded
+/// as Latin-1 or Windows-1252 ("Ã©" for "é"). The whole text is turned back
+/// into those bytes; if they are valid UTF-8 that differs, it is the repair.
+fn fix_mojibake(text: &str) -> Option<String> {
+    if !text.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        let b = match c as u32 {
+            n @ 0..=0xff => n as u8,
+            _ => 0x80 + CP1252.iter().position(|&x| x == c)? as u8,
+        };
+        bytes.push(b);
+    }
+    String::from_utf8(bytes).ok().filter(|fixed| fixed != text)
+}
+
+/// The parts of ftfy's `fix_text` that apply to short texts: the commonest
+/// mojibake, line breaks, control characters, curly quotes, ligatures,
+/// full-width forms, NFC.
+fn fix_text(text: &str) -> String {
+    let repaired = fix_mojibake(text);
+    let text = repaired.as_deref().unwrap_or(text);
+    let mut s = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                s.push('\n');
+            }
+            '\u{2028}' | '\u{2029}' | '\u{85}' => s.push('\n'),
+            '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' => s.push('\''),
+            '\u{201c}' | '\u{201d}' | '\u{201e}' | '\u{201f}' => s.push('"'),
+            '\u{fb00}' => s.push_str("ff"),
+            '\u{fb01}' => s.push_str("fi"),
+            '\u{fb02}' => s.push_str("fl"),
+            '\u{fb03}' => s.push_str("ffi"),
+            '\u{fb04}' => s.push_str("ffl"),
+            '\u{fb05}' | '\u{fb06}' => s.push_str("st"),
+            '\u{3000}' => s.push(' '),
+            '\u{ff01}'..='\u{ff5e}' => {
+                s.push(char::from_u32(c as u32 - 0xff01 + 0x21).expect("ASCII"))
+            }
+            // Control characters ftfy removes (keeping tab, newline, form feed).
+            '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' => {}
+            '\u{200b}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {}
+            c => s.push(c),
+        }
+    }
+    s.nfc().collect()
+}
+
+/// Decodes numeric character references and the common named entities, as
+/// Python's `html.unescape` does for them.
+fn unescape_html(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    const NAMED: &[(&str, &str)] = &[
+        ("amp", "&"),
+        ("lt", "<"),
+        ("gt", ">"),
+        ("quot", "\""),
+        ("apos", "'"),
+        ("nbsp", "\u{a0}"),
+        ("copy", "©"),
+        ("reg", "®"),
+        ("trade", "™"),
+        ("hellip", "…"),
+        ("mdash", "—"),
+        ("ndash", "–"),
+        ("lsquo", "‘"),
+        ("rsquo", "’"),
+        ("ldquo", "“"),
+        ("rdquo", "”"),
+        ("laquo", "«"),
+        ("raquo", "»"),
+        ("euro", "€"),
+        ("pound", "£"),
+        ("yen", "¥"),
+        ("cent", "¢"),
+        ("deg", "°"),
+        ("times", "×"),
+        ("divide", "÷"),
+        ("middot", "·"),
+        ("bull", "•"),
+        ("para", "¶"),
+        ("sect", "§"),
+        ("eacute", "é"),
+        ("egrave", "è"),
+        ("agrave", "à"),
+        ("aacute", "á"),
+        ("uuml", "ü"),
+        ("ouml", "ö"),
+        ("auml", "ä"),
+        ("szlig", "ß"),
+        ("ccedil", "ç"),
+        ("ntilde", "ñ"),
+        ("iacute", "í"),
+        ("oacute", "ó"),
+        ("uacute", "ú"),
+    ];
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let decoded = if let Some(num) = rest.strip_prefix("&#") {
+            let (hex, digits) = match num.strip_prefix(['x', 'X']) {
+                Some(h) => (true, h),
+                None => (false, num),
+            };
+            let n = digits
+                .find(|c: char| !c.is_ascii_hexdigit() || (!hex && !c.is_ascii_digit()))
+                .unwrap_or(digits.len());
+            let value = u32::from_str_radix(&digits[..n], if hex { 16 } else { 10 }).ok();
+            match (n > 0, value.and_then(char::from_u32)) {
+                (true, Some(c)) => {
+                    let consumed =
+                        2 + usize::from(hex) + n + usize::from(digits[n..].starts_with(';'));
+                    Some((c.to_string(), consumed))
+                }
+                _ => None,
+            }
+        } else {
+            NAMED.iter().find_map(|(name, text)| {
+                rest[1..]
+                    .strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(';'))
+                    .map(|_| (text.to_string(), name.len() + 2))
+            })
+        };
+        match decoded {
+            Some((text, consumed)) => {
+                out.push_str(&text);
+                rest = &rest[consumed..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_and_known_ids() {
+        let t = Tokenizer::get();
+        assert_eq!(t.vocab_size(), 49_408);
+        assert_eq!((t.start, t.end), (49_406, 49_407));
+        // "a photo of a cat." as CLIP tokenizes it.
+        let ctx = t.context("a photo of a cat.");
+        assert_eq!(ctx[0], 49_406);
+        let end = ctx.iter().position(|&x| x == 49_407).unwrap();
+        assert_eq!(&ctx[1..end], &[320, 1125, 539, 320, 2368, 269]);
+        assert!(ctx[end + 1..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn long_texts_keep_the_end_token() {
+        let t = Tokenizer::get();
+        let ctx = t.context(&"word ".repeat(200));
+        assert_eq!(ctx[0], t.start);
+        assert_eq!(ctx[CONTEXT - 1], t.end);
+        assert!(ctx[1..CONTEXT - 1].iter().all(|&x| x != 0 && x != t.end));
+    }
+
+    #[test]
+    fn cleaning() {
+        assert_eq!(
+            clean("  A  “Big”\tDOG &amp;amp; ﬁsh\r\n"),
+            "a \"big\" dog & fish"
+        );
+        assert_eq!(unescape_html("&#39;&#x41;&unknown;&"), "'A&unknown;&");
+    }
+}
