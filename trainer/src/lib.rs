@@ -4,8 +4,10 @@
 //! Transformer, learned temperature, symmetric contrastive loss) on the shards
 //! of `DATASET/shards/`, and evaluate checkpoints by zero-shot classification,
 //! linear probes and retrieval. Built so far: [`tokenizer`], CLIP's BPE
-//! tokenizer (`wit tokenize`); `wit train` and `wit eval` say they are not
+//! tokenizer (`wit tokenize`), and [`loader`], the deterministic multi-thread
+//! data loader over shards; `wit train` and `wit eval` say they are not
 //! built yet.
 #![deny(missing_docs)]
 
+pub mod loader;
 pub mod tokenizer;
