@@ -4,10 +4,12 @@
 //! Transformer, learned temperature, symmetric contrastive loss) on the shards
 //! of `DATASET/shards/`, and evaluate checkpoints by zero-shot classification,
 //! linear probes and retrieval. Built so far: [`tokenizer`], CLIP's BPE
-//! tokenizer (`wit tokenize`), and [`loader`], the deterministic multi-thread
-//! data loader over shards; `wit train` and `wit eval` say they are not
-//! built yet.
+//! tokenizer (`wit tokenize`); [`loader`], the deterministic multi-thread
+//! data loader over shards; and [`model`], a trainable ViT CLIP with
+//! open_clip's parameter names and differentiable layer norm and softmax.
+//! `wit train` and `wit eval` say they are not built yet.
 #![deny(missing_docs)]
 
 pub mod loader;
+pub mod model;
 pub mod tokenizer;
