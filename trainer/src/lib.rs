@@ -6,10 +6,13 @@
 //! linear probes and retrieval. Built so far: [`tokenizer`], CLIP's BPE
 //! tokenizer (`wit tokenize`); [`loader`], the deterministic multi-thread
 //! data loader over shards; and [`model`], a trainable ViT CLIP with
-//! open_clip's parameter names and differentiable layer norm and softmax.
+//! open_clip's parameter names and differentiable layer norm and softmax;
+//! and [`optim`], CLIP's AdamW (weight-decay groups, warmup and cosine,
+//! clipping, logit-scale clamp, saved state).
 //! `wit train` and `wit eval` say they are not built yet.
 #![deny(missing_docs)]
 
 pub mod loader;
 pub mod model;
+pub mod optim;
 pub mod tokenizer;

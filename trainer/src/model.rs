@@ -480,7 +480,6 @@ pub fn named_vars(vars: &VarMap) -> Vec<(String, Var)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_nn::Optimizer;
 
     fn batch(device: &Device, n: usize) -> (Tensor, Tensor) {
         let c = ClipConfig::tiny();
@@ -544,10 +543,13 @@ mod tests {
         let vars = VarMap::new();
         let model = Clip::new(ClipConfig::tiny(), &vars, &device).unwrap();
         let (images, tokens) = batch(&device, 8);
-        let mut opt = candle_nn::AdamW::new(
-            vars.all_vars(),
-            candle_nn::ParamsAdamW {
+        let mut opt = crate::optim::AdamW::new(
+            named_vars(&vars),
+            crate::optim::AdamWConfig {
                 lr: 1e-3,
+                warmup: 1,
+                total: 1000,
+                clip_norm: Some(1.0),
                 ..Default::default()
             },
         )
@@ -561,7 +563,7 @@ mod tests {
         for _ in 0..30 {
             let loss = model.loss(&images, &tokens).unwrap();
             last = loss.to_scalar::<f32>().unwrap();
-            opt.backward_step(&loss).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
         }
         assert!(last < first * 0.5, "loss {first} -> {last}");
         // Random pairs of 8 start near ln 8.

@@ -1,0 +1,304 @@
+//! AdamW as CLIP trains with it, which Candle's `AdamW` cannot do (it has no
+//! parameter groups, no schedule, no clipping and no saved state):
+//!
+//! - decoupled weight decay (0.2) on weights only: none on parameters with
+//!   fewer than two dimensions or whose name holds `bn`, `ln`, `bias` or
+//!   `logit_scale` (open_clip's rule);
+//! - betas (0.9, 0.98), eps 1e-6;
+//! - a linear warmup, then cosine decay to zero ([`lr_at`]);
+//! - optional clipping of the global gradient norm;
+//! - the logit scale clamped at ln(100) after each step;
+//! - its moments and step count saved and restored as safetensors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Result, Tensor, Var, backprop::GradStore};
+
+/// The optimiser's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay on weights.
+    pub weight_decay: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Added to the root of the second moment.
+    pub eps: f64,
+    /// Steps of linear warmup.
+    pub warmup: u64,
+    /// Total steps (the cosine reaches zero there).
+    pub total: u64,
+    /// Clip the global gradient norm to this, if set.
+    pub clip_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 5e-4,
+            weight_decay: 0.2,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            warmup: 2000,
+            total: 100_000,
+            clip_norm: None,
+        }
+    }
+}
+
+/// The learning rate at step `step` (0-based): linear warmup to `lr` over
+/// `warmup` steps, then cosine decay to zero at `total`.
+pub fn lr_at(c: &AdamWConfig, step: u64) -> f64 {
+    if step < c.warmup {
+        return c.lr * (step + 1) as f64 / c.warmup as f64;
+    }
+    let span = c.total.saturating_sub(c.warmup).max(1) as f64;
+    let done = ((step - c.warmup) as f64 / span).min(1.0);
+    0.5 * c.lr * (1.0 + (std::f64::consts::PI * done).cos())
+}
+
+/// Whether open_clip decays the parameter `name` of `rank` dimensions.
+pub fn decays(name: &str, rank: usize) -> bool {
+    rank >= 2
+        && !["bn", "ln", "bias", "logit_scale"]
+            .iter()
+            .any(|s| name.contains(s))
+}
+
+struct Slot {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// AdamW over named variables.
+pub struct AdamW {
+    slots: Vec<Slot>,
+    config: AdamWConfig,
+    step: u64,
+}
+
+impl AdamW {
+    /// An optimiser over `vars` (name, variable).
+    ///
+    /// # Errors
+    /// Candle's errors.
+    pub fn new(vars: Vec<(String, Var)>, config: AdamWConfig) -> Result<AdamW> {
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let zeros = var.as_tensor().zeros_like()?;
+                Ok(Slot {
+                    decay: decays(&name, var.rank()),
+                    name,
+                    m: zeros.clone(),
+                    v: zeros,
+                    var,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamW {
+            slots,
+            config,
+            step: 0,
+        })
+    }
+
+    /// Steps taken.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// The names of the parameters that get weight decay.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// One step from `grads`; returns the gradient norm before clipping.
+    ///
+    /// # Errors
+    /// Candle's errors.
+    pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
+        let c = self.config;
+        let mut sq = 0f64;
+        for s in &self.slots {
+            if let Some(g) = grads.get(s.var.as_tensor()) {
+                sq += f64::from(
+                    g.sqr()?
+                        .sum_all()?
+                        .to_dtype(DType::F32)?
+                        .to_scalar::<f32>()?,
+                );
+            }
+        }
+        let norm = sq.sqrt();
+        let clip = match c.clip_norm {
+            Some(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        let lr = lr_at(&c, self.step);
+        self.step += 1;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        for s in &mut self.slots {
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
+            let g = (g * clip)?;
+            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
+            let mut theta = s.var.as_tensor().clone();
+            if s.decay {
+                theta = (&theta * (1.0 - lr * c.weight_decay))?;
+            }
+            s.var.set(&(theta - (update * lr)?)?)?;
+            if s.name == "logit_scale" {
+                let clamped = s.var.as_tensor().clamp(f32::NEG_INFINITY, 100f32.ln())?;
+                s.var.set(&clamped)?;
+            }
+        }
+        Ok(norm)
+    }
+
+    /// Saves the moments and the step count to `path` (safetensors).
+    ///
+    /// # Errors
+    /// Candle's errors.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        for s in &self.slots {
+            map.insert(format!("m.{}", s.name), s.m.clone());
+            map.insert(format!("v.{}", s.name), s.v.clone());
+        }
+        map.insert(
+            "step".into(),
+            Tensor::new(&[self.step as f32], &candle_core::Device::Cpu)?,
+        );
+        candle_core::safetensors::save(&map, path)
+    }
+
+    /// Restores what [`AdamW::save`] wrote.
+    ///
+    /// # Errors
+    /// Candle's errors, or a missing tensor.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let device = self
+            .slots
+            .first()
+            .map_or(candle_core::Device::Cpu, |s| s.var.device().clone());
+        let map = candle_core::safetensors::load(path, &device)?;
+        let get = |k: &str| {
+            map.get(k)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("{}: no {k}", path.display())))
+        };
+        for s in &mut self.slots {
+            s.m = get(&format!("m.{}", s.name))?;
+            s.v = get(&format!("v.{}", s.name))?;
+        }
+        self.step = get("step")?.to_vec1::<f32>()?[0] as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn schedule_warms_up_then_follows_a_cosine() {
+        let c = AdamWConfig {
+            lr: 1.0,
+            warmup: 10,
+            total: 110,
+            ..Default::default()
+        };
+        assert!((lr_at(&c, 0) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&c, 9) - 1.0).abs() < 1e-12);
+        assert!((lr_at(&c, 10) - 1.0).abs() < 1e-12);
+        assert!((lr_at(&c, 60) - 0.5).abs() < 1e-12);
+        assert!(lr_at(&c, 110).abs() < 1e-12);
+        assert!(lr_at(&c, 500).abs() < 1e-12);
+    }
+
+    #[test]
+    fn decay_groups_clipping_clamp_and_state() {
+        assert!(decays("visual.proj", 2));
+        assert!(decays("transformer.resblocks.0.attn.in_proj_weight", 2));
+        assert!(!decays("transformer.resblocks.0.ln_1.weight", 1));
+        assert!(!decays("visual.class_embedding", 1));
+        assert!(!decays("transformer.resblocks.0.attn.in_proj_bias", 1));
+        assert!(!decays("logit_scale", 0));
+
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::ones((2, 2), DType::F32, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::ones(2, DType::F32, &dev).unwrap()).unwrap();
+        let s = Var::from_tensor(&Tensor::new(4.5f32, &dev).unwrap()).unwrap();
+        let cfg = AdamWConfig {
+            lr: 0.1,
+            warmup: 1,
+            total: 1000,
+            clip_norm: Some(1.0),
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(
+            vec![
+                ("w".into(), w.clone()),
+                ("b.bias".into(), b.clone()),
+                ("logit_scale".into(), s.clone()),
+            ],
+            cfg,
+        )
+        .unwrap();
+        assert_eq!(opt.decayed(), ["w"]);
+        // A loss whose gradient is zero (but present) for w and b: only
+        // decay moves them.
+        let zero = |v: &Var| {
+            let t = v.as_tensor().sum_all().unwrap();
+            (&t - &t).unwrap()
+        };
+        let loss = ((zero(&w) + zero(&b)).unwrap() - (s.as_tensor() * 100.0).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let norm = opt.step(&grads).unwrap();
+        assert!((norm - 100.0).abs() < 1e-3, "{norm}");
+        let wv = w.as_tensor().to_vec2::<f32>().unwrap();
+        assert!((wv[0][0] - (1.0 - 0.1 * 0.2)).abs() < 1e-6, "{wv:?}");
+        assert_eq!(b.as_tensor().to_vec1::<f32>().unwrap(), [1.0, 1.0]);
+        // The scale rose by about lr, and never past ln 100.
+        let sv = s.as_tensor().to_scalar::<f32>().unwrap();
+        assert!(sv > 4.5 && sv <= 100f32.ln() + 1e-6, "{sv}");
+        for _ in 0..20 {
+            let loss = (s.as_tensor() * -100.0).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        assert!((s.as_tensor().to_scalar::<f32>().unwrap() - 100f32.ln()).abs() < 1e-6);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opt.safetensors");
+        opt.save(&path).unwrap();
+        let mut again = AdamW::new(
+            vec![
+                ("w".into(), w),
+                ("b.bias".into(), b),
+                ("logit_scale".into(), s),
+            ],
+            cfg,
+        )
+        .unwrap();
+        again.load(&path).unwrap();
+        assert_eq!(again.step_count(), 21);
+    }
+}
