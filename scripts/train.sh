@@ -19,11 +19,14 @@ step "queries: import the demo vocabulary (scripts/demo-queries.txt)"
 "$WIT" queries import scripts/demo-queries.txt --dataset "$RUN_DIR"
 
 step "crawl: the synthetic web on 127.0.0.1"
-if ! "$WIT" -q crawl --dataset "$RUN_DIR" --seed http://127.0.0.1/ --allow-private 2>"$RUN_DIR/crawl.err"; then
-    echo "stopped: $(cat "$RUN_DIR/crawl.err")"
+# The synthetic web (`wit demo-web`, issue 10) is what the crawl reads; until it
+# exists the run stops here. The stages after it (crawl, match, balance,
+# download, stats, tokenize) are built and tested on their own: see README.md.
+if ! "$WIT" demo-web --help >/dev/null 2>&1; then
+    echo "stopped: the synthetic web to crawl (wit demo-web) is not built yet (issue 10)"
     echo
     echo "summary ($(( $(date +%s) - t0 ))s):"
     echo "  queries: $(grep -o '"queries": [0-9]*' "$RUN_DIR/queries/_manifest.json" | head -1 | grep -o '[0-9]*$') queries in $RUN_DIR/queries/"
-    echo "  crawl and the stages after it are not built yet; nothing more to run."
+    echo "  the demo web, and training on it, come next; nothing more to run."
     exit 0
 fi
