@@ -100,6 +100,26 @@ pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Re
     w.finish()
 }
 
+/// Writes `batches` to `path` atomically: to a temporary name beside it,
+/// flushed to disk, then renamed (for files outside a stage runner's parts).
+///
+/// # Errors
+/// As [`ParquetWriter`]; [`Error::Io`] naming the file if the rename fails.
+pub fn write_file_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".tmp-{}-{name}", crate::runner::nonce()));
+    let rows = write_file(&tmp, schema, batches)?;
+    File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)?;
+    if let Some(dir) = path.parent() {
+        crate::manifest::sync_dir(dir);
+    }
+    Ok(rows)
+}
+
 /// Opens a Parquet file of the contract and checks that it has every column of
 /// `expected` with the expected type. Extra columns are allowed and not read.
 ///

@@ -309,7 +309,7 @@ fn reduce(
         path: counts_path.clone(),
         message: e.to_string(),
     })?;
-    write_parquet_atomic(&counts_path, schema::global_counts(), batch)?;
+    pq::write_file_atomic(&counts_path, schema::global_counts(), &[batch])?;
     let batch = RecordBatch::try_new(
         schema::duplicates(),
         vec![
@@ -324,7 +324,7 @@ fn reduce(
         path: dups_path.clone(),
         message: e.to_string(),
     })?;
-    write_parquet_atomic(&dups_path, schema::duplicates(), batch)?;
+    pq::write_file_atomic(&dups_path, schema::duplicates(), &[batch])?;
     let summary = serde_json::to_vec_pretty(&reduced).expect("serialisable");
     write_atomic(&dir.join("summary.json"), &summary)?;
     let done = serde_json::json!({ "params_hash": hash, "reduced": reduced });
@@ -333,23 +333,6 @@ fn reduce(
         &serde_json::to_vec_pretty(&done).expect("serialisable"),
     )?;
     load_global(&counts_path, &dups_path, reduced)
-}
-
-fn write_parquet_atomic(
-    path: &Path,
-    schema: arrow_schema::SchemaRef,
-    batch: RecordBatch,
-) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-    pq::write_file(&tmp, schema, &[batch])?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
 }
 
 /// Reads the reduce's outputs back (every process uses the files, so that all

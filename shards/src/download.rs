@@ -460,13 +460,7 @@ fn make_plan(
             message: e.to_string(),
         })?;
         let path = plan_dir.join(format!("{}.parquet", shard_name(s)));
-        let tmp = plan_dir.join(format!(
-            ".tmp-{}-{}.parquet",
-            std::process::id(),
-            shard_name(s)
-        ));
-        pq::write_file(&tmp, schema::plan(), &[batch])?;
-        std::fs::rename(&tmp, &path).at(&path)?;
+        pq::write_file_atomic(&path, schema::plan(), &[batch])?;
     }
     let done =
         serde_json::json!({ "params_hash": hash, "pairs": pairs.len(), "shards": spec.parts });

@@ -255,10 +255,6 @@ pub fn report(root: &Path) -> Result<Report> {
         .collect();
 
     // Balance.
-    let queries_total = match scan("queries")? {
-        Some(lf) => Some(rows(lf, "queries")?),
-        None => None,
-    };
     let query_texts: Vec<String> = match scan("queries")? {
         Some(lf) => {
             let df = lf
@@ -275,6 +271,10 @@ pub fn report(root: &Path) -> Result<Report> {
         }
         None => Vec::new(),
     };
+    let queries_total = tables
+        .names()
+        .contains(&"queries")
+        .then_some(query_texts.len() as u64);
     let t = balanced_m
         .as_ref()
         .and_then(|m| m.params.get("t").and_then(Value::as_u64));
