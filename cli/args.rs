@@ -549,12 +549,61 @@ streaming DATASET/shards/.")]
 pub struct TrainArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
-    /// Model preset: RN50, RN101, RN50x4, ViT-B/32, ViT-B/16, ViT-L/14, ...
-    #[arg(long, value_name = "NAME", default_value = "ViT-B/32")]
+    /// The run directory: config.json, checkpoints/, metrics.jsonl,
+    /// curves.png and the final model.safetensors [default: DATASET/runs/MODEL]
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// Model preset (open_clip's names): RN50, RN101, RN50x4, RN50x16, RN50x64,
+    /// ViT-S-32, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, tiny, tiny-RN;
+    /// add -quickgelu for OpenAI's activation
+    #[arg(long, value_name = "NAME", default_value = "ViT-B-32")]
     pub model: String,
-    /// Global batch size (CLIP: 32,768)
+    /// Samples per optimiser step (CLIP: 32,768)
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation over the whole batch's
+    /// negatives); divides --batch-size
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub accum: usize,
+    /// Optimiser steps; the cosine schedule reaches zero at the last
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub steps: u64,
+    /// Peak learning rate
+    #[arg(long, value_name = "LR", default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Decoupled weight decay on weights (none on gains, biases, the temperature)
+    #[arg(long, value_name = "W", default_value_t = 0.2)]
+    pub wd: f64,
+    /// Warmup steps [default: the smaller of 2,000 and a tenth of --steps]
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<u64>,
+    /// Clip the global gradient norm to this
+    #[arg(long, value_name = "NORM")]
+    pub clip_norm: Option<f64>,
+    /// Seed of the initialisation, the shard order, the shuffle and the crops
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Shuffle buffer of the sample stream (samples)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub shuffle: usize,
+    /// Image preprocessing threads [default: the cores]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Steps between checkpoints
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub keep: usize,
+    /// Continue the run in --run from its newest checkpoint, exactly
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this step with a checkpoint (a job with a time limit)
+    #[arg(long, value_name = "STEP")]
+    pub stop_at: Option<u64>,
+    /// Where to compute: cpu, or cuda (a build with the cuda feature)
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
 }
 
 /// `wit eval`

@@ -16,7 +16,7 @@ use crate::BadUsage;
 use crate::args::{
     BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, ExtractArgs, MatchArgs,
     QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg,
-    SqlFormat, StatsArgs,
+    SqlFormat, StatsArgs, TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -32,14 +32,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Balance(args) => balance(args, &progress),
         Command::Download(args) => download(args, &progress),
         Command::Stats(args) => stats(args),
-        Command::Train(_) => not_built("train", 8, "trainer"),
+        Command::Train(args) => train(args, &progress),
         Command::Eval(_) => not_built("eval", 9, "eval"),
         Command::Tokenize => tokenize(),
     }
 }
 
 /// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`, `wit stats`";
+const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`, `wit stats`, `wit train`";
 
 fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
     bail!(
@@ -438,5 +438,66 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
         );
     }
     report(Stage::Balanced, dataset.root(), &summary);
+    Ok(())
+}
+
+fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
+    use wit_trainer::train::{TrainConfig, Trainer};
+    let model = args.model.replace('/', "-");
+    if wit_trainer::model::ClipConfig::preset(&model).is_none() {
+        bail!(BadUsage(format!(
+            "--model {}: unknown model; the presets are {} (each also with -quickgelu)",
+            args.model,
+            wit_trainer::model::PRESETS.join(", ")
+        )));
+    }
+    let shards_dir = Dataset::new(&args.dataset.dataset).stage_dir(Stage::Shards);
+    let mut shards: Vec<String> = match std::fs::read_dir(&shards_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .map(|p| p.display().to_string())
+            .collect(),
+        Err(e) => bail!("{}: {e}; run `wit download` first", shards_dir.display()),
+    };
+    shards.sort();
+    if shards.is_empty() {
+        bail!(
+            "{} holds no .tar shards; run `wit download` first",
+            shards_dir.display()
+        );
+    }
+    let device = wit_trainer::train::device(&args.device)?;
+    let mut config = TrainConfig::new(&model, args.batch_size, args.steps);
+    config.accum = args.accum;
+    config.lr = args.lr;
+    config.weight_decay = args.wd;
+    if let Some(w) = args.warmup {
+        config.warmup = w;
+    }
+    config.clip_norm = args.clip_norm;
+    config.seed = args.seed;
+    config.shuffle = args.shuffle;
+    config.workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    config.checkpoint_every = args.checkpoint_every.max(1);
+    config.keep = args.keep;
+    let run_dir = args
+        .run
+        .unwrap_or_else(|| args.dataset.dataset.join("runs").join(&model));
+    let mut trainer = Trainer::open(config, &run_dir, &device, args.resume, progress)?;
+    let from = trainer.position().step;
+    let summary = trainer.run(&shards, &wit_contract::wds::LocalOpener, args.stop_at)?;
+    println!(
+        "train: {} step(s) now (from step {from} to {}), last loss {:.4}, {} sample(s) seen, {} unusable sample(s) skipped; run in {}",
+        summary.steps_now,
+        summary.position.step,
+        summary.loss,
+        summary.position.samples,
+        summary.skipped,
+        run_dir.display()
+    );
     Ok(())
 }

@@ -137,6 +137,16 @@ impl Progress for Reporter {
         }
     }
 
+    fn message(&self, status: &str) {
+        let mut s = self.state.lock().expect("progress lock");
+        if let Some(bar) = &s.bar {
+            bar.set_message(format!("{} {status}", s.label));
+        } else if !self.quiet && s.last_line.elapsed() >= LINE_EVERY {
+            s.last_line = Instant::now();
+            tracing::info!("{}: {}, {status}", s.label, of(s.done, s.total));
+        }
+    }
+
     fn finish(&self) {
         let mut s = self.state.lock().expect("progress lock");
         if let Some(bar) = s.bar.take() {

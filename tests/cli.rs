@@ -92,10 +92,15 @@ fn missing_input_exits_2_naming_it() {
 }
 
 #[test]
-fn stages_not_built_yet_say_so_and_exit_1() {
+fn stages_without_input_or_not_built_yet_say_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
+    let o = run(&["eval", "--checkpoint", "x.safetensors"]);
     assert_one_line_error(&o, 1, "not built yet");
+    // No shards: train says what to run first.
+    let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
+    assert_one_line_error(&o, 1, "wit download");
+    let o = run(&["train", "-d", tmp.path().to_str().unwrap(), "--model", "ViT-Q-9"]);
+    assert_one_line_error(&o, 2, "unknown model");
     // An empty dataset: stats says what to run first.
     let o = run(&["stats", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 2, "no stage output");

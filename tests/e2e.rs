@@ -16,4 +16,5 @@ mod resume;
 mod robots;
 mod stats;
 mod tokenize;
+mod train;
 mod wds;

@@ -11,6 +11,9 @@ pub trait Progress: Sync {
     fn advance(&self, n: u64);
     /// The work is over (successfully or not).
     fn finish(&self);
+    /// A short status of the work (a training loss, a rate), shown beside
+    /// the bar; ignored by default.
+    fn message(&self, _status: &str) {}
 }
 
 /// Reports nothing.

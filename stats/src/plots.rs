@@ -1,40 +1,12 @@
-//! PNG plots with plotters: drawn into an RGB buffer, text with ab_glyph and
-//! the DejaVu Sans font shipped in `stats/assets/` (no system fonts needed),
-//! encoded with `image`.
+//! The report's PNG plots, drawn with [`wit_plot`].
 
-use std::sync::Once;
+use wit_plot::plotters::prelude::*;
 
-use plotters::prelude::*;
-
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const W: u32 = 800;
-const H: u32 = 500;
-
-fn fonts() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
-type Drawn = std::result::Result<Vec<u8>, String>;
-
-fn encode(buf: &[u8]) -> Drawn {
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_raw(W, H, buf.to_vec())
-        .ok_or("buffer size")?
-        .write_to(&mut out, image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?;
-    Ok(out.into_inner())
-}
+type Drawn = wit_plot::Drawn;
 
 /// Query count against rank, log-log, before and after balancing.
 pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
-    fonts();
-    let mut buf = vec![0u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+    wit_plot::draw(|root| {
         let max_rank = before.len().max(after.len()).max(2) as f64;
         let max_count = before
             .iter()
@@ -43,7 +15,7 @@ pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
             .max()
             .unwrap_or(1)
             .max(2) as f64;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption("Pairs per query, by rank (log-log)", ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
@@ -85,21 +57,16 @@ pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
             .background_style(WHITE)
             .draw()
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    encode(&buf)
+        Ok(())
+    })
 }
 
 /// Rows per stage of the funnel, as bars.
 pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
-    fonts();
-    let mut buf = vec![0u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+    wit_plot::draw(|root| {
         let max = stages.iter().map(|s| s.1).max().unwrap_or(1).max(1) as f64;
         let n = stages.len().max(1) as u32;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption("Funnel: rows at each stage", ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(40)
@@ -130,21 +97,16 @@ pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
                 bar
             }))
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    encode(&buf)
+        Ok(())
+    })
 }
 
 /// Caption lengths in buckets of 10 characters.
 pub(crate) fn histogram(buckets: &[(u64, u64)]) -> Drawn {
-    fonts();
-    let mut buf = vec![0u8; (W * H * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+    wit_plot::draw(|root| {
         let max_x = buckets.iter().map(|b| b.0 + 10).max().unwrap_or(10) as f64;
         let max_y = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption("Caption length (characters)", ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
@@ -166,9 +128,8 @@ pub(crate) fn histogram(buckets: &[(u64, u64)]) -> Drawn {
                 )
             }))
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    encode(&buf)
+        Ok(())
+    })
 }
 
 /// Standard base64, for images inlined in the HTML report.
@@ -210,7 +171,7 @@ mod tests {
     fn plots_draw_text_and_lines() {
         let png = rank_count(&[1000, 500, 100, 10, 1], &[200, 200, 100, 10, 1]).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (W, H));
+        assert_eq!(img.dimensions(), (wit_plot::W, wit_plot::H));
         // Some red, some blue, and dark text pixels.
         let has = |f: &dyn Fn(&image::Rgb<u8>) -> bool| img.pixels().any(f);
         assert!(has(&|p| p[0] > 200 && p[1] < 60 && p[2] < 60));

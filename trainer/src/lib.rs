@@ -16,3 +16,4 @@ pub mod loader;
 pub mod model;
 pub mod optim;
 pub mod tokenizer;
+pub mod train;

@@ -67,6 +67,10 @@ pub struct Batch {
     pub tokens: Vec<u32>,
     /// The samples' keys.
     pub keys: Vec<String>,
+    /// Stream position after this batch's last sample (samples of the
+    /// epoch's stream consumed so far, skipped ones included): where a
+    /// resumed epoch starts ([`LoaderOptions::skip`]).
+    pub end: u64,
 }
 
 impl Batch {
@@ -185,6 +189,9 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Samples waiting between the stages, per worker.
     pub queue: usize,
+    /// Stream positions of the epoch to pass over without preprocessing (a
+    /// [`Batch::end`] from before an interruption).
+    pub skip: u64,
 }
 
 impl Default for LoaderOptions {
@@ -197,6 +204,7 @@ impl Default for LoaderOptions {
             shuffle: 1000,
             workers: 2,
             queue: 64,
+            skip: 0,
         }
     }
 }
@@ -228,7 +236,7 @@ pub fn epoch(
             let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle);
             let mut i = 0u64;
             stream.epoch(epoch, |s| {
-                let ok = sample_tx.send((i, s)).is_ok();
+                let ok = i < opts.skip || sample_tx.send((i, s)).is_ok();
                 i += 1;
                 ok && !stop.load(std::sync::atomic::Ordering::Relaxed)
             });
@@ -249,6 +257,7 @@ pub fn epoch(
         drop(done_tx);
         gather(
             done_rx,
+            opts.skip,
             plane,
             opts.batch_size,
             &mut counts,
@@ -283,6 +292,7 @@ fn prepare(s: &Sample, opts: &LoaderOptions, epoch: u64, tokenizer: &Tokenizer) 
 /// Puts results back in stream order and hands out batches.
 fn gather(
     rx: Receiver<(u64, Prepared)>,
+    skip: u64,
     plane: usize,
     batch_size: usize,
     counts: &mut LoaderCounts,
@@ -290,12 +300,14 @@ fn gather(
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut pending: BTreeMap<u64, Prepared> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut batch = Batch {
+    let mut next = skip;
+    let empty = || Batch {
         images: Vec::with_capacity(plane * batch_size),
         tokens: Vec::with_capacity(CONTEXT * batch_size),
         keys: Vec::with_capacity(batch_size),
+        end: 0,
     };
+    let mut batch = empty();
     let mut go_on = true;
     let take = |r: Prepared, batch: &mut Batch, counts: &mut LoaderCounts| match r {
         Ok((key, pixels, tokens)) => {
@@ -316,15 +328,9 @@ fn gather(
         while let Some(r) = pending.remove(&next) {
             next += 1;
             take(r, &mut batch, counts);
+            batch.end = next;
             if batch.len() == batch_size {
-                let full = std::mem::replace(
-                    &mut batch,
-                    Batch {
-                        images: Vec::with_capacity(plane * batch_size),
-                        tokens: Vec::with_capacity(CONTEXT * batch_size),
-                        keys: Vec::with_capacity(batch_size),
-                    },
-                );
+                let full = std::mem::replace(&mut batch, empty());
                 if !each(full) {
                     go_on = false;
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -401,13 +407,14 @@ mod tests {
         let path = dir.path().join("s.tar");
         std::fs::write(&path, w.finish().unwrap()).unwrap();
         let shards = vec![path.display().to_string()];
-        let run = |workers: usize, seed: u64| {
+        let run_from = |workers: usize, seed: u64, skip: u64| {
             let opts = LoaderOptions {
                 size: 16,
                 batch_size: 10,
                 seed,
                 shuffle: 8,
                 workers,
+                skip,
                 ..LoaderOptions::default()
             };
             let mut batches = Vec::new();
@@ -417,6 +424,7 @@ mod tests {
             });
             (batches, counts)
         };
+        let run = |workers: usize, seed: u64| run_from(workers, seed, 0);
         let (a, ca) = run(1, 5);
         let (b, cb) = run(3, 5);
         assert_eq!(ca, cb);
@@ -438,6 +446,13 @@ mod tests {
         }
         assert_eq!(a[0].images.len(), 10 * 3 * 16 * 16);
         assert_eq!(a[0].tokens.len(), 10 * CONTEXT);
+        // Resuming after batch 2 gives batches 3, 4 and 5 again.
+        let (resumed, _) = run_from(2, 5, a[1].end);
+        assert_eq!(resumed.len(), 3);
+        for (x, y) in resumed.iter().zip(&a[2..]) {
+            assert_eq!((&x.keys, &x.images, x.end), (&y.keys, &y.images, y.end));
+        }
+        assert_eq!(a.last().unwrap().end, 45, "every sample of the stream");
         let (c, _) = run(2, 6);
         assert_ne!(a[0].keys, c[0].keys, "another seed, another order");
         // Stopping early ends the epoch cleanly.

@@ -172,16 +172,51 @@ impl AdamW {
         Ok(norm)
     }
 
+    /// The moments by name (`m.NAME`, `v.NAME`), for a checkpoint; the
+    /// step count is [`AdamW::step_count`].
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                [
+                    (format!("m.{}", s.name), s.m.clone()),
+                    (format!("v.{}", s.name), s.v.clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Restores what [`AdamW::state`] gave, with `get` looking a name up,
+    /// and the step count.
+    ///
+    /// # Errors
+    /// A missing or misshapen moment.
+    pub fn restore(&mut self, get: impl Fn(&str) -> Option<Tensor>, step: u64) -> Result<()> {
+        for s in &mut self.slots {
+            for (which, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
+                let key = format!("{which}.{}", s.name);
+                let t = get(&key)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("no optimiser state {key}")))?;
+                if t.shape() != s.var.shape() {
+                    candle_core::bail!(
+                        "optimiser state {key}: shape {:?}, want {:?}",
+                        t.shape(),
+                        s.var.shape()
+                    );
+                }
+                *slot = t.to_dtype(s.var.dtype())?.to_device(s.var.device())?;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Saves the moments and the step count to `path` (safetensors).
     ///
     /// # Errors
     /// Candle's errors.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        for s in &self.slots {
-            map.insert(format!("m.{}", s.name), s.m.clone());
-            map.insert(format!("v.{}", s.name), s.v.clone());
-        }
+        let mut map: HashMap<String, Tensor> = self.state().into_iter().collect();
         map.insert(
             "step".into(),
             Tensor::new(&[self.step as f32], &candle_core::Device::Cpu)?,
@@ -194,22 +229,12 @@ impl AdamW {
     /// # Errors
     /// Candle's errors, or a missing tensor.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let device = self
-            .slots
-            .first()
-            .map_or(candle_core::Device::Cpu, |s| s.var.device().clone());
-        let map = candle_core::safetensors::load(path, &device)?;
-        let get = |k: &str| {
-            map.get(k)
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg(format!("{}: no {k}", path.display())))
-        };
-        for s in &mut self.slots {
-            s.m = get(&format!("m.{}", s.name))?;
-            s.v = get(&format!("v.{}", s.name))?;
-        }
-        self.step = get("step")?.to_vec1::<f32>()?[0] as u64;
-        Ok(())
+        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu)?;
+        let step = map
+            .get("step")
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: no step", path.display())))?
+            .to_vec1::<f32>()?[0] as u64;
+        self.restore(|k| map.get(k).cloned(), step)
     }
 }
 

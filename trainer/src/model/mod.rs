@@ -252,6 +252,63 @@ impl candle_nn::var_builder::SimpleBackend for ArcShapes {
     }
 }
 
+/// Creates variables in a [`VarMap`] like its own builder, with values from
+/// a seeded generator.
+struct Seeded {
+    vars: VarMap,
+    seed: u64,
+}
+
+impl candle_nn::var_builder::SimpleBackend for Seeded {
+    fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut data = self.vars.data().lock().expect("no panics under this lock");
+        if let Some(v) = data.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!("{name}: shape {:?}, asked for {s:?}", v.shape());
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let n = s.elem_count();
+        let values: Vec<f32> = match init {
+            Init::Const(c) => vec![c as f32; n],
+            Init::Randn { mean, stdev } => {
+                let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+                let mut rng = wit_contract::wds::SplitMix64::new(self.seed ^ h);
+                let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                (0..n)
+                    .map(|_| {
+                        // Box-Muller.
+                        let (u, v) = (uniform(), uniform());
+                        let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+                        (mean + stdev * z) as f32
+                    })
+                    .collect()
+            }
+            other => candle_core::bail!("{name}: initialiser {other:?} not supported"),
+        };
+        let t = Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
+        let data = self.vars.data().lock().expect("no panics under this lock");
+        match data.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => candle_core::bail!("no variable {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        let data = self.vars.data().lock().expect("no panics under this lock");
+        data.contains_key(name)
+    }
+}
+
 /// The image encoder.
 #[derive(Debug, Clone)]
 pub enum Visual {
@@ -310,6 +367,24 @@ impl Clip {
     /// Candle's errors.
     pub fn fresh(config: ClipConfig, vars: &VarMap, device: &Device) -> Result<Clip> {
         Clip::new(config, VarBuilder::from_varmap(vars, DType::F32, device))
+    }
+
+    /// A model with fresh parameters created in `vars`, drawn from a
+    /// generator seeded by `seed` and each parameter's name: the same
+    /// weights on every device and every run (Candle's CPU generator cannot
+    /// be seeded).
+    ///
+    /// # Errors
+    /// Candle's errors.
+    pub fn seeded(config: ClipConfig, vars: &VarMap, device: &Device, seed: u64) -> Result<Clip> {
+        let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = Box::new(Seeded {
+            vars: vars.clone(),
+            seed,
+        });
+        Clip::new(
+            config,
+            VarBuilder::from_backend(backend, DType::F32, device.clone()),
+        )
     }
 
     /// The image features before projection (what a linear probe reads):

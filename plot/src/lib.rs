@@ -1,0 +1,184 @@
+//! PNG charts for wit's reports (the `stats` report, the trainer's curves):
+//! plotters draws into an RGB buffer, text is rendered with ab_glyph in the
+//! DejaVu Sans font shipped in `plot/assets/` with its licence (no system
+//! fonts needed), and `image` encodes the PNG.
+#![deny(missing_docs)]
+
+use std::sync::Once;
+
+pub use plotters;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+/// Width of every chart in pixels.
+pub const W: u32 = 800;
+/// Height of every chart in pixels.
+pub const H: u32 = 500;
+
+/// A drawing error, as text.
+pub type Drawn = Result<Vec<u8>, String>;
+
+/// The canvas handed to [`draw`]'s closure.
+pub type Canvas<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws a chart with `f` on a white [`W`] x [`H`] canvas; returns the PNG.
+///
+/// # Errors
+/// The drawing's or the encoder's error, as text.
+pub fn draw(f: impl FnOnce(&Canvas) -> Result<(), String>) -> Drawn {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        f(&root)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_raw(W, H, buf)
+        .ok_or("buffer size")?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+/// One named line of (x, y) points.
+#[derive(Debug, Clone)]
+pub struct Series<'a> {
+    /// Its legend.
+    pub name: &'a str,
+    /// Its points, in x order.
+    pub points: &'a [(f64, f64)],
+}
+
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(70, 110, 180),
+    RGBColor(200, 90, 60),
+    RGBColor(90, 160, 90),
+    RGBColor(140, 90, 170),
+];
+
+/// A line chart of `series` with a legend; `log_y` puts y on a log scale
+/// (points at or below zero are left out there).
+///
+/// # Errors
+/// The drawing's error, as text.
+pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: bool) -> Drawn {
+    let pts = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+    };
+    let (mut x0, mut x1) = pts().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (mut y0, mut y1) = pts().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 1.0, 2.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 <= y0 {
+        y1 = y0 + y0.abs().max(1.0) * 0.1;
+    }
+    draw(|root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70);
+        macro_rules! body {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_desc)
+                    .y_desc(y_desc)
+                    .label_style(("sans-serif", 14))
+                    .draw()
+                    .map_err(|x| e(&x))?;
+                for (s, colour) in series.iter().zip(COLOURS.iter().cycle()) {
+                    let points = s
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0));
+                    chart
+                        .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                        .map_err(|x| e(&x))?
+                        .label(s.name)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                        });
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .label_font(("sans-serif", 14))
+                    .draw()
+                    .map_err(|x| e(&x))?;
+            }};
+        }
+        if log_y {
+            body!(
+                builder
+                    .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                    .map_err(|x| e(&x))?
+            );
+        } else {
+            body!(
+                builder
+                    .build_cartesian_2d(x0..x1, y0..y1)
+                    .map_err(|x| e(&x))?
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_chart_has_ink_in_each_colour() {
+        let a: Vec<(f64, f64)> = (0..50)
+            .map(|i| (i as f64, 5.0 / (1.0 + i as f64)))
+            .collect();
+        let b: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 0.01 * i as f64 + 0.1)).collect();
+        for log_y in [false, true] {
+            let png = lines(
+                "loss",
+                "step",
+                "value",
+                &[
+                    Series {
+                        name: "loss",
+                        points: &a,
+                    },
+                    Series {
+                        name: "lr",
+                        points: &b,
+                    },
+                ],
+                log_y,
+            )
+            .unwrap();
+            let img = image::load_from_memory(&png).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (W, H));
+            for c in &COLOURS[..2] {
+                let n = img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
+                assert!(n > 100, "{c:?}: {n} pixels");
+            }
+        }
+        // No points at all still draws axes.
+        lines("empty", "x", "y", &[], false).unwrap();
+    }
+}

@@ -1,0 +1,237 @@
+//! `wit train`: a real run on real shards, interrupted and resumed bit for
+//! bit, the files a run leaves, and its export read by Python's safetensors.
+
+use std::path::Path;
+
+use wit_contract::wds::ShardWriter;
+
+use crate::util::{ok, python_with, run, stderr};
+
+/// Shards of `n` captioned images of `side` pixels in DATASET/shards/, plus
+/// one sample with an undecodable image and one without a caption.
+fn write_shards(dataset: &Path, n: u32, side: u32) {
+    let dir = dataset.join("shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    let colours = ["red", "green", "blue", "yellow", "purple", "orange"];
+    for s in 0..2u32 {
+        let mut w = ShardWriter::new(Vec::new());
+        for i in 0..n / 2 {
+            let k = s * 1000 + i;
+            let c = (k % 6) as usize;
+            let rgb = [
+                [220, 30, 30],
+                [30, 200, 30],
+                [30, 30, 220],
+                [230, 230, 20],
+                [140, 30, 160],
+                [250, 140, 0],
+            ][c];
+            let img = image::RgbImage::from_fn(side, side, |x, y| {
+                let stripe = ((x / 4 + y / 4 + k) % 2) as u8;
+                image::Rgb([rgb[0] / (1 + stripe), rgb[1] / (1 + stripe), rgb[2]])
+            });
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            let caption = format!("a {} striped square, number {k}", colours[c]);
+            w.write(
+                &format!("{k:09}"),
+                &[
+                    ("png", png.get_ref().as_slice()),
+                    ("txt", caption.as_bytes()),
+                ],
+            )
+            .unwrap();
+        }
+        if s == 0 {
+            w.write(
+                "000000998",
+                &[
+                    ("jpg", b"not an image".as_slice()),
+                    ("txt", b"broken".as_slice()),
+                ],
+            )
+            .unwrap();
+            w.write("000000999", &[("png", b"x".as_slice())]).unwrap();
+        }
+        std::fs::write(dir.join(format!("{s:05}.tar")), w.finish().unwrap()).unwrap();
+    }
+}
+
+fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            // Timing differs between runs; everything else must not.
+            v.as_object_mut().unwrap().remove("samples_per_s");
+            v
+        })
+        .collect()
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn train(dataset: &Path, run_dir: &Path, model: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "-d",
+        dataset.to_str().unwrap(),
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--model",
+        model,
+        "--batch-size",
+        "8",
+        "--accum",
+        "2",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--lr",
+        "2e-3",
+        "--shuffle",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--workers",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn an_interrupted_run_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    // 36 usable samples: 9 micro-batches of 4, 4 steps per epoch, so the
+    // 6 steps cross an epoch boundary and drop a short tail.
+    write_shards(&dataset, 36, 40);
+    for model in ["tiny", "tiny-RN"] {
+        let whole = dir.path().join(format!("whole-{model}"));
+        let o = train(&dataset, &whole, model, &[]);
+        ok(&o);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("6 step(s) now"), "{out}");
+        assert!(out.contains("2 unusable sample(s) skipped"), "{out}");
+
+        let parted = dir.path().join(format!("parted-{model}"));
+        ok(&train(&dataset, &parted, model, &["--stop-at", "3"]));
+        let m = metrics(&parted);
+        assert_eq!(m.len(), 3);
+        // Killed after logging step 4 but before its checkpoint: the line
+        // goes when the run resumes from step 3.
+        let mut extra = std::fs::read_to_string(parted.join("metrics.jsonl")).unwrap();
+        extra.push_str("{\"step\":4,\"loss\":9.0}\n");
+        std::fs::write(parted.join("metrics.jsonl"), extra).unwrap();
+
+        let again = train(&dataset, &parted, model, &[]);
+        assert!(!again.status.success());
+        assert!(stderr(&again).contains("--resume"), "{}", stderr(&again));
+        let changed = train(&dataset, &parted, model, &["--resume", "--seed", "9"]);
+        assert!(!changed.status.success());
+        assert!(stderr(&changed).contains("seed"), "{}", stderr(&changed));
+
+        ok(&train(&dataset, &parted, model, &["--resume"]));
+        let (a, b) = (metrics(&whole), metrics(&parted));
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, b, "{model}: the resumed run's curve differs");
+        assert_eq!(a[5]["epoch"], 1, "crossed into the second epoch");
+        assert_eq!(a[5]["samples"], 48);
+        let first = a[0]["loss"].as_f64().unwrap();
+        assert!(first.is_finite() && first > 0.0);
+        assert_eq!(
+            tensors(&whole.join("model.safetensors")),
+            tensors(&parted.join("model.safetensors")),
+            "{model}: final weights differ"
+        );
+        // Two checkpoints kept (steps 4 and 6), the curves drawn.
+        let mut kept: Vec<String> = std::fs::read_dir(whole.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            ["step-00000004.safetensors", "step-00000006.safetensors"]
+        );
+        let png = image::open(whole.join("curves.png")).unwrap();
+        assert!(png.width() > 100);
+    }
+}
+
+#[test]
+fn the_export_has_open_clip_keys_and_loads_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    write_shards(&dataset, 8, 40);
+    let run_dir = dir.path().join("r");
+    let o = run(&[
+        "train",
+        "-d",
+        dataset.to_str().unwrap(),
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--model",
+        "tiny-RN",
+        "--batch-size",
+        "4",
+        "--steps",
+        "1",
+    ]);
+    ok(&o);
+    let export = run_dir.join("model.safetensors");
+    let keys: Vec<String> = tensors(&export).into_iter().map(|t| t.0).collect();
+    for k in [
+        "logit_scale",
+        "token_embedding.weight",
+        "visual.attnpool.c_proj.weight",
+        "visual.layer1.0.bn1.running_mean",
+        "visual.layer1.0.bn1.num_batches_tracked",
+        "visual.layer4.0.downsample.0.weight",
+    ] {
+        assert!(keys.contains(&k.to_string()), "{k}");
+    }
+    assert!(!keys.iter().any(|k| k.starts_with("optimizer.")));
+    let Some(py) = python_with(&["safetensors", "numpy"]) else {
+        return;
+    };
+    let script = r#"
+import sys
+from safetensors.numpy import load_file
+from safetensors import safe_open
+sd = load_file(sys.argv[1])
+assert sd["visual.layer1.0.bn1.num_batches_tracked"].dtype.name == "int64", sd["visual.layer1.0.bn1.num_batches_tracked"].dtype
+assert int(sd["visual.layer1.0.bn1.num_batches_tracked"]) == 1
+assert sd["visual.conv1.weight"].shape == (4, 3, 3, 3), sd["visual.conv1.weight"].shape
+assert sd["logit_scale"].shape == ()
+with safe_open(sys.argv[1], "np") as f:
+    meta = f.metadata()
+assert meta["format"] == "pt" and meta["wit.model"] == "tiny-RN", meta
+print(len(sd))
+"#;
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(n, keys.len());
+}

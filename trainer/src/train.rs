@@ -1,0 +1,821 @@
+//! The training loop: shards through the [`loader`](crate::loader) into a
+//! [`Clip`] model, stepped by [`AdamW`], with checkpoints that resume
+//! exactly.
+//!
+//! A run lives in one directory:
+//!
+//! ```text
+//! RUN/config.json                      the settings that shape the run
+//! RUN/checkpoints/step-NNNNNNNN.safetensors
+//! RUN/metrics.jsonl                    one line per optimiser step
+//! RUN/curves.png                       loss, learning rate, logit scale
+//! RUN/model.safetensors                the final weights, open_clip's keys
+//! ```
+//!
+//! A checkpoint holds the model's parameters and batch-norm buffers under
+//! open_clip's state-dict keys, the optimiser's moments (`optimizer.m.KEY`,
+//! `optimizer.v.KEY`), and in its metadata the step, the epoch and the
+//! position in that epoch's sample stream. The loader's randomness is a
+//! function of the seed, the epoch and each sample's key, so these restore
+//! the data exactly: `--resume` continues bit for bit on a CPU.
+//!
+//! **Gradient accumulation** follows open_clip's `--accum-freq`: the
+//! features of all micro-batches are computed first without gradients,
+//! then each micro-batch is run again with gradients and its features put
+//! in place among the others, so every step's gradient is that of the
+//! whole batch's contrastive loss (the negatives of all micro-batches),
+//! at the cost of a second forward pass.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use wit_contract::Progress;
+use wit_contract::wds::Opener;
+
+use crate::loader::{self, Batch, LoaderOptions, Mode};
+use crate::model::{Clip, ClipConfig, contrastive_loss, l2_normalize, named_buffers, named_vars};
+use crate::optim::{AdamW, AdamWConfig, lr_at};
+
+/// What goes wrong in a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file of the run could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A tensor operation failed.
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    /// The settings, the data or the run directory do not allow training.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, TrainError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The settings of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// A [`ClipConfig::preset`] name.
+    pub model: String,
+    /// Samples per optimiser step.
+    pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation); divides
+    /// `batch_size`.
+    pub accum: usize,
+    /// Optimiser steps in the run; the cosine schedule ends there.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay on weights.
+    pub weight_decay: f64,
+    /// Steps of linear warmup.
+    pub warmup: u64,
+    /// Clip the global gradient norm to this, if set.
+    pub clip_norm: Option<f64>,
+    /// Seed of the initialisation, the shard order, the shuffle and the
+    /// crops.
+    pub seed: u64,
+    /// Shuffle buffer of the sample stream.
+    pub shuffle: usize,
+    /// Preprocessing threads.
+    pub workers: usize,
+    /// Steps between checkpoints (the last step always gets one).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest).
+    pub keep: usize,
+}
+
+impl TrainConfig {
+    /// CLIP's settings for `model` (Table 18 of the paper; open_clip's
+    /// optimiser defaults), with `steps` steps of `batch_size`.
+    pub fn new(model: &str, batch_size: usize, steps: u64) -> TrainConfig {
+        TrainConfig {
+            model: model.to_string(),
+            batch_size,
+            accum: 1,
+            steps,
+            lr: 5e-4,
+            weight_decay: 0.2,
+            warmup: 2000.min(steps / 10),
+            clip_norm: None,
+            seed: 0,
+            shuffle: 1000,
+            workers: 2,
+            checkpoint_every: 1000,
+            keep: 2,
+        }
+    }
+
+    /// The settings that shape the results, as stored in `config.json`; a
+    /// resumed run must have the same.
+    fn identity(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "accum": self.accum,
+            "steps": self.steps,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "warmup": self.warmup,
+            "clip_norm": self.clip_norm,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        })
+    }
+
+    fn optimiser(&self, model: &ClipConfig) -> AdamWConfig {
+        // The paper's Adam settings differ for ResNets (Table 18).
+        let (beta2, eps) = if model.is_resnet() {
+            (0.999, 1e-8)
+        } else {
+            (0.98, 1e-6)
+        };
+        AdamWConfig {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            beta1: 0.9,
+            beta2,
+            eps,
+            warmup: self.warmup,
+            total: self.steps,
+            clip_norm: self.clip_norm,
+        }
+    }
+}
+
+/// Where a run stands: the state a checkpoint restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// The epoch being read.
+    pub epoch: u64,
+    /// Samples of that epoch's stream consumed.
+    pub offset: u64,
+    /// Samples trained on, all epochs.
+    pub samples: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    /// Where it stopped.
+    pub position: Position,
+    /// The last step's loss.
+    pub loss: f32,
+    /// Steps taken by this invocation.
+    pub steps_now: u64,
+    /// Samples the loader skipped (no image, no caption, undecodable),
+    /// this invocation.
+    pub skipped: u64,
+}
+
+/// A run: the model, its optimiser and where it stands.
+pub struct Trainer<'a> {
+    config: TrainConfig,
+    model_config: ClipConfig,
+    dir: PathBuf,
+    vars: VarMap,
+    model: Clip,
+    opt: AdamW,
+    position: Position,
+    device: Device,
+    progress: &'a dyn Progress,
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+const OPT_PREFIX: &str = "optimizer.";
+
+impl<'a> Trainer<'a> {
+    /// Opens the run in `dir`: a new one (an error if `dir` already holds
+    /// checkpoints and `resume` is false), or the newest checkpoint's state
+    /// when `resume` is true (its `config.json` must match `config`).
+    ///
+    /// # Errors
+    /// Bad settings, a run directory in another state, unreadable files.
+    pub fn open(
+        config: TrainConfig,
+        dir: &Path,
+        device: &Device,
+        resume: bool,
+        progress: &'a dyn Progress,
+    ) -> Result<Trainer<'a>> {
+        let model_config = ClipConfig::preset(&config.model).ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "unknown model {:?}; the presets are {}",
+                config.model,
+                crate::model::PRESETS.join(", ")
+            ))
+        })?;
+        if config.accum == 0
+            || config.batch_size == 0
+            || !config.batch_size.is_multiple_of(config.accum)
+        {
+            return Err(TrainError::Invalid(format!(
+                "the batch size ({}) must be a positive multiple of the accumulation steps ({})",
+                config.batch_size, config.accum
+            )));
+        }
+        if config.steps == 0 {
+            return Err(TrainError::Invalid("at least one step is needed".into()));
+        }
+        let ckpt_dir = dir.join(CHECKPOINTS);
+        std::fs::create_dir_all(&ckpt_dir).map_err(io(&ckpt_dir))?;
+        let latest = latest_checkpoint(&ckpt_dir)?;
+        let config_path = dir.join("config.json");
+        if latest.is_some() && !resume {
+            return Err(TrainError::Invalid(format!(
+                "{} already holds checkpoints: pass --resume to continue that run, or choose another directory",
+                dir.display()
+            )));
+        }
+        if resume && config_path.exists() {
+            check_same(&config_path, &config.identity())?;
+        }
+        let mut doc = config.identity();
+        doc["preset"] = serde_json::json!(format!("{model_config:?}"));
+        write_atomic(
+            &config_path,
+            serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+        )?;
+
+        let vars = VarMap::new();
+        let model = Clip::seeded(model_config, &vars, device, config.seed)?;
+        let opt = AdamW::new(named_vars(&vars), config.optimiser(&model_config))?;
+        let mut t = Trainer {
+            config,
+            model_config,
+            dir: dir.to_path_buf(),
+            vars,
+            model,
+            opt,
+            position: Position::default(),
+            device: device.clone(),
+            progress,
+        };
+        if let (true, Some(path)) = (resume, latest) {
+            t.load(&path)?;
+        }
+        t.trim_metrics()?;
+        Ok(t)
+    }
+
+    /// Where the run stands.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Clip {
+        &self.model
+    }
+
+    /// Trains on `shards` until the configured number of steps, or until
+    /// step `stop_at` (a checkpoint is written there, as a job ending at a
+    /// time limit would want).
+    ///
+    /// # Errors
+    /// Tensor errors, unwritable files, or shards too small for one batch.
+    pub fn run(
+        &mut self,
+        shards: &[String],
+        opener: &dyn Opener,
+        stop_at: Option<u64>,
+    ) -> Result<TrainSummary> {
+        let end = stop_at.unwrap_or(self.config.steps).min(self.config.steps);
+        let micro = self.config.batch_size / self.config.accum;
+        let size = self.model_config.vision.image_size() as u32;
+        let mut summary = TrainSummary {
+            position: self.position,
+            loss: f32::NAN,
+            steps_now: 0,
+            skipped: 0,
+        };
+        let metrics_path = self.dir.join("metrics.jsonl");
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(io(&metrics_path))?;
+        self.progress
+            .start("train", self.config.steps, self.position.step);
+        let mut failure: Option<TrainError> = None;
+        while self.position.step < end {
+            let opts = LoaderOptions {
+                size,
+                batch_size: micro,
+                mode: Mode::train(),
+                seed: self.config.seed,
+                shuffle: self.config.shuffle,
+                workers: self.config.workers,
+                skip: self.position.offset,
+                ..LoaderOptions::default()
+            };
+            let mut pending: Vec<Batch> = Vec::new();
+            let mut steps_this_epoch = 0u64;
+            let mut clock = Instant::now();
+            let counts = loader::epoch(shards, opener, &opts, self.position.epoch, |b| {
+                if b.len() < micro {
+                    return true; // the epoch's short tail: dropped
+                }
+                pending.push(b);
+                if pending.len() < self.config.accum {
+                    return true;
+                }
+                let batches = std::mem::take(&mut pending);
+                match self.step(&batches) {
+                    Ok((loss, norm)) => {
+                        let secs = clock.elapsed().as_secs_f64();
+                        clock = Instant::now();
+                        let p = &mut self.position;
+                        p.step += 1;
+                        p.offset = batches.last().map_or(p.offset, |b| b.end);
+                        p.samples += self.config.batch_size as u64;
+                        steps_this_epoch += 1;
+                        summary.steps_now += 1;
+                        summary.loss = loss;
+                        if let Err(e) = self.log(&mut metrics, &metrics_path, loss, norm, secs) {
+                            failure = Some(e);
+                            return false;
+                        }
+                        let at_end = self.position.step >= end;
+                        if (at_end
+                            || self
+                                .position
+                                .step
+                                .is_multiple_of(self.config.checkpoint_every))
+                            && let Err(e) = self.checkpoint()
+                        {
+                            failure = Some(e);
+                            return false;
+                        }
+                        !at_end
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                }
+            });
+            summary.skipped += counts.no_image + counts.no_text + counts.bad_image;
+            if let Some(e) = failure.take() {
+                self.progress.finish();
+                return Err(e);
+            }
+            if self.position.step >= end {
+                break;
+            }
+            if steps_this_epoch == 0 {
+                self.progress.finish();
+                return Err(TrainError::Invalid(format!(
+                    "one epoch of the {} shard(s) gives fewer than {} usable samples (batch size {}): add data or lower --batch-size",
+                    shards.len(),
+                    self.config.batch_size,
+                    self.config.batch_size
+                )));
+            }
+            self.position.epoch += 1;
+            self.position.offset = 0;
+        }
+        self.progress.finish();
+        if self.position.step >= self.config.steps {
+            self.export(&self.dir.join("model.safetensors"))?;
+        }
+        summary.position = self.position;
+        Ok(summary)
+    }
+
+    fn tensors(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
+        let s = self.model_config.vision.image_size();
+        let n = b.len();
+        let images = Tensor::from_slice(&b.images, (n, 3, s, s), &self.device)?;
+        let tokens = Tensor::from_slice(&b.tokens, (n, crate::tokenizer::CONTEXT), &self.device)?;
+        Ok((images, tokens))
+    }
+
+    /// One optimiser step over `batches` (the micro-batches); returns the
+    /// loss and the gradient norm.
+    fn step(&mut self, batches: &[Batch]) -> Result<(f32, f64)> {
+        let m = &self.model;
+        let embed = |images: &Tensor, tokens: &Tensor| -> Result<(Tensor, Tensor)> {
+            let im = l2_normalize(&m.project_image(&m.image_features(images, true)?)?)?;
+            let tx = l2_normalize(&m.encode_text(tokens)?)?;
+            Ok((im, tx))
+        };
+        let inputs = batches
+            .iter()
+            .map(|b| self.tensors(b))
+            .collect::<Result<Vec<_>>>()?;
+        let (loss, grads) = if inputs.len() == 1 {
+            let (im, tx) = embed(&inputs[0].0, &inputs[0].1)?;
+            let loss = contrastive_loss(&im, &tx, &m.logit_scale)?;
+            let grads = loss.backward()?;
+            (loss, grads)
+        } else {
+            let cached = inputs
+                .iter()
+                .map(|(i, t)| {
+                    let (a, b) = embed(i, t)?;
+                    Ok((a.detach(), b.detach()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut total: Option<candle_core::backprop::GradStore> = None;
+            let mut loss = None;
+            for (j, (i, t)) in inputs.iter().enumerate() {
+                let live = embed(i, t)?;
+                let pick = |k: usize, which: usize| -> Tensor {
+                    let pair = if k == j { &live } else { &cached[k] };
+                    if which == 0 {
+                        pair.0.clone()
+                    } else {
+                        pair.1.clone()
+                    }
+                };
+                let ims: Vec<Tensor> = (0..inputs.len()).map(|k| pick(k, 0)).collect();
+                let txs: Vec<Tensor> = (0..inputs.len()).map(|k| pick(k, 1)).collect();
+                // The temperature's gradient is taken once, not once per
+                // micro-batch.
+                let scale = if j == 0 {
+                    m.logit_scale.clone()
+                } else {
+                    m.logit_scale.detach()
+                };
+                let l = contrastive_loss(&Tensor::cat(&ims, 0)?, &Tensor::cat(&txs, 0)?, &scale)?;
+                let g = l.backward()?;
+                total = Some(match total {
+                    None => g,
+                    Some(mut acc) => {
+                        for (_, var) in named_vars(&self.vars) {
+                            if let Some(add) = g.get(var.as_tensor()) {
+                                let sum = match acc.get(var.as_tensor()) {
+                                    Some(have) => (have + add)?,
+                                    None => add.clone(),
+                                };
+                                acc.insert(var.as_tensor(), sum);
+                            }
+                        }
+                        acc
+                    }
+                });
+                loss = Some(l);
+            }
+            (
+                loss.expect("two or more micro-batches"),
+                total.expect("some"),
+            )
+        };
+        let loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !loss.is_finite() {
+            return Err(TrainError::Invalid(format!(
+                "the loss is {loss} at step {}: lower --lr or set --clip-norm",
+                self.position.step + 1
+            )));
+        }
+        let norm = self.opt.step(&grads)?;
+        Ok((loss, norm))
+    }
+
+    fn log(
+        &self,
+        out: &mut std::fs::File,
+        path: &Path,
+        loss: f32,
+        norm: f64,
+        secs: f64,
+    ) -> Result<()> {
+        let p = self.position;
+        let lr = lr_at(&self.config.optimiser(&self.model_config), p.step - 1);
+        let scale = self
+            .model
+            .logit_scale
+            .exp()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        let rate = self.config.batch_size as f64 / secs.max(1e-9);
+        let line = serde_json::json!({
+            "step": p.step,
+            "epoch": p.epoch,
+            "samples": p.samples,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": norm,
+            "logit_scale": scale,
+            "samples_per_s": rate,
+        });
+        writeln!(out, "{line}").map_err(io(path))?;
+        self.progress.advance(1);
+        self.progress
+            .message(&format!("loss {loss:.4} lr {lr:.2e} {rate:.1} samples/s"));
+        Ok(())
+    }
+
+    /// The model's state dict: parameters and buffers under open_clip's
+    /// keys, `num_batches_tracked` as int64 as PyTorch keeps it.
+    fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (name, var) in named_vars(&self.vars)
+            .into_iter()
+            .chain(named_buffers(&self.vars))
+        {
+            let t = var.as_tensor().to_device(&Device::Cpu)?;
+            let t = if name.ends_with(".num_batches_tracked") {
+                t.to_dtype(DType::I64)?
+            } else {
+                t
+            };
+            out.push((name, t));
+        }
+        Ok(out)
+    }
+
+    /// Writes the model alone, with open_clip's state-dict keys, to `path`
+    /// (safetensors, atomically).
+    ///
+    /// # Errors
+    /// Unwritable file.
+    pub fn export(&self, path: &Path) -> Result<()> {
+        let meta = HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            ("wit.model".to_string(), self.config.model.clone()),
+            ("wit.step".to_string(), self.position.step.to_string()),
+        ]);
+        save(path, self.state_dict()?, meta)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let p = self.position;
+        let mut tensors = self.state_dict()?;
+        for (k, t) in self.opt.state() {
+            tensors.push((format!("{OPT_PREFIX}{k}"), t.to_device(&Device::Cpu)?));
+        }
+        let meta = HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            ("wit.model".to_string(), self.config.model.clone()),
+            ("wit.step".to_string(), p.step.to_string()),
+            ("wit.epoch".to_string(), p.epoch.to_string()),
+            ("wit.offset".to_string(), p.offset.to_string()),
+            ("wit.samples".to_string(), p.samples.to_string()),
+            ("wit.seed".to_string(), self.config.seed.to_string()),
+        ]);
+        let dir = self.dir.join(CHECKPOINTS);
+        save(&dir.join(checkpoint_name(p.step)), tensors, meta)?;
+        // Older checkpoints beyond `keep`, newest kept.
+        let mut all = list_checkpoints(&dir)?;
+        all.sort();
+        let excess = all.len().saturating_sub(self.config.keep.max(1));
+        for (_, path) in all.into_iter().take(excess) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+        self.curves()
+    }
+
+    fn load(&mut self, path: &Path) -> Result<()> {
+        let meta = read_metadata(path)?;
+        let num = |k: &str| -> Result<u64> {
+            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                TrainError::Invalid(format!("{}: no {k} in the metadata", path.display()))
+            })
+        };
+        let position = Position {
+            step: num("wit.step")?,
+            epoch: num("wit.epoch")?,
+            offset: num("wit.offset")?,
+            samples: num("wit.samples")?,
+        };
+        let tensors = candle_core::safetensors::load(path, &self.device)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+        for (name, var) in named_vars(&self.vars)
+            .into_iter()
+            .chain(named_buffers(&self.vars))
+        {
+            let t = tensors.get(&name).ok_or_else(|| {
+                TrainError::Invalid(format!("{}: no tensor {name}", path.display()))
+            })?;
+            if t.shape() != var.shape() {
+                return Err(TrainError::Invalid(format!(
+                    "{}: {name} has shape {:?}, the model wants {:?}",
+                    path.display(),
+                    t.shape(),
+                    var.shape()
+                )));
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        self.opt
+            .restore(
+                |k| tensors.get(&format!("{OPT_PREFIX}{k}")).cloned(),
+                position.step,
+            )
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+        self.position = position;
+        Ok(())
+    }
+
+    /// Drops metric lines past the restored step (written after the last
+    /// checkpoint by a run that was then killed).
+    fn trim_metrics(&self) -> Result<()> {
+        let path = self.dir.join("metrics.jsonl");
+        let Ok(f) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        let mut kept = String::new();
+        let mut dropped = false;
+        for line in std::io::BufReader::new(f).lines() {
+            let line = line.map_err(io(&path))?;
+            let step = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["step"].as_u64());
+            match step {
+                Some(s) if s <= self.position.step => {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+                _ => dropped = true,
+            }
+        }
+        if dropped {
+            write_atomic(&path, kept.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Redraws `curves.png` from `metrics.jsonl`.
+    fn curves(&self) -> Result<()> {
+        let path = self.dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let mut loss = Vec::new();
+        let mut lr = Vec::new();
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            let (Some(s), Some(l), Some(r)) =
+                (v["step"].as_f64(), v["loss"].as_f64(), v["lr"].as_f64())
+            else {
+                continue;
+            };
+            loss.push((s, l));
+            lr.push((s, r / self.config.lr.max(f64::MIN_POSITIVE)));
+        }
+        let png = wit_plot::lines(
+            &format!("{}: training loss", self.config.model),
+            "step",
+            "loss; learning rate / peak",
+            &[
+                wit_plot::Series {
+                    name: "contrastive loss",
+                    points: &loss,
+                },
+                wit_plot::Series {
+                    name: "learning rate / peak",
+                    points: &lr,
+                },
+            ],
+            false,
+        )
+        .map_err(|e| TrainError::Invalid(format!("drawing the curves: {e}")))?;
+        write_atomic(&self.dir.join("curves.png"), &png)
+    }
+}
+
+/// The device named `name`: `cpu`, or `cuda` (`cuda:N` for GPU N), which
+/// needs a build with the `cuda` feature.
+///
+/// # Errors
+/// An unknown name, or CUDA without the feature or a GPU.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(n) => n
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        TrainError::Invalid(format!("device {name:?}: use cpu, cuda or cuda:N"))
+                    })?,
+                None => {
+                    return Err(TrainError::Invalid(format!(
+                        "device {name:?}: use cpu, cuda or cuda:N"
+                    )));
+                }
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(TrainError::Invalid(format!(
+                    "device {name}: this wit was built without CUDA; build it with `cargo build --release --features cuda` (../shared/cuda/README.md)"
+                )));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+    }
+}
+
+fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:08}.safetensors")
+}
+
+fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.strip_suffix(".safetensors"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push((step, e.path()));
+        }
+    }
+    Ok(out)
+}
+
+fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list_checkpoints(dir)?
+        .into_iter()
+        .max_by_key(|c| c.0)
+        .map(|c| c.1))
+}
+
+fn check_same(path: &Path, want: &serde_json::Value) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let have: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+    for (k, v) in want.as_object().expect("an object") {
+        if &have[k] != v {
+            return Err(TrainError::Invalid(format!(
+                "{}: the run was started with {k} = {}, not {v}; resume with the same settings",
+                path.display(),
+                have[k]
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `tensors` and `meta` as safetensors to `path`, atomically.
+fn save(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, String>) -> Result<()> {
+    let tmp = tmp_name(path);
+    safetensors::tensor::serialize_to_file(tensors, Some(meta), &tmp)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The `__metadata__` of a safetensors file, read from its header only.
+///
+/// # Errors
+/// An unreadable file or a bad header.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io(path))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(TrainError::Invalid(format!(
+            "{}: not a safetensors file (header of {len} bytes)",
+            path.display()
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(io(path))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| TrainError::Invalid(format!("{}: bad header: {e}", path.display())))?;
+    Ok(v["__metadata__"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
