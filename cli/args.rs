@@ -604,6 +604,10 @@ pub struct TrainArgs {
     /// Where to compute: cpu, or cuda (a build with the cuda feature)
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Compute precision: f32, or bf16 over f32 master weights (CUDA only)
+    /// [default: bf16 on cuda, f32 on cpu]
+    #[arg(long, value_name = "P")]
+    pub precision: Option<String>,
 }
 
 /// `wit eval`

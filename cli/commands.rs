@@ -442,7 +442,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
-    use wit_trainer::train::{TrainConfig, Trainer};
+    use wit_trainer::train::{Precision, TrainConfig, Trainer};
     let model = args.model.replace('/', "-");
     if wit_trainer::model::ClipConfig::preset(&model).is_none() {
         bail!(BadUsage(format!(
@@ -477,6 +477,13 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         config.warmup = w;
     }
     config.clip_norm = args.clip_norm;
+    config.precision = match args.precision.as_deref() {
+        Some("f32") => Precision::F32,
+        Some("bf16") => Precision::Bf16,
+        None if device.is_cpu() => Precision::F32,
+        None => Precision::Bf16,
+        Some(other) => bail!(BadUsage(format!("--precision {other}: use f32 or bf16"))),
+    };
     config.seed = args.seed;
     config.shuffle = args.shuffle;
     config.workers = args

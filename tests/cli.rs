@@ -99,7 +99,13 @@ fn stages_without_input_or_not_built_yet_say_so() {
     // No shards: train says what to run first.
     let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 1, "wit download");
-    let o = run(&["train", "-d", tmp.path().to_str().unwrap(), "--model", "ViT-Q-9"]);
+    let o = run(&[
+        "train",
+        "-d",
+        tmp.path().to_str().unwrap(),
+        "--model",
+        "ViT-Q-9",
+    ]);
     assert_one_line_error(&o, 2, "unknown model");
     // An empty dataset: stats says what to run first.
     let o = run(&["stats", tmp.path().to_str().unwrap()]);

@@ -193,6 +193,19 @@ fn the_export_has_open_clip_keys_and_loads_in_python() {
     ]);
     ok(&o);
     let export = run_dir.join("model.safetensors");
+    // What a CPU build cannot do, it says.
+    let ds = dataset.to_str().unwrap();
+    let other = dir.path().join("other");
+    let other = other.to_str().unwrap();
+    let o = run(&["train", "-d", ds, "--run", other, "--precision", "bf16"]);
+    assert!(
+        stderr(&o).contains("bf16 needs --device cuda"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["train", "-d", ds, "--run", other, "--device", "cuda"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("CUDA"), "{}", stderr(&o));
     let keys: Vec<String> = tensors(&export).into_iter().map(|t| t.0).collect();
     for k in [
         "logit_scale",

@@ -68,6 +68,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
+/// The arithmetic of the forward and backward passes; the weights and the
+/// optimiser always stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// Matrix products and activations in bf16 over f32 master weights
+    /// (layer norms, softmax and the loss in f32); CUDA only, Candle's CPU
+    /// has no bf16 matrix product.
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
 /// The settings of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
@@ -88,6 +109,8 @@ pub struct TrainConfig {
     pub warmup: u64,
     /// Clip the global gradient norm to this, if set.
     pub clip_norm: Option<f64>,
+    /// The compute precision.
+    pub precision: Precision,
     /// Seed of the initialisation, the shard order, the shuffle and the
     /// crops.
     pub seed: u64,
@@ -114,6 +137,7 @@ impl TrainConfig {
             weight_decay: 0.2,
             warmup: 2000.min(steps / 10),
             clip_norm: None,
+            precision: Precision::F32,
             seed: 0,
             shuffle: 1000,
             workers: 2,
@@ -134,6 +158,7 @@ impl TrainConfig {
             "weight_decay": self.weight_decay,
             "warmup": self.warmup,
             "clip_norm": self.clip_norm,
+            "precision": format!("{:?}", self.precision),
             "seed": self.seed,
             "shuffle": self.shuffle,
         })
@@ -231,6 +256,11 @@ impl<'a> Trainer<'a> {
                 "the batch size ({}) must be a positive multiple of the accumulation steps ({})",
                 config.batch_size, config.accum
             )));
+        }
+        if config.precision == Precision::Bf16 && device.is_cpu() {
+            return Err(TrainError::Invalid(
+                "bf16 needs --device cuda: Candle's CPU has no bf16 matrix product; use f32 on a CPU".into(),
+            ));
         }
         if config.steps == 0 {
             return Err(TrainError::Invalid("at least one step is needed".into()));
@@ -404,7 +434,8 @@ impl<'a> Trainer<'a> {
     fn tensors(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
         let s = self.model_config.vision.image_size();
         let n = b.len();
-        let images = Tensor::from_slice(&b.images, (n, 3, s, s), &self.device)?;
+        let images = Tensor::from_slice(&b.images, (n, 3, s, s), &self.device)?
+            .to_dtype(self.config.precision.dtype())?;
         let tokens = Tensor::from_slice(&b.tokens, (n, crate::tokenizer::CONTEXT), &self.device)?;
         Ok((images, tokens))
     }
@@ -412,7 +443,12 @@ impl<'a> Trainer<'a> {
     /// One optimiser step over `batches` (the micro-batches); returns the
     /// loss and the gradient norm.
     fn step(&mut self, batches: &[Batch]) -> Result<(f32, f64)> {
-        let m = &self.model;
+        let compute = match self.config.precision {
+            Precision::F32 => self.model.clone(),
+            // Fresh casts of the master weights, which the last step moved.
+            p => Clip::cast(self.model_config, &self.vars, &self.device, p.dtype())?,
+        };
+        let m = &compute;
         let embed = |images: &Tensor, tokens: &Tensor| -> Result<(Tensor, Tensor)> {
             let im = l2_normalize(&m.project_image(&m.image_features(images, true)?)?)?;
             let tx = l2_normalize(&m.encode_text(tokens)?)?;

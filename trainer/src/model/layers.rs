@@ -4,7 +4,7 @@
 //! norm, batch norm, softmax and the activations are composed from
 //! primitives that have one.
 
-use candle_core::{D, Module, Result, Tensor, Var};
+use candle_core::{D, DType, Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 /// The activation inside Transformer MLPs.
@@ -46,14 +46,19 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// Computed in f32 whatever the input's type (as autocast does), then
+    /// cast back.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
         normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?)?
+            .to_dtype(dtype)
     }
 }
 
@@ -89,9 +94,12 @@ impl BatchNorm {
     }
 
     /// `x`: batch x channels x height x width.
+    /// Computed in f32 whatever the input's type, then cast back.
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = &x.to_dtype(DType::F32)?;
         let c = x.dim(1)?;
-        let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
+        let per_channel = |t: &Tensor| t.to_dtype(DType::F32)?.reshape((1, c, 1, 1));
         let (mean, var) = if train {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -106,7 +114,8 @@ impl BatchNorm {
         x.broadcast_sub(&mean)?
             .broadcast_div(&(var + 1e-5)?.sqrt()?)?
             .broadcast_mul(&per_channel(&self.weight)?)?
-            .broadcast_add(&per_channel(&self.bias)?)
+            .broadcast_add(&per_channel(&self.bias)?)?
+            .to_dtype(dtype)
     }
 
     /// Folds a batch's statistics into the running ones (only when they are
@@ -118,7 +127,7 @@ impl BatchNorm {
         let unbiased = n as f64 / (n.max(2) - 1) as f64;
         let m = 0.1;
         let set = |t: &Tensor, batch: &Tensor| -> Result<()> {
-            let batch = batch.detach().flatten_all()?;
+            let batch = batch.detach().flatten_all()?.to_dtype(t.dtype())?;
             let new = ((t * (1.0 - m))? + (batch * m)?)?;
             Var::from_tensor(t)?.set(&new)
         };
@@ -129,11 +138,13 @@ impl BatchNorm {
 }
 
 /// Softmax over the last dimension, differentiable (the maximum subtracted
-/// for stability is a constant).
+/// for stability is a constant), computed in f32 and cast back.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)
 }
 
 /// log(sum(exp(x))) over the last dimension, kept.

@@ -309,6 +309,33 @@ impl candle_nn::var_builder::SimpleBackend for Seeded {
     }
 }
 
+/// Hands out the variables of a [`VarMap`] cast to the builder's type.
+struct Cast(VarMap);
+
+impl candle_nn::var_builder::SimpleBackend for Cast {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, _: &Device) -> Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, &Device::Cpu)?;
+        if t.shape() != &s {
+            candle_core::bail!("{name}: shape {:?}, asked for {s:?}", t.shape());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> Result<Tensor> {
+        let data = self.0.data().lock().expect("no panics under this lock");
+        match data.get(name) {
+            Some(v) if is_buffer(name) => Ok(v.as_tensor().clone()),
+            Some(v) => v.as_tensor().to_dtype(dtype),
+            None => candle_core::bail!("no variable {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        let data = self.0.data().lock().expect("no panics under this lock");
+        data.contains_key(name)
+    }
+}
+
 /// The image encoder.
 #[derive(Debug, Clone)]
 pub enum Visual {
@@ -387,6 +414,23 @@ impl Clip {
         )
     }
 
+    /// The model of the variables in `vars` (made by [`Clip::fresh`] or
+    /// [`Clip::seeded`]) computing in `dtype`: each parameter is cast on
+    /// the way in, differentiably, so gradients reach the f32 variables
+    /// (master weights, as mixed precision keeps them); batch-norm buffers
+    /// stay f32. Build it again after each optimiser step: the casts are
+    /// copies.
+    ///
+    /// # Errors
+    /// Candle's errors, or a variable missing from `vars`.
+    pub fn cast(config: ClipConfig, vars: &VarMap, device: &Device, dtype: DType) -> Result<Clip> {
+        let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = Box::new(Cast(vars.clone()));
+        Clip::new(
+            config,
+            VarBuilder::from_backend(backend, dtype, device.clone()),
+        )
+    }
+
     /// The image features before projection (what a linear probe reads):
     /// the class token after `ln_post` for a ViT, the attention pool's
     /// output for a ResNet. `train` selects batch statistics in batch norms.
@@ -439,11 +483,12 @@ impl Clip {
     }
 }
 
-/// Rows scaled to unit length.
+/// Rows scaled to unit length, in f32.
 ///
 /// # Errors
 /// Candle's errors.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let x = x.to_dtype(DType::F32)?;
     let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     x.broadcast_div(&n)
 }
@@ -457,7 +502,7 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 pub fn contrastive_loss(images: &Tensor, texts: &Tensor, log_scale: &Tensor) -> Result<Tensor> {
     let logits = images
         .matmul(&texts.t()?)?
-        .broadcast_mul(&log_scale.exp()?)?;
+        .broadcast_mul(&log_scale.to_dtype(images.dtype())?.exp()?)?;
     let n = logits.dim(0)?;
     let labels = Tensor::arange(0u32, n as u32, logits.device())?.reshape((n, 1))?;
     let ce = |l: &Tensor| -> Result<Tensor> {
@@ -734,6 +779,49 @@ mod tests {
                 opt.step(&loss.backward().unwrap()).unwrap();
             }
             assert!(last < 0.05, "{name}: loss {first} -> {last}");
+        }
+    }
+
+    /// Half-precision compute over f32 master weights: every parameter
+    /// still gets a gradient (through the casts), in f32, and steps lower
+    /// the loss. Candle's CPU has no bf16 matrix product, so this runs the
+    /// same path in f16; CUDA runs it in bf16.
+    #[test]
+    fn half_precision_compute_trains_f32_master_weights() {
+        for name in ["tiny", "tiny-RN"] {
+            let c = ClipConfig::preset(name).unwrap();
+            let vars = VarMap::new();
+            Clip::seeded(c, &vars, &Device::Cpu, 1).unwrap();
+            let (images, tokens) = batch(&c, DType::F16, 8);
+            let mut opt = crate::optim::AdamW::new(
+                named_vars(&vars),
+                crate::optim::AdamWConfig {
+                    lr: 2e-3,
+                    warmup: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut losses = Vec::new();
+            for step in 0..25 {
+                let model = Clip::cast(c, &vars, &Device::Cpu, DType::F16).unwrap();
+                let loss = model.loss(&images, &tokens).unwrap();
+                assert_eq!(loss.dtype(), DType::F32);
+                losses.push(loss.to_scalar::<f32>().unwrap());
+                let grads = loss.backward().unwrap();
+                if step == 1 {
+                    for (n, v) in named_vars(&vars) {
+                        assert_eq!(v.dtype(), DType::F32, "{n}");
+                        let g = grads.get(v.as_tensor());
+                        assert!(
+                            g.is_some_and(|g| g.dtype() == DType::F32 && norm(g) > 0.0),
+                            "{name} {n}"
+                        );
+                    }
+                }
+                opt.step(&grads).unwrap();
+            }
+            assert!(losses[24] < losses[0] * 0.5, "{name}: {losses:?}");
         }
     }
 
