@@ -3,6 +3,11 @@
 //! GPU step must not outrun (open_clip's ViT-B/32 on an H200 takes 3,417
 //! samples/s, ../shared/references/gpu-baseline.md).
 //!
+//! Beside it, in the same run: open_clip's pipeline (webdataset, Pillow,
+//! RandomResizedCrop, normalisation) on the same shards in one Python
+//! process (`loader_reference.py`, in the venv the tests make under
+//! ~/.cache/wit/python-venv; skipped with a message where it cannot be made).
+//!
 //! Run: `cargo bench -p wit-trainer --bench loader` (part of `make bench`).
 
 use std::time::Instant;
@@ -41,6 +46,7 @@ fn main() {
         std::fs::write(&path, w.finish().unwrap()).unwrap();
         shards.push(path.display().to_string());
     }
+    let mut per_core = 0.0;
     for workers in [1, 2] {
         let opts = LoaderOptions {
             size: 224,
@@ -52,10 +58,76 @@ fn main() {
         let t = Instant::now();
         let counts = epoch(&shards, &LocalOpener, &opts, 0, |_| true);
         let secs = t.elapsed().as_secs_f64();
+        let rate = counts.samples as f64 / secs;
+        if workers == 1 {
+            per_core = rate;
+        }
         println!(
-            "loader, {workers} worker(s): {} samples in {secs:.2} s: {:.0} samples/s",
-            counts.samples,
-            counts.samples as f64 / secs
+            "loader, {workers} worker(s): {} samples in {secs:.2} s: {rate:.0} samples/s",
+            counts.samples
         );
     }
+    let Some(py) = python() else {
+        println!("python reference: skipped (no venv with webdataset, Pillow and numpy)");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/loader_reference.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args(&shards)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+    let (n, secs) = (f.next().unwrap_or(f64::NAN), f.next().unwrap_or(f64::NAN));
+    if !out.status.success() {
+        println!(
+            "python reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    println!(
+        "python webdataset + Pillow, 1 process: {n} samples in {secs:.2} s: {:.0} samples/s; wit's loader per core: {:.2}x",
+        n / secs,
+        per_core / (n / secs)
+    );
+}
+
+/// The tests' Python venv, with webdataset, Pillow and numpy installed
+/// once; `None` where pip cannot reach a registry.
+fn python() -> Option<std::path::PathBuf> {
+    let venv = std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/wit/python-venv");
+    let py = venv.join("bin/python");
+    let ready = |py: &std::path::Path| {
+        std::process::Command::new(py)
+            .args(["-c", "import webdataset, PIL, numpy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&py) {
+        return Some(py);
+    }
+    let made = py.exists()
+        || std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+    let installed = made
+        && std::process::Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "webdataset",
+                "pillow",
+                "numpy",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    (installed && ready(&py)).then_some(py)
 }

@@ -37,7 +37,9 @@ use wit_contract::Progress;
 use wit_contract::wds::Opener;
 
 use crate::loader::{self, Batch, LoaderOptions, Mode};
-use crate::model::{Clip, ClipConfig, contrastive_loss, l2_normalize, named_buffers, named_vars};
+use crate::model::{
+    Clip, ClipConfig, contrastive_loss, l2_normalize, load_state_dict, named_buffers, named_vars,
+};
 use crate::optim::{AdamW, AdamWConfig, lr_at};
 
 /// What goes wrong in a run.
@@ -636,23 +638,8 @@ impl<'a> Trainer<'a> {
         };
         let tensors = candle_core::safetensors::load(path, &self.device)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
-        for (name, var) in named_vars(&self.vars)
-            .into_iter()
-            .chain(named_buffers(&self.vars))
-        {
-            let t = tensors.get(&name).ok_or_else(|| {
-                TrainError::Invalid(format!("{}: no tensor {name}", path.display()))
-            })?;
-            if t.shape() != var.shape() {
-                return Err(TrainError::Invalid(format!(
-                    "{}: {name} has shape {:?}, the model wants {:?}",
-                    path.display(),
-                    t.shape(),
-                    var.shape()
-                )));
-            }
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
+        load_state_dict(&self.vars, &tensors)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
         self.opt
             .restore(
                 |k| tensors.get(&format!("{OPT_PREFIX}{k}")).cloned(),

@@ -29,6 +29,15 @@ impl Activation {
     }
 }
 
+/// The type half-precision values are widened to for reductions (f32);
+/// other types are kept.
+pub fn wide(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
 /// Layer norm over the last dimension (eps 1e-5), differentiable.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -46,18 +55,17 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
-    /// Computed in f32 whatever the input's type (as autocast does), then
-    /// cast back.
+    /// Half precision is computed in f32 (as autocast does), then cast back.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let x = x.to_dtype(wide(dtype))?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
         normed
-            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
-            .broadcast_add(&self.bias.to_dtype(DType::F32)?)?
+            .broadcast_mul(&self.weight.to_dtype(wide(dtype))?)?
+            .broadcast_add(&self.bias.to_dtype(wide(dtype))?)?
             .to_dtype(dtype)
     }
 }
@@ -94,12 +102,12 @@ impl BatchNorm {
     }
 
     /// `x`: batch x channels x height x width.
-    /// Computed in f32 whatever the input's type, then cast back.
+    /// Half precision is computed in f32, then cast back.
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dtype = x.dtype();
-        let x = &x.to_dtype(DType::F32)?;
+        let x = &x.to_dtype(wide(dtype))?;
         let c = x.dim(1)?;
-        let per_channel = |t: &Tensor| t.to_dtype(DType::F32)?.reshape((1, c, 1, 1));
+        let per_channel = |t: &Tensor| t.to_dtype(wide(dtype))?.reshape((1, c, 1, 1));
         let (mean, var) = if train {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -138,10 +146,11 @@ impl BatchNorm {
 }
 
 /// Softmax over the last dimension, differentiable (the maximum subtracted
-/// for stability is a constant), computed in f32 and cast back.
+/// for stability is a constant), half precision computed in f32 and cast
+/// back.
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
+    let x = x.to_dtype(wide(dtype))?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)

@@ -185,19 +185,30 @@ impl ClipConfig {
         matches!(self.vision, VisionConfig::ResNet(_))
     }
 
-    /// Parameters of the model (buffers not counted, as open_clip's
-    /// profile), computed by building it without allocating weights.
-    pub fn parameter_count(&self) -> usize {
-        let shapes = Shapes::default();
-        let recorded = std::sync::Arc::new(shapes);
+    /// Every state-dict key of the model with its shape, parameters and
+    /// buffers, found by building the model without allocating weights.
+    pub fn state_dict_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let recorded = std::sync::Arc::new(Shapes::default());
         let backend: Box<dyn candle_nn::var_builder::SimpleBackend> =
             Box::new(ArcShapes(recorded.clone()));
         let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
         Clip::new(*self, vb).expect("a model builds from its config");
         let seen = recorded.0.lock().expect("no panics under this lock");
-        seen.iter()
+        let mut out: Vec<(String, Vec<usize>)> = seen
+            .iter()
+            .map(|(name, s)| (name.clone(), s.dims().to_vec()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Parameters of the model (buffers not counted, as open_clip's
+    /// profile).
+    pub fn parameter_count(&self) -> usize {
+        self.state_dict_shapes()
+            .iter()
             .filter(|(name, _)| !is_buffer(name))
-            .map(|(_, s)| s.elem_count())
+            .map(|(_, s)| s.iter().product::<usize>())
             .sum()
     }
 }
@@ -483,12 +494,12 @@ impl Clip {
     }
 }
 
-/// Rows scaled to unit length, in f32.
+/// Rows scaled to unit length (half precision widened to f32).
 ///
 /// # Errors
 /// Candle's errors.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let x = x.to_dtype(DType::F32)?;
+    let x = x.to_dtype(layers::wide(x.dtype()))?;
     let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     x.broadcast_div(&n)
 }
@@ -510,6 +521,33 @@ pub fn contrastive_loss(images: &Tensor, texts: &Tensor, log_scale: &Tensor) -> 
         logp.gather(&labels, 1)?.mean_all()?.neg()
     };
     (ce(&logits)? + ce(&logits.t()?.contiguous()?)?)? / 2.0
+}
+
+/// Sets every parameter and buffer of `vars` from `tensors` (a state dict
+/// under open_clip's keys, such as a checkpoint or an open_clip export):
+/// converted to each variable's type and device; keys `tensors` has beyond
+/// the model's are ignored.
+///
+/// # Errors
+/// A key the model needs that `tensors` lacks, or a shape that differs.
+pub fn load_state_dict(
+    vars: &VarMap,
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    for (name, var) in named_vars(vars).into_iter().chain(named_buffers(vars)) {
+        let Some(t) = tensors.get(&name) else {
+            candle_core::bail!("no tensor {name}");
+        };
+        if t.shape() != var.shape() {
+            candle_core::bail!(
+                "{name} has shape {:?}, the model wants {:?}",
+                t.shape(),
+                var.shape()
+            );
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
 }
 
 fn sorted_vars(vars: &VarMap, buffers: bool) -> Vec<(String, Var)> {
@@ -609,6 +647,43 @@ mod tests {
         let buffers: Vec<String> = named_buffers(&vars).into_iter().map(|v| v.0).collect();
         assert!(buffers.contains(&"visual.layer3.0.bn2.running_var".to_string()));
         assert!(buffers.iter().all(|b| !names.contains(b)));
+    }
+
+    /// Keys and shapes of open_clip's state dicts, from
+    /// `scripts/open-clip-state-dicts.py` (open_clip 3.3.0).
+    #[test]
+    fn state_dicts_equal_open_clips() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/open_clip_state_dicts.json"))
+                .unwrap();
+        for (name, m) in doc["models"].as_object().unwrap() {
+            let c = ClipConfig::preset(name).unwrap();
+            let want: Vec<(String, Vec<usize>)> = m["state_dict"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    let dims = v[0]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize);
+                    (k.clone(), dims.collect())
+                })
+                .collect();
+            let got = c.state_dict_shapes();
+            let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
+            let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{name}: missing {missing:?}, extra {extra:?}"
+            );
+            assert_eq!(
+                c.parameter_count() as u64,
+                m["parameters"].as_u64().unwrap(),
+                "{name}"
+            );
+        }
     }
 
     /// open_clip's `docs/model_profile.csv`, millions of parameters.

@@ -60,9 +60,8 @@ impl VisionTransformer {
     /// The class token after `ln_post`, before the projection: batch x
     /// width (the features a linear probe reads).
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
-        let x = images.conv2d(&self.conv1, 0, self.patch, 1, 1)?; // b, w, g, g
-        let (b, w, g, _) = x.dims4()?;
-        let x = x.reshape((b, w, g * g))?.transpose(1, 2)?; // b, g*g, w
+        let x = self.patches(images)?; // b, g*g, w
+        let (b, _, w) = x.dims3()?;
         let cls = self
             .class_embedding
             .reshape((1, 1, w))?
@@ -73,8 +72,65 @@ impl VisionTransformer {
         self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)
     }
 
+    /// The patch embedding: the same arithmetic as open_clip's stride-p
+    /// convolution `conv1`, written as a reshape and one matrix product,
+    /// because Candle's conv2d backward also computes the (unneeded) input
+    /// gradient with a slow kernel (twice the step time of a ViT-B/32 on an
+    /// H200, ../shared/references/gpu-baseline.md). Returns batch x patches
+    /// x width, patches in row-major grid order.
+    pub fn patches(&self, images: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = images.dims4()?;
+        let p = self.patch;
+        let (gh, gw) = (h / p, w / p);
+        let width = self.conv1.dim(0)?;
+        let x = images
+            .narrow(2, 0, gh * p)?
+            .narrow(3, 0, gw * p)?
+            .reshape((b, c, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, gh * gw, c * p * p))?;
+        let kernel = self.conv1.reshape((width, c * p * p))?;
+        x.broadcast_matmul(&kernel.t()?)
+    }
+
     /// Projects [`VisionTransformer::features`] into the shared space.
     pub fn project(&self, features: &Tensor) -> Result<Tensor> {
         features.matmul(&self.proj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn the_patch_product_equals_the_strided_convolution() {
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
+        let c = VitConfig {
+            image_size: 28,
+            patch_size: 7,
+            transformer: TransformerConfig {
+                width: 8,
+                layers: 1,
+                heads: 2,
+            },
+        };
+        let v = VisionTransformer::new(c, 4, Activation::Gelu, vb).unwrap();
+        let images = Tensor::randn(0f32, 1f32, (2, 3, 28, 28), &Device::Cpu).unwrap();
+        let conv = images.conv2d(&v.conv1, 0, 7, 1, 1).unwrap(); // 2, 8, 4, 4
+        let conv = conv.reshape((2, 8, 16)).unwrap().transpose(1, 2).unwrap();
+        let diff = (v.patches(&images).unwrap() - conv)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 }
