@@ -617,10 +617,38 @@ Evaluate a CLIP checkpoint: zero-shot classification (class names in prompt \
 templates, ensembles averaged in embedding space), linear probes on frozen \
 image features, and image-text retrieval.")]
 pub struct EvalArgs {
-    /// The checkpoint (safetensors)
+    /// The checkpoint (safetensors: a `wit train` checkpoint or model.safetensors,
+    /// or an open_clip/OpenAI state dict converted by scripts/convert-checkpoint.py)
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// An evaluation set: a folder per class, or a WebDataset with a cls field
+    /// The model preset [default: the checkpoint's wit.model metadata]
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Labelled test set: a folder per class (DIR/CLASS/IMAGE), or WebDataset
+    /// shards with a cls field; zero-shot classification and the probe's test set
+    #[arg(long, value_name = "DIR|SHARD", num_args = 1..)]
+    pub data: Vec<String>,
+    /// Class names, one per line (line i names class i); needed for shards
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+    /// Training set of a linear probe on the frozen image features (same
+    /// layouts; a fifth validates the regularisation)
+    #[arg(long, value_name = "DIR|SHARD", num_args = 1..)]
+    pub train: Vec<String>,
+    /// Few-shot probe: training samples per class
+    #[arg(long, value_name = "K")]
+    pub shots: Option<usize>,
+    /// Held-out pairs (shards with txt) for image-text retrieval recall@1/5/10
+    #[arg(long, value_name = "SHARD", num_args = 1..)]
+    pub retrieval: Vec<String>,
+    /// The ensemble's templates, one per line with {} for the class name
+    /// [default: OpenAI's 80 ImageNet templates]
+    #[arg(long, value_name = "FILE")]
+    pub templates: Option<PathBuf>,
+    /// Where eval.json and confusion.png go [default: CHECKPOINT's folder/eval]
     #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    /// Where to compute: cpu, or cuda (a build with the cuda feature)
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
 }

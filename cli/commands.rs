@@ -14,9 +14,9 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, ExtractArgs, MatchArgs,
-    QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg,
-    SqlFormat, StatsArgs, TrainArgs,
+    BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, EvalArgs, ExtractArgs,
+    MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs,
+    ScopeArg, SqlFormat, StatsArgs, TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -33,18 +33,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Download(args) => download(args, &progress),
         Command::Stats(args) => stats(args),
         Command::Train(args) => train(args, &progress),
-        Command::Eval(_) => not_built("eval", 9, "eval"),
+        Command::Eval(args) => eval(args),
         Command::Tokenize => tokenize(),
     }
-}
-
-/// The stages that work today, for the message of those that do not.
-const BUILT: &str = "`wit queries build`, `wit queries import`, `wit crawl`, `wit extract`, `wit match`, `wit balance`, `wit download`, `wit stats`, `wit train`";
-
-fn not_built(command: &str, issue: u32, title: &str) -> Result<()> {
-    bail!(
-        "`wit {command}` is not built yet (planned in issue {issue}, {title}); the stages built so far are {BUILT}"
-    )
 }
 
 fn run_options<'a>(run: &RunArgs, progress: &'a dyn Progress) -> Result<RunOptions<'a>> {
@@ -506,5 +497,62 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         summary.skipped,
         run_dir.display()
     );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    use wit_trainer::eval::{self, EvalSpec, data::read_class_names, zeroshot};
+    if args.data.is_empty() && args.retrieval.is_empty() {
+        bail!(BadUsage(
+            "nothing to evaluate: give --data (zero-shot, and the probe's test set with --train) or --retrieval".into()
+        ));
+    }
+    if !args.train.is_empty() && args.data.is_empty() {
+        bail!(BadUsage(
+            "--train needs --data, the probe's test set".into()
+        ));
+    }
+    let device = wit_trainer::train::device(&args.device)?;
+    let model = eval::load_model(&args.checkpoint, args.model.as_deref(), &device)?;
+    let templates = match &args.templates {
+        Some(f) => read_class_names(f)?,
+        None => zeroshot::openai_imagenet_templates(),
+    };
+    let spec = EvalSpec {
+        data: args.data.clone(),
+        classes: args.classes.as_deref().map(read_class_names).transpose()?,
+        train: (!args.train.is_empty()).then(|| args.train.clone()),
+        shots: args.shots,
+        retrieval: (!args.retrieval.is_empty()).then(|| args.retrieval.clone()),
+        templates,
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let report = eval::evaluate(&model, &spec, &device)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        args.checkpoint
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("eval")
+    });
+    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    let json = out.join("eval.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report.to_json())?)
+        .with_context(|| json.display().to_string())?;
+    let shown = report
+        .ensemble
+        .as_ref()
+        .map(|s| ("zero-shot confusion", s))
+        .or(report
+            .probe
+            .as_ref()
+            .map(|p| ("linear-probe confusion", &p.test)));
+    if let Some((title, s)) = shown {
+        let png = wit_plot::heatmap(title, &report.classes, &s.confusion)
+            .map_err(|e| anyhow::anyhow!("drawing the confusion matrix: {e}"))?;
+        let path = out.join("confusion.png");
+        std::fs::write(&path, png).with_context(|| path.display().to_string())?;
+    }
+    print!("{}", report.to_table());
+    println!("eval: results in {}", out.display());
     Ok(())
 }

@@ -92,10 +92,12 @@ fn missing_input_exits_2_naming_it() {
 }
 
 #[test]
-fn stages_without_input_or_not_built_yet_say_so() {
+fn stages_without_input_say_so() {
     let tmp = tempfile::tempdir().unwrap();
     let o = run(&["eval", "--checkpoint", "x.safetensors"]);
-    assert_one_line_error(&o, 1, "not built yet");
+    assert_one_line_error(&o, 2, "nothing to evaluate");
+    let o = run(&["eval", "--checkpoint", "x.safetensors", "--data", "d"]);
+    assert_one_line_error(&o, 1, "x.safetensors");
     // No shards: train says what to run first.
     let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
     assert_one_line_error(&o, 1, "wit download");

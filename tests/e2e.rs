@@ -10,6 +10,7 @@ mod compat;
 mod crawl;
 mod docs;
 mod download;
+mod eval;
 mod extract;
 mod queries;
 mod resume;

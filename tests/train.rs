@@ -9,7 +9,7 @@ use crate::util::{ok, python_with, run, stderr};
 
 /// Shards of `n` captioned images of `side` pixels in DATASET/shards/, plus
 /// one sample with an undecodable image and one without a caption.
-fn write_shards(dataset: &Path, n: u32, side: u32) {
+pub(crate) fn write_shards(dataset: &Path, n: u32, side: u32) {
     let dir = dataset.join("shards");
     std::fs::create_dir_all(&dir).unwrap();
     let colours = ["red", "green", "blue", "yellow", "purple", "orange"];

@@ -143,6 +143,65 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: 
     })
 }
 
+/// A matrix of counts as a grid of shaded cells (a confusion matrix: rows
+/// the truth, columns the prediction), each row shaded relative to its own
+/// total; labels on the axes when there are at most 30 of them.
+///
+/// # Errors
+/// The drawing's error, as text.
+pub fn heatmap(title: &str, labels: &[String], counts: &[Vec<u32>]) -> Drawn {
+    let n = counts.len().max(1);
+    draw(|root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(if n <= 30 { 90 } else { 30 })
+            .y_label_area_size(if n <= 30 { 110 } else { 40 })
+            .build_cartesian_2d(0..n, 0..n)
+            .map_err(|x| e(&x))?;
+        let name = |v: &usize| {
+            if n <= 30 {
+                labels.get(*v).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_labels(n.min(30))
+            .y_labels(n.min(30))
+            .x_label_formatter(&name)
+            .y_label_formatter(&|v| {
+                if n > *v {
+                    name(&(n - 1 - v))
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let cells = counts.iter().enumerate().flat_map(|(i, row)| {
+            let total = row.iter().sum::<u32>().max(1) as f64;
+            row.iter().enumerate().map(move |(j, &c)| {
+                let shade = (255.0 * (1.0 - c as f64 / total)) as u8;
+                // The first row at the top.
+                let y = n - 1 - i;
+                Rectangle::new(
+                    [(j, y), (j + 1, y + 1)],
+                    RGBColor(shade, shade, 255).filled(),
+                )
+            })
+        });
+        chart.draw_series(cells).map_err(|x| e(&x))?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +239,19 @@ mod tests {
         }
         // No points at all still draws axes.
         lines("empty", "x", "y", &[], false).unwrap();
+    }
+
+    #[test]
+    fn a_heatmap_shades_the_diagonal_darkest() {
+        let labels: Vec<String> = ["cat", "dog", "bird"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let counts = vec![vec![9, 1, 0], vec![2, 8, 0], vec![0, 0, 10]];
+        let png = heatmap("confusion", &labels, &counts).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        // The darkest blue cells (a full row in one cell: 0, 0, 255) exist.
+        let full = img.pixels().filter(|p| p.0 == [0, 0, 255]).count();
+        assert!(full > 1000, "{full}");
     }
 }

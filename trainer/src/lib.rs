@@ -12,6 +12,10 @@
 //! `wit train` and `wit eval` say they are not built yet.
 #![deny(missing_docs)]
 
+pub use error::{Error, Result};
+
+mod error;
+pub mod eval;
 pub mod loader;
 pub mod model;
 pub mod optim;

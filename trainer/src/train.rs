@@ -42,33 +42,7 @@ use crate::model::{
 };
 use crate::optim::{AdamW, AdamWConfig, lr_at};
 
-/// What goes wrong in a run.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// A file of the run could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A tensor operation failed.
-    #[error("{0}")]
-    Candle(#[from] candle_core::Error),
-    /// The settings, the data or the run directory do not allow training.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-type Result<T> = std::result::Result<T, TrainError>;
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use crate::error::{Error as TrainError, Result, io};
 
 /// The arithmetic of the forward and backward passes; the weights and the
 /// optimiser always stay f32.

@@ -1,0 +1,151 @@
+//! `wit eval` on a model `wit train` made: zero-shot (single prompt and
+//! ensemble), a linear probe and retrieval, over a folder-per-class set and
+//! WebDataset shards with `cls` (../shared/data's MNIST sample where it
+//! exists); the table, eval.json and confusion.png.
+
+use std::path::Path;
+
+use crate::train::write_shards;
+use crate::util::{ok, run};
+
+fn square(path: &Path, rgb: [u8; 3], k: u32) {
+    let img = image::RgbImage::from_fn(40, 40, |x, y| {
+        let stripe = ((x / 5 + y / 5 + k) % 2) as u8;
+        image::Rgb([
+            rgb[0] / (1 + stripe),
+            rgb[1] / (1 + stripe),
+            rgb[2] / (1 + stripe),
+        ])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn zero_shot_probe_and_retrieval_on_a_trained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    write_shards(&dataset, 16, 40);
+    let run_dir = dir.path().join("r");
+    ok(&run(&[
+        "train",
+        "-d",
+        dataset.to_str().unwrap(),
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+    ]));
+    // Class folders: train/ and test/, three colours.
+    let colours = [
+        ("red", [220, 30, 30]),
+        ("green", [30, 200, 30]),
+        ("blue", [30, 30, 220]),
+    ];
+    for split in ["train", "test"] {
+        for (name, rgb) in colours {
+            let d = dir.path().join(split).join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..6 {
+                square(&d.join(format!("{k}.png")), rgb, k);
+            }
+        }
+    }
+    std::fs::write(dir.path().join("test/blue/broken.png"), b"not a png").unwrap();
+    let out = dir.path().join("eval");
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        run_dir.join("model.safetensors").to_str().unwrap(),
+        "--data",
+        dir.path().join("test").to_str().unwrap(),
+        "--train",
+        dir.path().join("train").to_str().unwrap(),
+        "--retrieval",
+        dataset.join("shards/00000.tar").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let table = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "zero-shot, \"a photo of a {}.\"",
+        "zero-shot, 80 templates",
+        "linear probe",
+        "chance (3 classes)",
+        "33.33%",
+        "R@10",
+        "3 sample(s) skipped",
+    ] {
+        assert!(table.contains(want), "{want} in\n{table}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["classes"],
+        serde_json::json!(["blue", "green", "red"])
+    );
+    assert_eq!(report["zero_shot"]["ensemble"]["n"], 18);
+    assert_eq!(report["zero_shot"]["templates"], 80);
+    let probe = report["linear_probe"]["test"]["top1"].as_f64().unwrap();
+    // Solid colours are separable on any features.
+    assert!(probe > 0.9, "probe top-1 {probe}");
+    assert_eq!(report["retrieval"]["n"], 8);
+    let confusion = &report["zero_shot"]["ensemble"]["confusion"];
+    let total: u64 = confusion
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 18);
+    assert!(image::open(out.join("confusion.png")).unwrap().width() > 100);
+
+    // WebDataset shards with cls: the MNIST sample of ../shared/data.
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/webdataset/sample.tgz");
+    if !mnist.exists() {
+        eprintln!("SKIP: {} is absent", mnist.display());
+        return;
+    }
+    let names = dir.path().join("digits.txt");
+    std::fs::write(
+        &names,
+        (0..10)
+            .map(|d| format!("the number {d}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        run_dir.join("model.safetensors").to_str().unwrap(),
+        "--data",
+        mnist.to_str().unwrap(),
+        "--classes",
+        names.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["zero_shot"]["single_prompt"]["n"], 90);
+    assert_eq!(report["classes"].as_array().unwrap().len(), 10);
+    // Without class names, shards are refused with a message.
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        run_dir.join("model.safetensors").to_str().unwrap(),
+        "--data",
+        mnist.to_str().unwrap(),
+    ]);
+    assert!(
+        crate::util::stderr(&o).contains("class-names file"),
+        "{}",
+        crate::util::stderr(&o)
+    );
+}

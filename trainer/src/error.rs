@@ -1,0 +1,33 @@
+//! The crate's error: what goes wrong in training or evaluation.
+
+use std::path::{Path, PathBuf};
+
+/// What goes wrong in a run or an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A tensor operation failed.
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+    /// The settings, the data or a directory do not allow the work.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// This crate's results.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Maps an I/O error on `path` to [`Error::Io`].
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
