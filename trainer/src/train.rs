@@ -387,7 +387,9 @@ impl<'a> Trainer<'a> {
             if self.position.step >= end {
                 break;
             }
-            if steps_this_epoch == 0 {
+            // A resumed epoch may have had nothing left after its offset; a
+            // whole epoch without one step means the data is too small.
+            if steps_this_epoch == 0 && opts.skip == 0 {
                 self.progress.finish();
                 return Err(TrainError::Invalid(format!(
                     "one epoch of the {} shard(s) gives fewer than {} usable samples (batch size {}): add data or lower --batch-size",

@@ -74,16 +74,20 @@ fn check(name: &str, vision: VisionConfig) {
 
     let image = model.encode_image(images).unwrap();
     let e = relative_error(&image, &f["output.image"]);
+    eprintln!("{name}: image embeddings, relative error {e:.1e}");
     assert!(e < 1e-4, "{name}: image embeddings differ by {e:e}");
     let text = model.encode_text(&tokens).unwrap();
     let e = relative_error(&text, &f["output.text"]);
+    eprintln!("{name}: text embeddings, relative error {e:.1e}");
     assert!(e < 1e-4, "{name}: text embeddings differ by {e:e}");
 
     let loss = model.loss(images, &tokens).unwrap();
     let e = relative_error(&loss, &f["output.loss"]);
+    eprintln!("{name}: loss, relative error {e:.1e}");
     assert!(e < 1e-5, "{name}: loss differs by {e:e}");
     let grads = loss.backward().unwrap();
     let mut compared = 0;
+    let mut worst = 0f64;
     for (key, var) in named_vars(&vars) {
         let want = &f[&format!("grad.{key}")];
         let got = grads
@@ -91,8 +95,10 @@ fn check(name: &str, vision: VisionConfig) {
             .unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
         let e = relative_error(got, want);
         assert!(e < 1e-3, "{name}: gradient of {key} differs by {e:e}");
+        worst = worst.max(e);
         compared += 1;
     }
+    eprintln!("{name}: {compared} gradients, worst relative error {worst:.1e}");
     let expected = f.keys().filter(|k| k.starts_with("grad.")).count();
     assert_eq!(compared, expected, "{name}: every parameter open_clip has");
 }
