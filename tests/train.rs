@@ -10,6 +10,10 @@ use crate::util::{ok, python_with, run, stderr};
 /// Shards of `n` captioned images of `side` pixels in DATASET/shards/, plus
 /// one sample with an undecodable image and one without a caption.
 pub(crate) fn write_shards(dataset: &Path, n: u32, side: u32) {
+    write_shards_with(dataset, n, side, true);
+}
+
+fn write_shards_with(dataset: &Path, n: u32, side: u32, damaged: bool) {
     let dir = dataset.join("shards");
     std::fs::create_dir_all(&dir).unwrap();
     let colours = ["red", "green", "blue", "yellow", "purple", "orange"];
@@ -42,7 +46,7 @@ pub(crate) fn write_shards(dataset: &Path, n: u32, side: u32) {
             )
             .unwrap();
         }
-        if s == 0 {
+        if s == 0 && damaged {
             w.write(
                 "000000998",
                 &[
@@ -247,4 +251,53 @@ print(len(sd))
     );
     let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(n, keys.len());
+}
+
+/// A checkpoint taken when the step used the epoch's last sample: the
+/// resumed run finds nothing left in that epoch and goes on to the next.
+#[test]
+fn a_run_stopped_at_the_end_of_an_epoch_resumes_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    // 16 samples, batches of 8: two steps use the whole epoch.
+    write_shards_with(&dataset, 16, 40, false);
+    let args = |run_dir: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "-d",
+            dataset.to_str().unwrap(),
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--model",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let call = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let whole = dir.path().join("whole");
+    ok(&call(args(&whole, &[])));
+    let parted = dir.path().join("parted");
+    ok(&call(args(&parted, &["--stop-at", "2"])));
+    let meta = std::fs::read(parted.join("checkpoints/step-00000002.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(meta[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&meta[8..8 + header_len]).unwrap();
+    assert_eq!(
+        header["__metadata__"]["wit.offset"], "16",
+        "the whole epoch consumed"
+    );
+    ok(&call(args(&parted, &["--resume"])));
+    let m = metrics(&parted);
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[2]["epoch"], 1);
+    assert_eq!(metrics(&whole), m);
 }
