@@ -13,6 +13,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A file written through the data contract failed.
+    #[error("{0}")]
+    Contract(#[from] wit_contract::Error),
     /// A tensor operation failed.
     #[error("{0}")]
     Candle(#[from] candle_core::Error),

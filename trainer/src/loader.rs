@@ -31,6 +31,9 @@ pub const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI's per-channel standard deviation (RGB).
 pub const STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
+/// The WebDataset fields that hold a sample's image, in the order looked up.
+pub const IMAGE_FIELDS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
 /// Largest image decoded.
 const MAX_PIXELS: u64 = 64 << 20;
 
@@ -271,22 +274,24 @@ pub fn epoch(
 type Prepared = Result<(String, Vec<f32>, [u32; CONTEXT]), &'static str>;
 
 fn prepare(s: &Sample, opts: &LoaderOptions, epoch: u64, tokenizer: &Tokenizer) -> Prepared {
-    let Some(img) = ["jpg", "jpeg", "png", "webp"]
-        .iter()
-        .find_map(|k| s.fields.get(*k))
-    else {
+    let Some(img) = IMAGE_FIELDS.iter().find_map(|k| s.fields.get(*k)) else {
         return Err("no_image");
     };
     let Some(text) = s.fields.get("txt") else {
         return Err("no_text");
     };
-    let key_hash = s.key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let key_hash = fnv1a(&s.key);
     let seed = opts.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key_hash;
     let pixels = preprocess(img, opts.size, opts.mode, seed).map_err(|_| "bad_image")?;
     let tokens = tokenizer.context(&String::from_utf8_lossy(text));
     Ok((s.key.clone(), pixels, tokens))
+}
+
+/// FNV-1a of `s`: the per-sample (and per-parameter) part of a seed.
+pub(crate) fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Puts results back in stream order and hands out batches.

@@ -449,6 +449,7 @@ impl<'a> Trainer<'a> {
                     Ok((a.detach(), b.detach()))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let params = named_vars(&self.vars);
             let mut total: Option<candle_core::backprop::GradStore> = None;
             let mut loss = None;
             for (j, (i, t)) in inputs.iter().enumerate() {
@@ -475,7 +476,7 @@ impl<'a> Trainer<'a> {
                 total = Some(match total {
                     None => g,
                     Some(mut acc) => {
-                        for (_, var) in named_vars(&self.vars) {
+                        for (_, var) in &params {
                             if let Some(add) = g.get(var.as_tensor()) {
                                 let sum = match acc.get(var.as_tensor()) {
                                     Some(have) => (have + add)?,
@@ -770,20 +771,16 @@ fn check_same(path: &Path, want: &serde_json::Value) -> Result<()> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    Ok(wit_contract::manifest::write_atomic(path, bytes)?)
 }
 
-fn tmp_name(path: &Path) -> PathBuf {
+/// Writes `tensors` and `meta` as safetensors to `path`, atomically: streamed
+/// to a temporary name, then renamed (a checkpoint can be gigabytes, so
+/// not through [`write_atomic`], which takes the bytes in memory).
+fn save(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, String>) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes `tensors` and `meta` as safetensors to `path`, atomically.
-fn save(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, String>) -> Result<()> {
-    let tmp = tmp_name(path);
+    let tmp = path.with_file_name(name);
     safetensors::tensor::serialize_to_file(tensors, Some(meta), &tmp)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(io(path))

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 
 use super::FeatureSet;
 use crate::error::{Error, Result, io};
-use crate::loader::{Mode, preprocess};
+use crate::loader::{IMAGE_FIELDS, Mode, preprocess};
 use crate::model::{Clip, l2_normalize};
 
 /// One evaluation sample.
@@ -34,12 +34,9 @@ pub struct Item {
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        matches!(
-            e.to_ascii_lowercase().as_str(),
-            "jpg" | "jpeg" | "png" | "webp"
-        )
-    })
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_FIELDS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// The class folders of `root`, sorted, each with its images (sorted).
@@ -127,10 +124,7 @@ pub fn for_each_item(source: &[String], mut each: impl FnMut(Item)) -> Result<(V
                 damaged += 1;
                 return;
             };
-            let Some(image) = ["jpg", "jpeg", "png", "webp"]
-                .iter()
-                .find_map(|k| s.fields.get(*k))
-            else {
+            let Some(image) = IMAGE_FIELDS.iter().find_map(|k| s.fields.get(*k)) else {
                 damaged += 1;
                 return;
             };

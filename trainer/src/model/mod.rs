@@ -283,9 +283,7 @@ impl candle_nn::var_builder::SimpleBackend for Seeded {
         let values: Vec<f32> = match init {
             Init::Const(c) => vec![c as f32; n],
             Init::Randn { mean, stdev } => {
-                let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-                });
+                let h = crate::loader::fnv1a(name);
                 let mut rng = wit_contract::wds::SplitMix64::new(self.seed ^ h);
                 let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
                 (0..n)
