@@ -74,6 +74,12 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a CLIP checkpoint: zero-shot, linear probe, retrieval
     Eval(EvalArgs),
+    /// What each stage of a dataset directory has done: state, counts, time,
+    /// training runs and evaluation figures
+    Status(StatusArgs),
+    /// Generate (and serve) the synthetic web that `make train` crawls
+    #[command(name = "demo-web", long_about = DEMO_WEB_ABOUT)]
+    DemoWeb(DemoWebArgs),
     /// Print CLIP's token ids of each line of stdin (open_clip's tokenizer)
     #[command(long_about = "\
 Read text lines on stdin and print, per line, the JSON array of its 77 CLIP \
@@ -81,6 +87,66 @@ context ids: <start_of_text>, the byte-level BPE ids of the cleaned, lowercased 
 text, <end_of_text>, truncated keeping the end token, zero-padded. The same ids \
 as open_clip's tokenizer.")]
     Tokenize,
+}
+
+const DEMO_WEB_ABOUT: &str = "\
+Generate the synthetic web that `make train` crawls, and serve it on 127.0.0.1.
+
+A few thousand linked pages (some in German, French or Spanish, some under \
+/private/ which robots.txt disallows, broken links and images, decorative \
+images, file names as alt texts, figures with captions) whose images are \
+drawn from compositional concepts: circles, squares, triangles, stars, hearts \
+and crosses in nine colours, plain, striped, dotted or checkered, small or \
+large, one to three of them, on a beach, in a forest, in the snow, at night \
+or on a plain backdrop, described in varied, noisy captions. A third of the \
+colour-shape pairs never appear on the site: OUT/eval/{train,test}/ holds \
+images of exactly those, a folder per class, for zero-shot evaluation and \
+linear probes (`wit eval --data OUT/eval/test --train OUT/eval/train`).
+
+Writes OUT/site/ (the served files), OUT/eval/ and OUT/site.json; run again \
+with the same options, it reuses them. With --serve it then serves OUT/site/ \
+until killed.";
+
+/// `wit status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The dataset directory
+    #[arg(value_name = "DATASET")]
+    pub dataset: PathBuf,
+}
+
+/// `wit demo-web`
+#[derive(Debug, Args)]
+pub struct DemoWebArgs {
+    /// Where the site and the evaluation images go
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Pages with images
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub pages: usize,
+    /// Seeds every random choice (the same seed gives the same site)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Width and height of the drawings, in pixels
+    #[arg(long, value_name = "PX", default_value_t = 64)]
+    pub image_size: u32,
+    /// Evaluation images per held-out class, in each of train and test
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub eval_per_class: usize,
+    /// After generating, serve OUT/site/ until killed
+    #[arg(long)]
+    pub serve: bool,
+    /// The address to serve on
+    #[arg(
+        long,
+        value_name = "IP",
+        default_value = "127.0.0.1",
+        requires = "serve"
+    )]
+    pub host: std::net::IpAddr,
+    /// The port to serve on (0: any free port, printed)
+    #[arg(long, value_name = "PORT", default_value_t = 8917, requires = "serve")]
+    pub port: u16,
 }
 
 /// Options shared by every stage that runs in parts.
@@ -197,6 +263,10 @@ pub struct QueriesBuildArgs {
     /// Leave out MetaCLIP's seed entries, the numbers "0" to "99"
     #[arg(long)]
     pub no_seed_numbers: bool,
+    /// A query list (JSON array or one per line) put first, before every
+    /// other source and outside their budgets; repeatable
+    #[arg(long, value_name = "FILE")]
+    pub include: Vec<PathBuf>,
     /// Memory for counting, in MiB, over all threads; counts beyond it are
     /// spilled to disk and merged
     #[arg(long, value_name = "MIB", default_value_t = 4096)]

@@ -14,9 +14,9 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, Cli, Command, CrawlArgs, DownloadArgs, EncodeArg, EvalArgs, ExtractArgs,
-    MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs,
-    ScopeArg, SqlFormat, StatsArgs, TrainArgs,
+    BalanceArgs, Cli, Command, CrawlArgs, DemoWebArgs, DownloadArgs, EncodeArg, EvalArgs,
+    ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg,
+    RunArgs, ScopeArg, SqlFormat, StatsArgs, TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -34,6 +34,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => stats(args),
         Command::Train(args) => train(args, &progress),
         Command::Eval(args) => eval(args),
+        Command::Status(args) => {
+            print!("{}", crate::status::report(&args.dataset)?);
+            Ok(())
+        }
+        Command::DemoWeb(args) => demo_web(args),
         Command::Tokenize => tokenize(),
     }
 }
@@ -103,6 +108,7 @@ fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> 
         corpus: args.corpus,
         pageviews: args.pageviews,
         titles: args.titles,
+        include: args.include,
         seed_numbers: !args.no_seed_numbers,
         ngrams: NgramOptions {
             min_count: args.min_count,
@@ -554,5 +560,51 @@ fn eval(args: EvalArgs) -> Result<()> {
     }
     print!("{}", report.to_table());
     println!("eval: results in {}", out.display());
+    Ok(())
+}
+
+fn demo_web(args: DemoWebArgs) -> Result<()> {
+    let options = wit_demo::SiteOptions {
+        pages: args.pages,
+        seed: args.seed,
+        image_size: args.image_size,
+        eval_per_class: args.eval_per_class,
+    };
+    let started = std::time::Instant::now();
+    let (s, made) = wit_demo::generate(&args.out, &options)?;
+    let verb = if made { "generated" } else { "reused" };
+    tracing::info!(
+        "demo-web: {verb} {} in {:.1}s: {} pages ({} in other languages, {} disallowed by robots.txt), \
+         {} images ({} truncated), {} image tags ({} broken, {} with a file name as alt, {} figures), \
+         {} decorative, {} broken links; {} held-out classes with {} + {} evaluation images",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        s.pages,
+        s.pages_other_languages,
+        s.pages_disallowed,
+        s.images,
+        s.corrupt_images,
+        s.image_tags,
+        s.broken_image_tags,
+        s.file_name_alts,
+        s.figures,
+        s.decorative_tags,
+        s.broken_links,
+        s.eval_classes,
+        s.eval_train_images,
+        s.eval_test_images,
+    );
+    if !args.serve {
+        return Ok(());
+    }
+    let root = wit_demo::site_dir(&args.out);
+    let addr = std::net::SocketAddr::new(args.host, args.port);
+    let server = wit_demo::Server::start(root, addr)
+        .with_context(|| format!("demo-web: cannot serve on {addr}"))?;
+    // The URL on stdout, alone on its line, for scripts to read.
+    println!("http://{}/", server.addr());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    server.wait();
     Ok(())
 }

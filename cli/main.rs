@@ -2,13 +2,15 @@
 //!
 //! This binary only wires the stage libraries together: it parses flags and
 //! the config file (`args.rs`, `config.rs`), sets up logs and progress
-//! (`ui.rs`), turns arguments into library calls (`commands.rs`), and maps
+//! (`ui.rs`), turns arguments into library calls (`commands.rs`), reports a
+//! dataset directory's state (`status.rs`), and maps
 //! errors to exit codes: 0 done, 1 failed, 2 bad usage or bad input. Every
 //! error is printed on one line that names the input it is about.
 
 mod args;
 mod commands;
 mod config;
+mod status;
 mod ui;
 
 use std::ffi::OsString;

@@ -1,32 +1,130 @@
 #!/usr/bin/env bash
-# `make train`: run every built stage of the pipeline on the embedded default,
-# under one output directory, and say what each did. Stages finished by an
-# earlier run are reused (the stage runner skips complete parts).
+# `make train`: the whole pipeline on the embedded default, under one output
+# directory ($RUN_DIR, runs/demo by default), with no network but 127.0.0.1:
 #
-# Stages that are not built yet are reported and the run stops there: the
-# full path (a synthetic web served on 127.0.0.1, crawl, match, balance,
-# download, stats, training and evaluation) is completed stage by stage.
+#   demo-web   generate the synthetic web and serve it on 127.0.0.1:$DEMO_PORT
+#   queries    the demo vocabulary (scripts/demo-queries.txt), plus WordNet
+#              where it is installed (/usr/share/wordnet)
+#   crawl      the synthetic web, robots.txt obeyed
+#   match      captions containing a query, English pages only
+#   balance    at most $DEMO_T pairs per query
+#   download   the images, into WebDataset shards
+#   stats      the funnel and the balance, report.html
+#   train      a tiny CLIP for $DEMO_STEPS steps
+#   eval       zero-shot on the held-out colour-shape pairs (one prompt and
+#              an ensemble) and a linear probe
+#
+# A second run reuses every finished stage. Variables: WIT (the binary),
+# RUN_DIR, DEMO_PAGES, DEMO_EVAL_PER_CLASS, DEMO_PORT, DEMO_T, DEMO_MODEL, DEMO_STEPS, DEMO_BATCH,
+# DEMO_DEVICE (cuda where wit was built with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WIT=${WIT:-target/release/wit}
 RUN_DIR=${RUN_DIR:-runs/demo}
+DEMO_PAGES=${DEMO_PAGES:-2000}
+DEMO_EVAL_PER_CLASS=${DEMO_EVAL_PER_CLASS:-20}
+DEMO_PORT=${DEMO_PORT:-8917}
+DEMO_T=${DEMO_T:-250}
+DEMO_MODEL=${DEMO_MODEL:-demo}
+DEMO_STEPS=${DEMO_STEPS:-1500}
+DEMO_BATCH=${DEMO_BATCH:-64}
+DEMO_DEVICE=${DEMO_DEVICE:-cpu}
 mkdir -p "$RUN_DIR"
+WEB="$RUN_DIR/web"
+TRAIN_RUN="$RUN_DIR/runs/$DEMO_MODEL"
+TIMES="$RUN_DIR/times.tsv"
+: > "$TIMES"
 t0=$(date +%s)
 
-step() { echo; echo "== $*"; }
-
-step "queries: import the demo vocabulary (scripts/demo-queries.txt)"
-"$WIT" queries import scripts/demo-queries.txt --dataset "$RUN_DIR"
-
-step "crawl: the synthetic web on 127.0.0.1"
-# The synthetic web (`wit demo-web`, issue 10) is what the crawl reads; until it
-# exists the run stops here. The stages after it (crawl, match, balance,
-# download, stats, tokenize) are built and tested on their own: see README.md.
-if ! "$WIT" demo-web --help >/dev/null 2>&1; then
-    echo "stopped: the synthetic web to crawl (wit demo-web) is not built yet (issue 10)"
+# Runs one stage, says what it is, and records its wall time.
+stage() {
+    local name=$1
+    shift
     echo
-    echo "summary ($(( $(date +%s) - t0 ))s):"
-    echo "  queries: $(grep -o '"queries": [0-9]*' "$RUN_DIR/queries/_manifest.json" | head -1 | grep -o '[0-9]*$') queries in $RUN_DIR/queries/"
-    echo "  the demo web, and training on it, come next; nothing more to run."
-    exit 0
-fi
+    echo "== $name"
+    local start
+    start=$(date +%s)
+    "$@"
+    printf '%s\t%s\n' "$name" "$(( $(date +%s) - start ))" >> "$TIMES"
+}
+
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+serve() {
+    local web=(demo-web --out "$WEB" --pages "$DEMO_PAGES" --eval-per-class "$DEMO_EVAL_PER_CLASS")
+    "$WIT" "${web[@]}"
+    "$WIT" -q "${web[@]}" --serve --port "$DEMO_PORT" &
+    server_pid=$!
+    # Wait until it accepts connections (bash's /dev/tcp: no curl needed).
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$DEMO_PORT") 2>/dev/null; then
+            echo "serving http://127.0.0.1:$DEMO_PORT/ (pid $server_pid)"
+            return 0
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "error: the demo web could not be served on port $DEMO_PORT (DEMO_PORT=... picks another)" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "error: the demo web did not start on port $DEMO_PORT" >&2
+    return 1
+}
+
+queries() {
+    if [ -d /usr/share/wordnet ]; then
+        "$WIT" queries build --wordnet /usr/share/wordnet --include scripts/demo-queries.txt --dataset "$RUN_DIR"
+    else
+        echo "(WordNet is not installed in /usr/share/wordnet: the demo vocabulary alone)"
+        "$WIT" queries import scripts/demo-queries.txt --dataset "$RUN_DIR"
+    fi
+}
+
+train() {
+    local resume=()
+    if [ -f "$TRAIN_RUN/model.safetensors" ]; then
+        echo "reused: $TRAIN_RUN/model.safetensors"
+        return 0
+    fi
+    if [ -d "$TRAIN_RUN/checkpoints" ]; then
+        resume=(--resume)
+    fi
+    "$WIT" train --dataset "$RUN_DIR" --run "$TRAIN_RUN" --model "$DEMO_MODEL" \
+        --batch-size "$DEMO_BATCH" --steps "$DEMO_STEPS" --warmup 100 --lr 1e-3 \
+        --checkpoint-every 500 --device "$DEMO_DEVICE" "${resume[@]}"
+}
+
+evaluate() {
+    "$WIT" eval --checkpoint "$TRAIN_RUN/model.safetensors" \
+        --data "$WEB/eval/test" --train "$WEB/eval/train" \
+        --templates scripts/demo-templates.txt --out "$RUN_DIR/eval" --device "$DEMO_DEVICE"
+}
+
+stage demo-web serve
+stage queries queries
+stage crawl "$WIT" crawl --seed "http://127.0.0.1:$DEMO_PORT/" --allow-private \
+    --delay 0 --per-host 16 --max-depth 4 --part-urls 500 --dataset "$RUN_DIR"
+stage match "$WIT" match --lang en --dataset "$RUN_DIR"
+stage balance "$WIT" balance -t "$DEMO_T" --dataset "$RUN_DIR"
+stage download "$WIT" download --allow-private --image-size 64 --resize-mode center_crop \
+    --shard-size 1000 --per-host 16 --dataset "$RUN_DIR"
+cleanup
+server_pid=
+stage stats "$WIT" stats "$RUN_DIR"
+stage train train
+stage eval evaluate
+
+echo
+echo "== summary: $(( $(date +%s) - t0 ))s in all"
+echo "  this run's time per stage (seconds; a reused stage takes about none):"
+while IFS=$'\t' read -r name secs; do
+    printf '    %-9s %5s\n' "$name" "$secs"
+done < "$TIMES"
+"$WIT" status "$RUN_DIR"

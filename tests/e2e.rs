@@ -8,6 +8,7 @@ mod balance;
 mod cli;
 mod compat;
 mod crawl;
+mod demo;
 mod docs;
 mod download;
 mod eval;

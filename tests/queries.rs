@@ -281,6 +281,22 @@ fn sources_in_order_with_budgets_and_page_views() {
     let m = manifest(&ds, "queries");
     assert_eq!(m["counts"]["left_out_wordnet"], 1);
 
+    // An included list comes first, outside the budgets; its repeats in later
+    // sources are left out.
+    let include = tmp.path().join("vocabulary.txt");
+    std::fs::write(&include, "red\nhot dog\non a beach\n").unwrap();
+    ok(&build(&[
+        "--include",
+        include.to_str().unwrap(),
+        "--max-queries",
+        "6",
+    ]));
+    assert_eq!(
+        query_list(&ds),
+        ["red", "hot dog", "on a beach", "dog", "run", "the"]
+    );
+    assert_eq!(manifest(&ds, "queries")["counts"]["source_import"], 3);
+
     // A rerun with the same inputs does nothing; without any source is bad usage.
     let again = run(&[
         "queries",

@@ -292,6 +292,14 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// FNV-1a of `s`: a stable 64-bit hash of a name (a sample key, a parameter
+/// name) to derive a seed from; the same on every machine and in every run.
+pub fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// SplitMix64: a small seeded generator for shuffles.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);

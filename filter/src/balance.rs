@@ -85,9 +85,7 @@ fn splitmix64(mut x: u64) -> u64 {
 fn uid_key(uid: &str) -> u64 {
     match uid.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) {
         Some(k) => k,
-        None => uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }),
+        None => wit_contract::wds::fnv1a(uid),
     }
 }
 

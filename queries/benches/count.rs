@@ -106,6 +106,7 @@ fn child(corpus: &Path, scratch: &Path) {
         corpus: vec![corpus.to_path_buf()],
         pageviews: vec![],
         titles: None,
+        include: vec![],
         seed_numbers: false,
         ngrams: NgramOptions {
             min_count: 100,

@@ -157,6 +157,9 @@ pub struct BuildSpec {
     pub pageviews: Vec<PathBuf>,
     /// A title list with view counts.
     pub titles: Option<PathBuf>,
+    /// Query lists (as `import` reads them) added first, before every other
+    /// source: a vocabulary that must be in the list whatever the budgets.
+    pub include: Vec<PathBuf>,
     /// Start with MetaCLIP's seed entries "0".."99".
     pub seed_numbers: bool,
     /// Counting thresholds and resources.
@@ -172,7 +175,11 @@ pub struct BuildSpec {
 impl BuildSpec {
     /// The inputs, for the manifest.
     pub fn inputs(&self) -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
+        let mut v: Vec<String> = self
+            .include
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         v.extend(self.wordnet.iter().map(|p| p.display().to_string()));
         for p in self
             .wikipedia
@@ -195,6 +202,7 @@ impl BuildSpec {
                 .collect()
         };
         serde_json::json!({
+            "include": files(&self.include),
             "wordnet": self.wordnet.as_ref().map(|p| p.display().to_string()),
             "wikipedia": files(&self.wikipedia),
             "corpus": files(&self.corpus),
@@ -230,6 +238,16 @@ pub fn build(
 ) -> Result<(Vec<Query>, Counts)> {
     let mut lists = Vec::new();
     let mut counts = Counts::new();
+    for path in &spec.include {
+        lists.push(SourceList {
+            source: Source::Import,
+            max: None,
+            entries: read_query_list(path)?
+                .into_iter()
+                .map(|q| (q, None))
+                .collect(),
+        });
+    }
     if spec.seed_numbers {
         lists.push(SourceList {
             source: Source::Seed,

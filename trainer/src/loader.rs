@@ -66,7 +66,7 @@ impl Mode {
 pub struct Batch {
     /// `n x 3 x size x size` values, normalised, channels first.
     pub images: Vec<f32>,
-    /// `n x 77` token ids.
+    /// `n x context` token ids.
     pub tokens: Vec<u32>,
     /// The samples' keys.
     pub keys: Vec<String>,
@@ -195,6 +195,8 @@ pub struct LoaderOptions {
     /// Stream positions of the epoch to pass over without preprocessing (a
     /// [`Batch::end`] from before an interruption).
     pub skip: u64,
+    /// Token ids per text: the model's context length (CLIP: 77).
+    pub context: usize,
 }
 
 impl Default for LoaderOptions {
@@ -208,6 +210,7 @@ impl Default for LoaderOptions {
             workers: 2,
             queue: 64,
             skip: 0,
+            context: CONTEXT,
         }
     }
 }
@@ -224,7 +227,6 @@ pub fn epoch(
     let tokenizer = Tokenizer::get();
     let workers = opts.workers.max(1);
     let mut counts = LoaderCounts::default();
-    let plane = 3 * (opts.size * opts.size) as usize;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let stop = &stop;
     std::thread::scope(|scope| {
@@ -233,7 +235,7 @@ pub fn epoch(
         let sample_rx = std::sync::Arc::new(std::sync::Mutex::new(sample_rx));
         let (done_tx, done_rx) = sync_channel::<(
             u64,
-            Result<(String, Vec<f32>, [u32; CONTEXT]), &'static str>,
+            Result<(String, Vec<f32>, Vec<u32>), &'static str>,
         )>(opts.queue * workers);
         scope.spawn(move || {
             let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle);
@@ -258,20 +260,12 @@ pub fn epoch(
             });
         }
         drop(done_tx);
-        gather(
-            done_rx,
-            opts.skip,
-            plane,
-            opts.batch_size,
-            &mut counts,
-            &mut each,
-            stop,
-        );
+        gather(done_rx, opts, &mut counts, &mut each, stop);
     });
     counts
 }
 
-type Prepared = Result<(String, Vec<f32>, [u32; CONTEXT]), &'static str>;
+type Prepared = Result<(String, Vec<f32>, Vec<u32>), &'static str>;
 
 fn prepare(s: &Sample, opts: &LoaderOptions, epoch: u64, tokenizer: &Tokenizer) -> Prepared {
     let Some(img) = IMAGE_FIELDS.iter().find_map(|k| s.fields.get(*k)) else {
@@ -280,35 +274,29 @@ fn prepare(s: &Sample, opts: &LoaderOptions, epoch: u64, tokenizer: &Tokenizer) 
     let Some(text) = s.fields.get("txt") else {
         return Err("no_text");
     };
-    let key_hash = fnv1a(&s.key);
+    let key_hash = wit_contract::wds::fnv1a(&s.key);
     let seed = opts.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key_hash;
     let pixels = preprocess(img, opts.size, opts.mode, seed).map_err(|_| "bad_image")?;
-    let tokens = tokenizer.context(&String::from_utf8_lossy(text));
+    let tokens = tokenizer.context_of(&String::from_utf8_lossy(text), opts.context);
     Ok((s.key.clone(), pixels, tokens))
-}
-
-/// FNV-1a of `s`: the per-sample (and per-parameter) part of a seed.
-pub(crate) fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Puts results back in stream order and hands out batches.
 fn gather(
     rx: Receiver<(u64, Prepared)>,
-    skip: u64,
-    plane: usize,
-    batch_size: usize,
+    opts: &LoaderOptions,
     counts: &mut LoaderCounts,
     each: &mut impl FnMut(Batch) -> bool,
     stop: &std::sync::atomic::AtomicBool,
 ) {
+    let batch_size = opts.batch_size;
+    let plane = 3 * (opts.size * opts.size) as usize;
+    let context = opts.context;
     let mut pending: BTreeMap<u64, Prepared> = BTreeMap::new();
-    let mut next = skip;
+    let mut next = opts.skip;
     let empty = || Batch {
         images: Vec::with_capacity(plane * batch_size),
-        tokens: Vec::with_capacity(CONTEXT * batch_size),
+        tokens: Vec::with_capacity(context * batch_size),
         keys: Vec::with_capacity(batch_size),
         end: 0,
     };

@@ -155,9 +155,13 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            let g = (g * clip)?;
-            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            // A variable's gradient still records the ops that made it (and
+            // through them this step's forward graph): detached, the moments
+            // do not chain every step's graph to the next (a leak of the
+            // whole graph per step).
+            let g = (g.detach() * clip)?;
+            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
+            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
             let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
             let mut theta = s.var.as_tensor().clone();
             if s.decay {
@@ -242,6 +246,26 @@ impl AdamW {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The moments hold values, not graphs: a gradient that records how it
+    /// was made (here from w itself) must not chain step to step, or every
+    /// step's forward graph stays alive (a run of the demo model grew by
+    /// 300 MB/s before this).
+    #[test]
+    fn moments_keep_no_graph_from_step_to_step() {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::ones((3, 3), DType::F32, &dev).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default()).unwrap();
+        for _ in 0..3 {
+            let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            assert!(grads.get(w.as_tensor()).unwrap().track_op());
+            opt.step(&grads).unwrap();
+            for s in &opt.slots {
+                assert!(!s.m.track_op() && !s.v.track_op());
+            }
+        }
+    }
 
     #[test]
     fn schedule_warms_up_then_follows_a_cosine() {

@@ -193,16 +193,23 @@ impl Tokenizer {
     /// The 77 ids of `text`: start, tokens, end, cut with the end token kept
     /// last, zero-padded.
     pub fn context(&self, text: &str) -> [u32; CONTEXT] {
+        let mut out = [0u32; CONTEXT];
+        out.copy_from_slice(&self.context_of(text, CONTEXT));
+        out
+    }
+
+    /// The same for a model with a context of `n` ids (open_clip's
+    /// `context_length`): `n` ids, cut with the end token kept last.
+    pub fn context_of(&self, text: &str, n: usize) -> Vec<u32> {
         let mut ids = vec![self.start];
         ids.extend(self.encode(text));
         ids.push(self.end);
-        if ids.len() > CONTEXT {
-            ids.truncate(CONTEXT);
-            ids[CONTEXT - 1] = self.end;
+        if ids.len() > n {
+            ids.truncate(n);
+            ids[n - 1] = self.end;
         }
-        let mut out = [0u32; CONTEXT];
-        out[..ids.len()].copy_from_slice(&ids);
-        out
+        ids.resize(n, 0);
+        ids
     }
 }
 

@@ -331,6 +331,7 @@ impl<'a> Trainer<'a> {
                 shuffle: self.config.shuffle,
                 workers: self.config.workers,
                 skip: self.position.offset,
+                context: self.model_config.text.context,
                 ..LoaderOptions::default()
             };
             let mut pending: Vec<Batch> = Vec::new();
@@ -414,7 +415,8 @@ impl<'a> Trainer<'a> {
         let n = b.len();
         let images = Tensor::from_slice(&b.images, (n, 3, s, s), &self.device)?
             .to_dtype(self.config.precision.dtype())?;
-        let tokens = Tensor::from_slice(&b.tokens, (n, crate::tokenizer::CONTEXT), &self.device)?;
+        let tokens =
+            Tensor::from_slice(&b.tokens, (n, self.model_config.text.context), &self.device)?;
         Ok((images, tokens))
     }
 

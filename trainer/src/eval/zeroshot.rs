@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 
 use crate::Result;
 use crate::model::{Clip, l2_normalize};
-use crate::tokenizer::{CONTEXT, Tokenizer};
+use crate::tokenizer::Tokenizer;
 
 /// The single prompt of CLIP's prompt engineering.
 pub const SINGLE_TEMPLATE: &str = "a photo of a {}.";
@@ -31,10 +31,14 @@ const TEXT_BATCH: usize = 256;
 /// Candle's errors.
 pub fn embed_texts(model: &Clip, texts: &[String], device: &Device) -> Result<Tensor> {
     let t = Tokenizer::get();
+    let context = model.config.text.context;
     let mut parts = Vec::new();
     for chunk in texts.chunks(TEXT_BATCH) {
-        let ids: Vec<u32> = chunk.iter().flat_map(|s| t.context(s)).collect();
-        let tokens = Tensor::from_vec(ids, (chunk.len(), CONTEXT), device)?;
+        let ids: Vec<u32> = chunk
+            .iter()
+            .flat_map(|s| t.context_of(s, context))
+            .collect();
+        let tokens = Tensor::from_vec(ids, (chunk.len(), context), device)?;
         parts.push(l2_normalize(&model.encode_text(&tokens)?)?.detach());
     }
     Ok(Tensor::cat(&parts, 0)?)

@@ -59,7 +59,7 @@ pub struct ClipConfig {
 
 /// The presets [`ClipConfig::preset`] knows, by open_clip's model names.
 /// Each also exists as `NAME-quickgelu` (OpenAI's activation).
-pub const PRESETS: [&str; 12] = [
+pub const PRESETS: [&str; 13] = [
     "RN50",
     "RN101",
     "RN50x4",
@@ -72,6 +72,7 @@ pub const PRESETS: [&str; 12] = [
     "ViT-L-14-336",
     "tiny",
     "tiny-RN",
+    "demo",
 ];
 
 fn text(width: usize, heads: usize) -> TextConfig {
@@ -110,8 +111,9 @@ fn resnet(image_size: usize, layers: [usize; 4], width: usize) -> VisionConfig {
 impl ClipConfig {
     /// A preset by open_clip's model name: the CLIP paper's eight (RN50,
     /// RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14; its
-    /// Tables 19 and 20), ViT-L-14-336, ViT-S-32, and `tiny` and `tiny-RN`
-    /// for tests. A `-quickgelu` suffix selects OpenAI's activation;
+    /// Tables 19 and 20), ViT-L-14-336, ViT-S-32, `tiny` and `tiny-RN` for
+    /// tests, and `demo` (`make train`'s minutes on a CPU: 48 px, patch 8,
+    /// width 64, 3 layers in each tower, a context of 32 tokens). A `-quickgelu` suffix selects OpenAI's activation;
     /// without it the activation is GELU, as open_clip's configs.
     pub fn preset(name: &str) -> Option<ClipConfig> {
         let (base, activation) = match name.strip_suffix("-quickgelu") {
@@ -131,6 +133,7 @@ impl ClipConfig {
             "ViT-L-14-336" => (768, vit(336, 14, 1024, 24), text(768, 12)),
             "tiny" => (16, tiny_vit(32, 8), tiny_text()),
             "tiny-RN" => (16, resnet(64, [1, 1, 1, 1], 8), tiny_text()),
+            "demo" => (64, small_vit(48, 8, 64, 3), small_text(64, 3, 32)),
             _ => return None,
         };
         Some(ClipConfig {
@@ -214,25 +217,36 @@ impl ClipConfig {
 }
 
 fn tiny_vit(image_size: usize, patch_size: usize) -> VisionConfig {
+    small_vit(image_size, patch_size, 32, 2)
+}
+
+fn tiny_text() -> TextConfig {
+    small_text(32, 2, 77)
+}
+
+/// A small ViT with heads of `width / 4` (the big presets' 64-wide heads
+/// would leave one head).
+fn small_vit(image_size: usize, patch_size: usize, width: usize, layers: usize) -> VisionConfig {
     VisionConfig::Vit(VitConfig {
         image_size,
         patch_size,
         transformer: TransformerConfig {
-            width: 32,
-            layers: 2,
+            width,
+            layers,
             heads: 4,
         },
     })
 }
 
-fn tiny_text() -> TextConfig {
+fn small_text(width: usize, layers: usize, context: usize) -> TextConfig {
     TextConfig {
+        context,
         transformer: TransformerConfig {
-            width: 32,
-            layers: 2,
+            width,
+            layers,
             heads: 4,
         },
-        ..text(32, 4)
+        ..text(width, 4)
     }
 }
 
@@ -283,7 +297,7 @@ impl candle_nn::var_builder::SimpleBackend for Seeded {
         let values: Vec<f32> = match init {
             Init::Const(c) => vec![c as f32; n],
             Init::Randn { mean, stdev } => {
-                let h = crate::loader::fnv1a(name);
+                let h = wit_contract::wds::fnv1a(name);
                 let mut rng = wit_contract::wds::SplitMix64::new(self.seed ^ h);
                 let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
                 (0..n)
@@ -587,11 +601,11 @@ mod tests {
             .unwrap();
         let t = crate::tokenizer::Tokenizer::get();
         let rows: Vec<u32> = (0..n)
-            .flat_map(|i| t.context(&format!("a photo of object number {i}")))
+            .flat_map(|i| t.context_of(&format!("a photo of object number {i}"), c.text.context))
             .collect();
         (
             images,
-            Tensor::from_vec(rows, (n, 77), &Device::Cpu).unwrap(),
+            Tensor::from_vec(rows, (n, c.text.context), &Device::Cpu).unwrap(),
         )
     }
 
