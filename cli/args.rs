@@ -122,7 +122,7 @@ pub struct DemoWebArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Pages with images
-    #[arg(long, value_name = "N", default_value_t = 2000)]
+    #[arg(long, value_name = "N", default_value_t = 4000)]
     pub pages: usize,
     /// Seeds every random choice (the same seed gives the same site)
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -423,6 +423,11 @@ fn english_phrase(c: &Concept, rng: &mut SplitMix64) -> String {
     let texture = TEXTURES[c.texture];
     let say_texture = texture != "plain" && chance(rng, 0.6) || chance(rng, 0.1);
     let say_size = chance(rng, 0.45);
+    // Captions name what their writer noticed: often not the colour, so that
+    // telling shapes apart matters to the contrastive loss (with every
+    // attribute named, colour and the rest already tell a batch's images
+    // apart, and shape is never learnt).
+    let colour = if chance(rng, 0.65) { colour } else { "" };
     let count = match c.count {
         1 => {
             if chance(rng, 0.3) {
@@ -474,7 +479,7 @@ fn english_phrase(c: &Concept, rng: &mut SplitMix64) -> String {
         }
     }
     if let Some(bg) = BACKGROUNDS[c.background]
-        && chance(rng, 0.75)
+        && chance(rng, 0.6)
     {
         words.push(bg.to_string());
     }
@@ -648,7 +653,7 @@ mod tests {
     #[test]
     fn captions_name_the_concept_mostly() {
         let mut rng = SplitMix64::new(3);
-        let mut named = 0;
+        let (mut shapes, mut colours) = (0, 0);
         for _ in 0..1000 {
             let c = Concept::random_seen(&mut rng);
             let text = describe(&c, Lang::En, &mut rng).to_lowercase();
@@ -658,8 +663,12 @@ mod tests {
             let shape_ok = text.contains(shape)
                 || (shape == "square" && text.contains("box"))
                 || (shape == "circle" && text.contains("disc"));
-            named += usize::from(colour_ok && shape_ok);
+            shapes += usize::from(shape_ok);
+            colours += usize::from(colour_ok);
         }
-        assert!((850..980).contains(&named), "{named}");
+        // 10% of captions are about something else; the colour is left out
+        // of a third of the others.
+        assert!((850..980).contains(&shapes), "{shapes}");
+        assert!((520..700).contains(&colours), "{colours}");
     }
 }

@@ -47,7 +47,7 @@ pub struct SiteOptions {
 impl Default for SiteOptions {
     fn default() -> Self {
         SiteOptions {
-            pages: 2000,
+            pages: 4000,
             seed: 0,
             image_size: 64,
             eval_per_class: 20,
