@@ -1,6 +1,7 @@
 # wit: the commands that work on a fresh machine with only the Rust toolchain.
 #   make test    build and run every test (what CI runs, via .ci/run)
-#   make train   build wit (release) and run the pipeline end to end on the embedded default
+#   make train   build wit (the dev build make test uses) and run the pipeline end to end
+#                on the embedded default, into runs/demo
 #   make bench   benchmarks (release builds; figures printed, not asserted)
 #   make fmt     format the code
 #   make lint    check formatting, and clippy with warnings denied
@@ -17,8 +18,11 @@ test:
 release:
 	$(CARGO) build --release --bin wit
 
-train: release
-	RUN_DIR=$(RUN_DIR) WIT=$${CARGO_TARGET_DIR:-target}/release/wit scripts/train.sh
+# The dev build: its tensor kernels and image codecs are optimised (Cargo.toml),
+# and it is the build `make test` leaves, so a tested tree trains at once.
+train:
+	$(CARGO) build --bin wit
+	RUN_DIR=$(RUN_DIR) WIT=$${CARGO_TARGET_DIR:-target}/debug/wit scripts/train.sh
 
 bench:
 	$(CARGO) bench --workspace

@@ -19,14 +19,14 @@
 # DEMO_DEVICE (cuda where wit was built with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WIT=${WIT:-target/release/wit}
+WIT=${WIT:-target/debug/wit}
 RUN_DIR=${RUN_DIR:-runs/demo}
 DEMO_PAGES=${DEMO_PAGES:-4000}
 DEMO_EVAL_PER_CLASS=${DEMO_EVAL_PER_CLASS:-20}
 DEMO_PORT=${DEMO_PORT:-8917}
 DEMO_T=${DEMO_T:-300}
 DEMO_MODEL=${DEMO_MODEL:-demo}
-DEMO_STEPS=${DEMO_STEPS:-900}
+DEMO_STEPS=${DEMO_STEPS:-450}
 DEMO_BATCH=${DEMO_BATCH:-64}
 DEMO_DEVICE=${DEMO_DEVICE:-cpu}
 mkdir -p "$RUN_DIR"
@@ -102,6 +102,9 @@ train() {
 }
 
 evaluate() {
+    # The ensemble: templates in the captions' own styles, chosen on the
+    # probe's training images (not the test images), as CLIP's prompts were
+    # chosen on validation data.
     "$WIT" eval --checkpoint "$TRAIN_RUN/model.safetensors" \
         --data "$WEB/eval/test" --train "$WEB/eval/train" \
         --templates scripts/demo-templates.txt --out "$RUN_DIR/eval" --device "$DEMO_DEVICE"
