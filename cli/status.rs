@@ -147,19 +147,15 @@ fn training(out: &mut String, run: &Path) {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let last = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .ok()
-        .and_then(|t| {
+    // One read of the metrics: the first and the last step.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| {
             t.lines()
-                .rev()
-                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        });
-    let first = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        });
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (first, last) = (lines.first(), lines.last());
     let model = config["model"].as_str().unwrap_or("?");
     let _ = writeln!(out, "  train {}: model {model}", run.display());
     if let (Some(first), Some(last)) = (first, last) {
