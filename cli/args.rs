@@ -77,6 +77,11 @@ pub enum Command {
     /// What each stage of a dataset directory has done: state, counts, time,
     /// training runs and evaluation figures
     Status(StatusArgs),
+    /// Run a pipeline of stages as Slurm job arrays: write, submit, follow
+    #[command(long_about = SLURM_ABOUT)]
+    Slurm(SlurmArgs),
+    /// Write a pipeline of stages as Kubernetes Indexed Jobs (not run here)
+    Kube(KubeArgs),
     /// Generate (and serve) the synthetic web that `make train` crawls
     #[command(name = "demo-web", long_about = DEMO_WEB_ABOUT)]
     DemoWeb(DemoWebArgs),
@@ -106,6 +111,48 @@ linear probes (`wit eval --data OUT/eval/test --train OUT/eval/train`).
 Writes OUT/site/ (the served files), OUT/eval/ and OUT/site.json; run again \
 with the same options, it reuses them. With --serve it then serves OUT/site/ \
 until killed.";
+
+const SLURM_ABOUT: &str = "\
+Run a pipeline (a TOML file: the dataset, the stages with their flags, tasks \
+and resources; docs/scale-out.md) as one Slurm job array per stage: task I of \
+a stage of N tasks runs `wit STAGE --parts N --part I`, each stage starts \
+once the one before completed (afterok), and a stage behind a failed one is \
+cancelled. The scripts are written to --out; without --dry-run they are \
+submitted with sbatch and followed until every task has ended, and the tasks \
+that failed are named with the last line of their log. Submitting the same \
+pipeline again runs only the parts that are not complete. Credentials are \
+passed to the tasks in the environment (Slurm exports it), never written.";
+
+/// `wit slurm`
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// The pipeline file (TOML)
+    #[arg(value_name = "PIPELINE")]
+    pub pipeline: PathBuf,
+    /// Where to write the batch scripts and the tasks' logs
+    #[arg(long, value_name = "DIR", default_value = "wit-slurm")]
+    pub out: PathBuf,
+    /// Write the scripts and print them; submit nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Submit and return at once, without following the jobs
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Seconds between two looks at the queue while following
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub poll: f64,
+}
+
+/// `wit kube`
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// The pipeline file (TOML), as for `wit slurm`
+    #[arg(value_name = "PIPELINE")]
+    pub pipeline: PathBuf,
+    /// Where to write the manifests and run.sh
+    #[arg(long, value_name = "DIR", default_value = "wit-kube")]
+    pub out: PathBuf,
+}
 
 /// `wit status`
 #[derive(Debug, Args)]

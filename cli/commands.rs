@@ -15,8 +15,8 @@ use wit_queries::{Budgets, BuildSpec};
 use crate::BadUsage;
 use crate::args::{
     BalanceArgs, Cli, Command, CrawlArgs, DemoWebArgs, DownloadArgs, EncodeArg, EvalArgs,
-    ExtractArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs, ResizeModeArg,
-    RunArgs, ScopeArg, SqlFormat, StatsArgs, TrainArgs,
+    ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs,
+    ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat, StatsArgs, TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -39,6 +39,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::DemoWeb(args) => demo_web(args),
+        Command::Slurm(args) => slurm(args),
+        Command::Kube(args) => kube(args),
         Command::Tokenize => tokenize(),
     }
 }
@@ -61,8 +63,13 @@ fn run_options<'a>(run: &RunArgs, progress: &'a dyn Progress) -> Result<RunOptio
     })
 }
 
+/// A dataset at a path or a URL (`s3://bucket/prefix`, ...).
+fn open_dataset(location: &Path) -> Result<Dataset> {
+    Ok(Dataset::open(&location.to_string_lossy())?)
+}
+
 /// Logs what a stage run did, in one line.
-fn report(stage: Stage, dataset: &Path, s: &Summary) {
+fn report(stage: Stage, dataset: &Dataset, s: &Summary) {
     let counts: Vec<String> = s.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let share = if s.in_share < s.parts {
         format!(
@@ -80,13 +87,12 @@ fn report(stage: Stage, dataset: &Path, s: &Summary) {
         s.elapsed.as_secs_f64(),
         counts.join(" ")
     );
-    let dir = dataset.join(stage.dir_name());
+    let dir = format!("{}/{}", dataset.location(), stage.dir_name());
     if s.complete {
-        tracing::info!("{}: complete, manifest written", dir.display());
+        tracing::info!("{dir}: complete, manifest written");
     } else {
         tracing::info!(
-            "{}: not complete yet: other shares (--parts/--part) still have parts to run",
-            dir.display()
+            "{dir}: not complete yet: other shares (--parts/--part) still have parts to run"
         );
     }
 }
@@ -131,7 +137,7 @@ fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> 
             titles: args.max_titles,
         },
     };
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let stage = wit_queries::stage_spec(&dataset, spec.inputs(), spec.params());
     if !opts.force {
         if wit_contract::stage_complete(&stage) {
@@ -146,14 +152,14 @@ fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> 
     }
     let (queries, counts) = wit_queries::build(&spec, &stage.dir, progress)?;
     let summary = wit_queries::write_stage(&stage, &queries, &counts, &opts)?;
-    report(Stage::Queries, dataset.root(), &summary);
+    report(Stage::Queries, &dataset, &summary);
     Ok(())
 }
 
 fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()> {
     let opts = run_options(&args.run, progress)?;
     let queries = wit_queries::import(&args.file)?;
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let strings: Vec<String> = queries.iter().map(|q| q.query.clone()).collect();
     let stage = wit_queries::stage_spec(
         &dataset,
@@ -164,7 +170,7 @@ fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()
         }),
     );
     let summary = wit_queries::write_stage(&stage, &queries, &wit_contract::Counts::new(), &opts)?;
-    report(Stage::Queries, dataset.root(), &summary);
+    report(Stage::Queries, &dataset, &summary);
     Ok(())
 }
 
@@ -221,17 +227,17 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
         threads: jobs,
         ..wit_crawler::CrawlOptions::default()
     };
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_crawler::run_crawl(&dataset, &opts, args.force, progress)?;
-    report(Stage::Candidates, dataset.root(), &summary);
+    report(Stage::Candidates, &dataset, &summary);
     Ok(())
 }
 
 fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
     let opts = run_options(&args.run, progress)?;
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_crawler::run_extract(&dataset, &args.archives, &opts)?;
-    report(Stage::Candidates, dataset.root(), &summary);
+    report(Stage::Candidates, &dataset, &summary);
     Ok(())
 }
 
@@ -243,9 +249,13 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
     };
     let queries_path: PathBuf = match (&args.queries, &args.dataset) {
         (Some(q), _) => q.clone(),
-        (None, Some(d)) => Dataset::new(d)
-            .stage_dir(Stage::Queries)
-            .join(wit_queries::QUERIES_JSON),
+        (None, Some(d)) => {
+            let dataset = open_dataset(d)?;
+            dataset.pull(Stage::Queries.dir_name())?;
+            dataset
+                .stage_dir(Stage::Queries)
+                .join(wit_queries::QUERIES_JSON)
+        }
         (None, None) => bail!(BadUsage("give --dataset, or --queries with --stdin".into())),
     };
     if args.queries.is_none() && !queries_path.is_file() {
@@ -275,7 +285,7 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
         ));
     };
     let opts = run_options(&args.run, progress)?;
-    let dataset = Dataset::new(dataset);
+    let dataset = open_dataset(dataset)?;
     let filter = wit_filter::TextFilter {
         min_chars: args.min_length,
         max_chars: args.max_length,
@@ -288,7 +298,7 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
         }),
     };
     let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &filter, &opts)?;
-    report(Stage::Matched, dataset.root(), &summary);
+    report(Stage::Matched, &dataset, &summary);
     Ok(())
 }
 
@@ -343,9 +353,9 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
         retry_failed: args.retry_failed,
         ..wit_shards::DownloadOptions::default()
     };
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_shards::run_download(&dataset, &download, &opts)?;
-    report(Stage::Shards, dataset.root(), &summary);
+    report(Stage::Shards, &dataset, &summary);
     Ok(())
 }
 
@@ -377,8 +387,14 @@ fn tokenize() -> Result<()> {
 
 fn stats(args: StatsArgs) -> Result<()> {
     use std::io::Write;
+    // On a store, every stage comes down to the mirror first (Polars reads files).
+    let dataset = open_dataset(&args.dataset)?;
+    for stage in Stage::ALL {
+        dataset.pull(stage.dir_name())?;
+    }
+    let root = dataset.root();
     if let Some(query) = &args.sql {
-        let df = wit_stats::sql(&args.dataset, query)?;
+        let df = wit_stats::sql(root, query)?;
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let written = match args.format {
@@ -391,12 +407,12 @@ fn stats(args: StatsArgs) -> Result<()> {
             other => other.context("writing the result"),
         };
     }
-    let report = wit_stats::report(&args.dataset)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.dataset.join("stats"));
+    let report = wit_stats::report(root)?;
+    let out = args.out.clone().unwrap_or_else(|| root.join("stats"));
     let written = wit_stats::write_report(&report, &out)?;
+    if args.out.is_none() {
+        dataset.push("stats")?;
+    }
     print!("{}", report.text());
     for p in written {
         tracing::info!("stats: wrote {}", p.display());
@@ -409,7 +425,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
         bail!(BadUsage("-t must be at least 1".into()));
     }
     let opts = run_options(&args.run, progress)?;
-    let dataset = Dataset::new(&args.dataset.dataset);
+    let dataset = open_dataset(&args.dataset.dataset)?;
     let (summary, reduced) = wit_filter::run_balance(
         &dataset,
         &wit_filter::BalanceOptions {
@@ -434,7 +450,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
             reduced.pairs - reduced.duplicates
         );
     }
-    report(Stage::Balanced, dataset.root(), &summary);
+    report(Stage::Balanced, &dataset, &summary);
     Ok(())
 }
 
@@ -448,7 +464,9 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
             wit_trainer::model::PRESETS.join(", ")
         )));
     }
-    let shards_dir = Dataset::new(&args.dataset.dataset).stage_dir(Stage::Shards);
+    let dataset = open_dataset(&args.dataset.dataset)?;
+    dataset.pull(Stage::Shards.dir_name())?;
+    let shards_dir = dataset.stage_dir(Stage::Shards);
     let mut shards: Vec<String> = match std::fs::read_dir(&shards_dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
@@ -488,12 +506,19 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     config.checkpoint_every = args.checkpoint_every.max(1);
     config.keep = args.keep;
+    // A run under a dataset on a store comes down to resume and goes back up at the end.
+    let run_rel = format!("runs/{model}");
+    if args.run.is_none() {
+        dataset.pull(&run_rel)?;
+    }
     let run_dir = args
         .run
-        .unwrap_or_else(|| args.dataset.dataset.join("runs").join(&model));
+        .unwrap_or_else(|| dataset.root().join("runs").join(&model));
     let mut trainer = Trainer::open(config, &run_dir, &device, args.resume, progress)?;
     let from = trainer.position().step;
-    let summary = trainer.run(&shards, &wit_contract::wds::LocalOpener, args.stop_at)?;
+    let result = trainer.run(&shards, &wit_contract::wds::LocalOpener, args.stop_at);
+    dataset.push(&run_rel)?;
+    let summary = result?;
     println!(
         "train: {} step(s) now (from step {from} to {}), last loss {:.4}, {} sample(s) seen, {} unusable sample(s) skipped; run in {}",
         summary.steps_now,
@@ -606,5 +631,70 @@ fn demo_web(args: DemoWebArgs) -> Result<()> {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     server.wait();
+    Ok(())
+}
+
+/// The `wit` binary the tasks of a pipeline run: the pipeline's `wit`, else this one.
+fn pipeline_wit(p: &wit_sched::Pipeline) -> Result<String> {
+    match &p.wit {
+        Some(w) => Ok(w.clone()),
+        None => Ok(std::env::current_exe()
+            .context("locating the wit binary")?
+            .display()
+            .to_string()),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| p.display().to_string())
+}
+
+fn slurm(args: SlurmArgs) -> Result<()> {
+    use wit_sched::slurm;
+    let pipeline = wit_sched::Pipeline::read(&args.pipeline)?;
+    let wit = pipeline_wit(&pipeline)?;
+    let out = absolute(&args.out)?;
+    let logs = match &pipeline.logs {
+        Some(l) => absolute(Path::new(l))?,
+        None => out.join("logs"),
+    };
+    std::fs::create_dir_all(&logs).with_context(|| logs.display().to_string())?;
+    let workdir = std::env::current_dir().context("the current directory")?;
+    let scripts = slurm::scripts(&pipeline, &wit, &workdir, &logs);
+    let paths = slurm::write_scripts(&scripts, &out)?;
+    if args.dry_run {
+        for (s, p) in scripts.iter().zip(&paths) {
+            println!("# {}\n{}", p.display(), s.text);
+        }
+        return Ok(());
+    }
+    let jobs = slurm::submit(&scripts, &paths)?;
+    for j in &jobs {
+        println!(
+            "{}\tjob {}\t{} task(s)\tlogs {}",
+            j.name,
+            j.id,
+            j.tasks,
+            j.log_pattern.display()
+        );
+    }
+    if args.no_follow {
+        return Ok(());
+    }
+    let poll = Duration::try_from_secs_f64(args.poll)
+        .map_err(|_| BadUsage("--poll must be a number of seconds >= 0".into()))?;
+    let ends = slurm::follow(&jobs, poll, |line| tracing::info!("{line}"))?;
+    let done = ends.iter().filter(|e| e.state == "COMPLETED").count();
+    println!("slurm: {done} of {} tasks completed", ends.len());
+    slurm::check(&ends)?;
+    Ok(())
+}
+
+fn kube(args: KubeArgs) -> Result<()> {
+    let pipeline = wit_sched::Pipeline::read(&args.pipeline)?;
+    let wit = pipeline.wit.clone().unwrap_or_else(|| "wit".into());
+    for p in wit_sched::kube::write_manifests(&pipeline, &wit, &args.out)? {
+        println!("{}", p.display());
+    }
     Ok(())
 }

@@ -41,13 +41,17 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     ui::init_logging(cli.verbose, cli.quiet);
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", message(&e));
-            ExitCode::from(exit_code(&e))
+            // A dataset on a store is named by its URL, not its working directory.
+            eprintln!("error: {}", wit_contract::store::display(&message(e)));
+            ExitCode::from(exit_code(e))
         }
-    }
+    };
+    wit_contract::store::release_mirrors();
+    code
 }
 
 /// Parses the command line, applying the config file if one is given.
@@ -135,6 +139,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(w) = cause.downcast_ref::<wit_contract::Error>() {
+            return if w.is_bad_input() { 2 } else { 1 };
+        }
+        if let Some(w) = cause.downcast_ref::<wit_sched::Error>() {
             return if w.is_bad_input() { 2 } else { 1 };
         }
     }

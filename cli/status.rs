@@ -12,7 +12,13 @@ use wit_contract::{Manifest, Stage};
 use crate::BadUsage;
 
 /// The report for `dataset`, as text.
-pub fn report(dataset: &Path) -> Result<String> {
+pub fn report(location: &Path) -> Result<String> {
+    let opened = wit_contract::Dataset::open(&location.to_string_lossy())?;
+    // On a store: the stages' metadata, not their data.
+    for stage in Stage::ALL {
+        opened.pull_meta(stage.dir_name())?;
+    }
+    let dataset = opened.root();
     if !dataset.is_dir() {
         bail!(BadUsage(format!(
             "{}: not a dataset directory",
@@ -20,7 +26,7 @@ pub fn report(dataset: &Path) -> Result<String> {
         )));
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{}", dataset.display());
+    let _ = writeln!(out, "{}", opened.location());
     let _ = writeln!(
         out,
         "  {:<11} {:<12} {:>7} {:>9}  counts",
@@ -32,7 +38,7 @@ pub fn report(dataset: &Path) -> Result<String> {
             let _ = writeln!(out, "  {:<11} {:<12}", stage.dir_name(), "not run");
             continue;
         }
-        match Manifest::read(dataset, stage) {
+        match Manifest::read_local(dataset, stage) {
             Ok(m) => {
                 let elapsed = span_seconds(&m.started, &m.finished)
                     .map_or_else(|| "?".into(), |s| format!("{s:.0}"));

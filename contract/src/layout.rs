@@ -59,21 +59,88 @@ impl Stage {
     }
 }
 
-/// A dataset directory.
+/// A dataset directory, local or on a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
     root: PathBuf,
+    url: Option<String>,
 }
 
 impl Dataset {
-    /// A dataset rooted at `root` (which need not exist yet).
+    /// A local dataset rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Dataset { root: root.into() }
+        Dataset {
+            root: root.into(),
+            url: None,
+        }
     }
 
-    /// The dataset's root directory.
+    /// A dataset at a path or a URL (`s3://bucket/prefix`, `gs://`, `az://`,
+    /// `file://`). On a store, the dataset gets a local mirror, a working
+    /// directory that the contract keeps in step with the store
+    /// ([`crate::store`]); [`Dataset::root`] is then the mirror.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] naming the URL if it is malformed or its store
+    /// cannot be configured; [`Error::Io`] if the mirror cannot be made.
+    pub fn open(location: &str) -> Result<Self> {
+        match crate::store::Location::parse(location)? {
+            crate::store::Location::Local(root) => Ok(Dataset::new(root)),
+            crate::store::Location::Remote(remote) => {
+                let url = remote.url().to_string();
+                let root = crate::store::mirror(remote)?;
+                Ok(Dataset {
+                    root,
+                    url: Some(url),
+                })
+            }
+        }
+    }
+
+    /// The dataset's root directory (for a dataset on a store, its local mirror).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The dataset's URL if it lies on a store.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Where the dataset lies, for messages and manifests: its URL or its path.
+    pub fn location(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| self.root.display().to_string())
+    }
+
+    /// For a dataset on a store: downloads everything under `rel` (a stage
+    /// directory, or `runs/MODEL`) into the mirror. A no-op for a local dataset.
+    ///
+    /// # Errors
+    /// The store's error, naming the URL.
+    pub fn pull(&self, rel: &str) -> Result<()> {
+        crate::store::pull_stage(&self.root.join(rel))
+    }
+
+    /// For a dataset on a store: downloads the metadata under `rel` (the
+    /// manifest, part sidecars, `_` directories), not the data files. A no-op
+    /// for a local dataset.
+    ///
+    /// # Errors
+    /// The store's error, naming the URL.
+    pub fn pull_meta(&self, rel: &str) -> Result<()> {
+        crate::store::pull_stage_meta(&self.root.join(rel))
+    }
+
+    /// For a dataset on a store: uploads every file under `rel` in the mirror
+    /// (outputs written outside the stage runner: the stats report, a
+    /// training run). A no-op for a local dataset.
+    ///
+    /// # Errors
+    /// The store's error, naming the URL; [`Error::Io`] for a local file.
+    pub fn push(&self, rel: &str) -> Result<()> {
+        crate::store::push_dir(&self.root.join(rel))
     }
 
     /// The directory of one stage.

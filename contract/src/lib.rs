@@ -13,6 +13,7 @@
 //! - [`query_list`]: the `queries.json` format.
 //! - [`text`]: caption rules more than one stage applies (file names, URLs).
 //! - [`wds`]: WebDataset tar shards: writing, reading, brace patterns, shuffles.
+//! - [`store`]: datasets and inputs on object storage (`s3://`, `gs://`, `az://`, `http(s)://`).
 //! - [`Progress`]: how library code reports progress.
 //! - [`Error`]: typed errors that name the input they are about.
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod query_list;
 pub mod records;
 pub mod runner;
 pub mod schema;
+pub mod store;
 pub mod text;
 pub mod wds;
 

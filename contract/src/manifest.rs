@@ -79,6 +79,17 @@ impl Manifest {
     /// # Errors
     /// [`Error::BadInput`] if it is missing (the stage has not finished) or malformed.
     pub fn read(dataset_dir: &Path, stage: Stage) -> Result<Manifest> {
+        // A dataset on a store: the stage's objects come down as the input they are.
+        crate::store::pull_stage(&dataset_dir.join(stage.dir_name()))?;
+        Manifest::read_local(dataset_dir, stage)
+    }
+
+    /// [`Manifest::read`] without downloading anything: what the local
+    /// directory (or a mirror, after [`crate::Dataset::pull_meta`]) holds.
+    ///
+    /// # Errors
+    /// As [`Manifest::read`].
+    pub fn read_local(dataset_dir: &Path, stage: Stage) -> Result<Manifest> {
         let path = dataset_dir.join(stage.dir_name()).join(MANIFEST_NAME);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -146,11 +157,18 @@ pub(crate) fn to_json_bytes<T: Serialize>(value: &T, path: &Path) -> Result<Vec<
 }
 
 /// Writes `bytes` to `path` atomically: to a temporary name in the same
-/// directory, flushed to disk, then renamed over `path`.
+/// directory, flushed to disk, then renamed over `path`; in a dataset on a
+/// store, then uploaded ([`crate::store`]).
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_local_atomic(path, bytes)?;
+    crate::store::push(path)
+}
+
+/// [`write_atomic`] on the local file system only.
+pub(crate) fn write_local_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path

@@ -117,6 +117,7 @@ pub fn write_file_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch]
     if let Some(dir) = path.parent() {
         crate::manifest::sync_dir(dir);
     }
+    crate::store::push(path)?;
     Ok(rows)
 }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::layout::{MANIFEST_NAME, Stage, part_stats_name, part_tmp_prefix};
 use crate::manifest::{
     Counts, Manifest, PartStats, add_counts, params_hash, read_part_stats, rfc3339, sync_dir,
-    to_json_bytes, tool, write_atomic,
+    to_json_bytes, tool, write_local_atomic,
 };
 use crate::progress::Progress;
 
@@ -178,8 +178,10 @@ where
         if spec.dir.exists() {
             std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
         }
+        crate::store::delete_stage(&spec.dir)?;
     }
     std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
+    crate::store::pull_stage_meta(&spec.dir)?;
     check_no_foreign_parts(spec, &hash)?;
     if opts.share.is_none() {
         remove_tmp_files(&spec.dir, ".tmp-")?;
@@ -276,6 +278,9 @@ where
 /// exists and records the same parameter hash). Stages whose expensive work
 /// happens before [`run_stage`] (counting a corpus, say) check this first.
 pub fn stage_complete(spec: &StageSpec) -> bool {
+    if crate::store::pull_stage_meta(&spec.dir).is_err() {
+        return false;
+    }
     let hash = params_hash(&spec.params, spec.parts);
     std::fs::read(spec.dir.join(MANIFEST_NAME))
         .ok()
@@ -298,6 +303,7 @@ pub(crate) fn nonce() -> String {
 /// # Errors
 /// [`Error::Conflict`] naming the directory; [`Error::Io`] if it cannot be read.
 pub fn check_params(spec: &StageSpec) -> Result<()> {
+    crate::store::pull_stage_meta(&spec.dir)?;
     if !spec.dir.is_dir() {
         return Ok(());
     }
@@ -352,7 +358,7 @@ fn complete_part(dir: &Path, part: u32, hash: &str) -> Option<PartStats> {
     let stats = read_part_stats(&dir.join(part_stats_name(part)))?;
     (stats.part == part
         && stats.params_hash == hash
-        && stats.files.iter().all(|f| dir.join(f).is_file()))
+        && stats.files.iter().all(|f| crate::store::exists(dir, f)))
     .then_some(stats)
 }
 
@@ -410,6 +416,8 @@ where
             .at(tmp)?;
         let dest = dir.join(name);
         std::fs::rename(tmp, &dest).at(&dest)?;
+        // On a store: the object under its final name, whole or not at all.
+        crate::store::push(&dest)?;
         files.push(name.clone());
     }
     let stats = PartStats {
@@ -430,11 +438,18 @@ where
         .at(&tmp)?;
     std::fs::rename(&tmp, &final_path).at(&final_path)?;
     sync_dir(dir);
+    // On a store the sidecar goes up last: it marks the part complete there.
+    if let Err(e) = crate::store::push(&final_path) {
+        let _ = std::fs::remove_file(&final_path);
+        return Err(e);
+    }
     Ok(stats)
 }
 
 /// Writes the manifest if every part of the stage is complete; says whether it did.
 fn write_manifest_if_complete(spec: &StageSpec, hash: &str) -> Result<bool> {
+    // On a store, other processes may have committed parts since this one began.
+    crate::store::pull_stage_meta(&spec.dir)?;
     let mut all = Vec::with_capacity(spec.parts as usize);
     for part in 0..spec.parts {
         match complete_part(&spec.dir, part, hash) {
@@ -449,7 +464,12 @@ fn write_manifest_if_complete(spec: &StageSpec, hash: &str) -> Result<bool> {
     let manifest = Manifest {
         stage: spec.stage.dir_name().to_string(),
         tool: tool(),
-        inputs: spec.inputs.clone(),
+        // A mirror's working directory is named by its URL.
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|i| crate::store::display(i))
+            .collect(),
         params: spec.params.clone(),
         params_hash: hash.to_string(),
         parts: spec.parts,
@@ -467,7 +487,11 @@ fn write_manifest_if_complete(spec: &StageSpec, hash: &str) -> Result<bool> {
         part_seconds: all.iter().map(|s| s.seconds).sum(),
     };
     let path = spec.dir.join(MANIFEST_NAME);
-    write_atomic(&path, &to_json_bytes(&manifest, &path)?)?;
+    let bytes = to_json_bytes(&manifest, &path)?;
+    // On a store, created only if absent (If-None-Match: *): of two processes
+    // finishing together, one writes it; the other's is the same but for times.
+    crate::store::push_create(&path, &bytes)?;
+    write_local_atomic(&path, &bytes)?;
     Ok(true)
 }
 
@@ -491,10 +515,14 @@ impl OpenStage {
     /// [`Error::Conflict`] for foreign parts; [`Error::Io`] naming the directory.
     pub fn open(spec: StageSpec, force: bool) -> Result<OpenStage> {
         let hash = params_hash(&spec.params, 0);
-        if force && spec.dir.exists() {
-            std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
+        if force {
+            if spec.dir.exists() {
+                std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
+            }
+            crate::store::delete_stage(&spec.dir)?;
         }
         std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
+        crate::store::pull_stage_meta(&spec.dir)?;
         check_no_foreign_parts(&spec, &hash)?;
         remove_tmp_files(&spec.dir, ".tmp-")?;
         Ok(OpenStage { spec, hash })

@@ -258,7 +258,8 @@ fn reduce(
     let texts: Option<Vec<String>> = upstream
         .inputs
         .get(1)
-        .and_then(|p| read_query_list(Path::new(p)).ok())
+        .and_then(|p| wit_contract::store::fetch_input(p).ok())
+        .and_then(|p| read_query_list(&p).ok())
         .filter(|q| {
             upstream
                 .params
