@@ -77,6 +77,14 @@ pub enum Command {
     /// What each stage of a dataset directory has done: state, counts, time,
     /// training runs and evaluation figures
     Status(StatusArgs),
+    /// Write files or objects (paths or URLs: s3://, gs://, az://, https://) to stdout
+    #[command(long_about = "\
+Write each FILE, a path or a URL (s3://, gs://, az://, http(s)://), to stdout \
+in turn, streamed with ranged resumes. For tools that read a pipe, such as \
+Python webdataset: WebDataset(\"pipe:wit cat s3://bucket/corpus/shards/{00000..00009}.tar\") \
+(webdataset expands the braces and runs one wit per shard). Credentials \
+come from the environment, as for --dataset.")]
+    Cat(CatArgs),
     /// Run a pipeline of stages as Slurm job arrays: write, submit, follow
     #[command(long_about = SLURM_ABOUT)]
     Slurm(SlurmArgs),
@@ -141,6 +149,14 @@ pub struct SlurmArgs {
     /// Seconds between two looks at the queue while following
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub poll: f64,
+}
+
+/// `wit cat`
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// Paths or URLs
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<String>,
 }
 
 /// `wit kube`
@@ -428,11 +444,27 @@ pub enum ScopeArg {
 #[command(long_about = "\
 Read web archives (Common Crawl WARC or WAT files, gzipped or not) and extract \
 image-text candidates from the archived HTML pages, as the crawler does, one \
-part per archive file. Writes DATASET/candidates/.")]
+part per archive file. Writes DATASET/candidates/.
+
+Archives may be local files or URLs (s3://, gs://, az://, https://), streamed \
+in place: never held whole in memory or on disk, and a stream that breaks \
+mid-file resumes with a ranged read. --paths reads Common Crawl's listing \
+(warc.paths.gz, wat.paths.gz: one path a line) relative to --base-url.")]
 pub struct ExtractArgs {
-    /// WARC or WAT files
-    #[arg(value_name = "ARCHIVE", required = true)]
-    pub archives: Vec<PathBuf>,
+    /// WARC or WAT files: paths or URLs
+    #[arg(value_name = "ARCHIVE", required_unless_present = "paths")]
+    pub archives: Vec<String>,
+    /// A paths listing as Common Crawl publishes it (a path or a URL), read
+    /// after the ARCHIVEs
+    #[arg(long, value_name = "LISTING")]
+    pub paths: Option<String>,
+    /// What the listing's paths are relative to
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://data.commoncrawl.org/"
+    )]
+    pub base_url: String,
     #[command(flatten)]
     pub dataset: DatasetArg,
     #[command(flatten)]

@@ -14,7 +14,7 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, Cli, Command, CrawlArgs, DemoWebArgs, DownloadArgs, EncodeArg, EvalArgs,
+    BalanceArgs, CatArgs, Cli, Command, CrawlArgs, DemoWebArgs, DownloadArgs, EncodeArg, EvalArgs,
     ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs,
     ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat, StatsArgs, TrainArgs,
 };
@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::DemoWeb(args) => demo_web(args),
+        Command::Cat(args) => cat(args),
         Command::Slurm(args) => slurm(args),
         Command::Kube(args) => kube(args),
         Command::Tokenize => tokenize(),
@@ -236,7 +237,11 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
 fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
     let opts = run_options(&args.run, progress)?;
     let dataset = open_dataset(&args.dataset.dataset)?;
-    let summary = wit_crawler::run_extract(&dataset, &args.archives, &opts)?;
+    let mut archives = args.archives.clone();
+    if let Some(listing) = &args.paths {
+        archives.extend(wit_crawler::read_paths_listing(listing, &args.base_url)?);
+    }
+    let summary = wit_crawler::run_extract(&dataset, &archives, &opts)?;
     report(Stage::Candidates, &dataset, &summary);
     Ok(())
 }
@@ -697,4 +702,21 @@ fn kube(args: KubeArgs) -> Result<()> {
         println!("{}", p.display());
     }
     Ok(())
+}
+
+fn cat(args: CatArgs) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    for f in &args.files {
+        let mut input = wit_contract::store::open_input(f)?;
+        match std::io::copy(&mut input, &mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).with_context(|| f.clone()),
+        }
+    }
+    match std::io::Write::flush(&mut out) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing stdout"),
+    }
 }

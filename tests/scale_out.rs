@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
+use std::process::{Child, Command, Output};
 
 use wit_contract::store::Remote;
 
@@ -335,9 +335,503 @@ fn the_demo_pipeline_on_s3_as_slurm_job_arrays_equals_one_local_process() {
             assert!(got[name] == *bytes, "{stage}/{name} differs");
         }
     }
-    let tars = objects(&r, "shards")
+    let shard_objects = objects(&r, "shards");
+    let tars: Vec<&String> = shard_objects
         .keys()
         .filter(|k| k.ends_with(".tar"))
-        .count();
-    assert!(tars >= 3, "{tars} shards");
+        .collect();
+    assert!(tars.len() >= 3, "{tars:?}");
+
+    // Python reads the results where they lie: Polars scans the Parquet parts
+    // on S3, webdataset streams the shards through `pipe:wit cat`.
+    let Some(py) = python_with(&["polars", "webdataset"]) else {
+        skip("no Python with polars and webdataset");
+        return;
+    };
+    let manifest = |stage: &str| -> serde_json::Value {
+        serde_json::from_slice(&r.get(&format!("{stage}/_manifest.json")).unwrap().unwrap())
+            .unwrap()
+    };
+    let kept = manifest("balanced")["counts"]["kept"].as_u64().unwrap();
+    let success = manifest("shards")["counts"]["success"].as_u64().unwrap();
+    let wit_bin = env!("CARGO_BIN_EXE_wit");
+    let shard_urls: Vec<String> = tars
+        .iter()
+        .map(|t| format!("pipe:{wit_bin} cat {url}/shards/{t}"))
+        .collect();
+    let script = format!(
+        r#"
+import json, os, polars as pl, webdataset as wds
+opts = {{"aws_access_key_id": "{S3_KEY}", "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "aws_endpoint_url": "{endpoint}", "aws_region": "us-east-1", "aws_allow_http": "true"}}
+rows = pl.scan_parquet("{url}/balanced/*.parquet", storage_options=opts).select(pl.len()).collect().item()
+samples = sum(1 for s in wds.WebDataset({shards}, shardshuffle=False) if "jpg" in s and "txt" in s)
+print(json.dumps({{"rows": rows, "samples": samples}}))
+"#,
+        endpoint = s3.endpoint,
+        shards = serde_json::to_string(&shard_urls).unwrap(),
+    );
+    let out = s3
+        .env(&mut Command::new(&py))
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let got: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(got["rows"], kept, "Polars over s3://");
+    assert_eq!(got["samples"], success, "webdataset over pipe:wit cat");
+}
+
+/// A gzipped WARC file of `pages` HTML responses, one gzip member a record,
+/// each page with two captioned images.
+fn warc_file(seed: u32, pages: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let mut rng = Lcg(u64::from(seed) * 7919 + 1);
+    for p in 0..pages {
+        let alt1: Vec<&str> = (0..4).map(|_| rng.pick(WORDS)).collect();
+        let alt2: Vec<&str> = (0..5).map(|_| rng.pick(WORDS)).collect();
+        let html = format!(
+            "<html lang=en><head><title>page {seed}-{p}</title></head><body>\
+             <img src=\"/img/{seed}/{p}a.jpg\" alt=\"{} photo\">\
+             <figure><img src=\"/img/{seed}/{p}b.jpg\"><figcaption>{} here</figcaption></figure>\
+             <p>{}</p></body></html>",
+            alt1.join(" "),
+            alt2.join(" "),
+            "filler text ".repeat(50)
+        );
+        let http = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{html}",
+            html.len()
+        );
+        let record = format!(
+            "WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://site{seed}.example/p{p}.html\r\n\
+             WARC-Date: 2024-03-01T12:00:00Z\r\nWARC-Record-ID: <urn:uuid:{seed}-{p}>\r\n\
+             Content-Type: application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n{http}\r\n\r\n",
+            http.len()
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(record.as_bytes()).unwrap();
+        out.extend(gz.finish().unwrap());
+    }
+    out
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 for `files` that honours `Range: bytes=N-`
+/// and, the first time each file is asked for whole, cuts the body in the
+/// middle and closes the connection. Returns its port and its request log
+/// (`GET /name bytes=N-`).
+fn range_server(
+    files: BTreeMap<String, Vec<u8>>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut cut: BTreeSet<String> = BTreeSet::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+            let mut range: Option<u64> = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = v.trim().trim_end_matches('-').parse().ok();
+                }
+            }
+            let name = path.trim_start_matches('/').to_string();
+            log2.lock().unwrap().push(format!(
+                "{method} /{name} {}",
+                range.map(|r| format!("bytes={r}-")).unwrap_or_default()
+            ));
+            let Some(body) = files.get(&name) else {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let start = range.unwrap_or(0).min(body.len() as u64) as usize;
+            let rest = &body[start..];
+            let head = if range.is_some() {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                    rest.len(),
+                    body.len() - 1,
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+            };
+            let _ = conn.write_all(head.as_bytes());
+            if method == "HEAD" {
+                continue;
+            }
+            if range.is_none() && cut.insert(name.clone()) {
+                let _ = conn.write_all(&rest[..rest.len() / 2]);
+                let _ = conn.flush();
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                continue;
+            }
+            let _ = conn.write_all(rest);
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn extract_reads_archives_in_place_from_s3_and_http_and_resumes_a_broken_stream() {
+    let Some(s3) = s3() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["a.warc.gz", "b.warc.gz", "c.warc.gz"];
+    let archives: BTreeMap<String, Vec<u8>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), warc_file(i as u32, 40)))
+        .collect();
+    let local_files: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let p = tmp.path().join(n);
+            std::fs::write(&p, &archives[*n]).unwrap();
+            p.display().to_string()
+        })
+        .collect();
+
+    // The reference: local copies into a local dataset.
+    let local = tmp.path().join("local");
+    let mut args = vec!["extract".to_string()];
+    args.extend(local_files.iter().cloned());
+    args.extend(["-d".into(), local.display().to_string()]);
+    ok(&run(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let want = reproducible(files(&local.join("candidates")));
+    assert!(want.len() == 3, "{:?}", want.keys());
+
+    // The same archives on S3, into a dataset on S3.
+    let base = s3.prefix("extract");
+    let r = remote(s3, &base);
+    for (name, bytes) in &archives {
+        r.put(&format!("crawl/{name}"), bytes.clone()).unwrap();
+    }
+    let mut args = vec!["extract".to_string()];
+    args.extend(names.iter().map(|n| format!("{base}/crawl/{n}")));
+    args.extend(["-d".into(), format!("{base}/ds")]);
+    let out = run_env(s3, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(reproducible(objects(&r, "ds/candidates")), want);
+
+    // Over HTTP, from a paths listing as Common Crawl publishes it, through a
+    // server that cuts every file's first transfer in the middle.
+    let (port, log) = range_server(
+        archives
+            .iter()
+            .map(|(n, b)| (format!("crawl/{n}"), b.clone()))
+            .collect(),
+    );
+    let listing = tmp.path().join("warc.paths.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(
+        &mut gz,
+        names
+            .iter()
+            .map(|n| format!("crawl/{n}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(&listing, gz.finish().unwrap()).unwrap();
+    let over_http = tmp.path().join("http");
+    let out = run(&[
+        "extract",
+        "--paths",
+        listing.to_str().unwrap(),
+        "--base-url",
+        &format!("http://127.0.0.1:{port}/"),
+        "-d",
+        over_http.to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert_eq!(reproducible(files(&over_http.join("candidates"))), want);
+    let requests = log.lock().unwrap().clone();
+    for n in names {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.starts_with(&format!("GET /crawl/{n} bytes="))),
+            "no ranged resume of {n}: {requests:?}"
+        );
+    }
+    assert!(
+        stderr(&out).contains("resuming with a ranged read"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A listing with a bad line is refused, naming the file and the line.
+    let bad = tmp.path().join("bad.paths");
+    std::fs::write(&bad, "crawl/a.warc.gz\ncrawl/b c.warc.gz\n").unwrap();
+    let out = run(&[
+        "extract",
+        "--paths",
+        bad.to_str().unwrap(),
+        "-d",
+        over_http.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bad.paths: line 2"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_stores_get_one_line_errors_and_the_secret_is_never_written() {
+    let Some(s3) = s3() else { return };
+    let url = s3.prefix("errors");
+    let check = |out: &Output, needle: &str| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {}", show(out));
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("error: ") && last.contains(needle),
+            "{needle}: {err}"
+        );
+    };
+    // Wrong secret: the server checks the signature.
+    let out = s3
+        .env(&mut wit())
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .args(["status", &url])
+        .output()
+        .unwrap();
+    check(&out, "SignatureDoesNotMatch");
+    assert!(stderr(&out).contains(&url), "{}", stderr(&out));
+    // A bucket that does not exist.
+    let out = run_env(s3, &["status", "s3://no-such-bucket-wit/x"]);
+    check(&out, "NoSuchBucket");
+    // An endpoint nobody listens on.
+    let out = s3
+        .env(&mut wit())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .args(["status", &url])
+        .output()
+        .unwrap();
+    check(&out, "cannot be reached");
+    // Malformed URLs.
+    check(&run_env(s3, &["status", "s3:///x"]), "names no bucket");
+    check(&run_env(s3, &["status", "ftp://h/x"]), "unknown URL scheme");
+
+    // A whole run at the most verbose level: the secret is in no log line
+    // and no object wit wrote.
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.txt");
+    std::fs::write(&q, "red\nblue car\n").unwrap();
+    let out = s3
+        .env(&mut wit())
+        .env("RUST_LOG", "trace")
+        .args(["-vv", "queries", "import", q.to_str().unwrap(), "-d", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let logs = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert!(!logs.contains(S3_SECRET), "the secret is in the log");
+    let r = remote(s3, &url);
+    let stored = objects(&r, "queries");
+    assert!(stored.contains_key("_manifest.json"), "{:?}", stored.keys());
+    for (name, bytes) in stored {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(S3_SECRET),
+            "the secret is in {name}"
+        );
+    }
+}
+
+/// `squeue` lines (`ID STATE`) of a job, array tasks one a line.
+fn squeue(job: &str) -> Vec<(String, String)> {
+    let out = Command::new("squeue")
+        .args(["-h", "-r", "-o", "%i %T", "-j", job])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.trim().to_string()))
+        .collect()
+}
+
+/// The sidecars of a stage on the store, name to bytes.
+fn sidecars(r: &Remote, stage: &str) -> BTreeMap<String, Vec<u8>> {
+    objects(r, stage)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("_part-"))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_what_is_missing() {
+    let Some(s3) = s3() else { return };
+    let Some(()) = slurm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let web = demo_web(tmp.path(), 80);
+    let url = s3.prefix("faults");
+    let r = remote(s3, &url);
+    let queries = queries_file();
+    let ok_env = |args: &[&str]| {
+        let out = run_env(s3, args);
+        assert!(out.status.success(), "{}", show(&out));
+    };
+    ok_env(&["queries", "import", queries.to_str().unwrap(), "-d", &url]);
+    let mut crawl = vec!["crawl", "-d", &url, "--seed", &web.url];
+    crawl.extend_from_slice(CRAWL);
+    ok_env(&crawl);
+    let candidates = objects(&r, "candidates");
+    let slurm = |name: &str, text: String, follow: bool| {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out_dir = tmp.path().join(name);
+        let mut args = vec![
+            "slurm".to_string(),
+            file.display().to_string(),
+            "--out".into(),
+            out_dir.display().to_string(),
+            "--poll".into(),
+            "0.5".into(),
+        ];
+        if !follow {
+            args.push("--no-follow".into());
+        }
+        run_env(s3, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let match_balance = format!(
+        "dataset = \"{url}\"\n[resources]\ncpus = 1\n\
+         [[stage]]\ncommand = \"match\"\nargs = {}\ntasks = 3\n\
+         [[stage]]\ncommand = \"balance\"\nargs = {}\ntasks = 3\n",
+        toml_list(MATCH, &[]),
+        toml_list(BALANCE, &[])
+    );
+
+    // A corrupt input part: its task fails alone, naming the part and the
+    // input; the stage behind it never starts.
+    r.put("candidates/part-00001.parquet", b"PAR1 not really".to_vec())
+        .unwrap();
+    let out = slurm("corrupt", match_balance.clone(), true);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("01-match task 1 FAILED (exit 2:0)") && err.contains("part-00001.parquet"),
+        "{err}"
+    );
+    for task in 0..3 {
+        assert!(
+            err.contains(&format!("02-balance task {task} CANCELLED")),
+            "{err}"
+        );
+    }
+    let done = sidecars(&r, "matched");
+    assert_eq!(
+        done.keys().collect::<Vec<_>>(),
+        ["_part-00000.json", "_part-00002.json"],
+        "the other parts are committed"
+    );
+    assert!(r.get("balanced/_manifest.json").unwrap().is_none());
+
+    // Repaired and resubmitted: only part 1 runs again.
+    r.put(
+        "candidates/part-00001.parquet",
+        candidates["part-00001.parquet"].clone(),
+    )
+    .unwrap();
+    let out = slurm("repaired", match_balance, true);
+    assert!(out.status.success(), "{}", show(&out));
+    let again = sidecars(&r, "matched");
+    for (name, bytes) in &done {
+        assert_eq!(&again[name], bytes, "{name} was redone");
+    }
+    assert!(again.contains_key("_part-00001.json"));
+
+    // Download with a delay between requests, so that its tasks are mid-part
+    // when one is cancelled (scancel) and one's wit is killed (SIGKILL).
+    let mut slow: Vec<&str> = DOWNLOAD.to_vec();
+    let at = slow.iter().position(|a| *a == "--per-host").unwrap();
+    slow[at + 1] = "1";
+    slow.extend(["--delay", "0.25"]);
+    let download = format!(
+        "dataset = \"{url}\"\n[resources]\ncpus = 1\n\
+         [[stage]]\ncommand = \"download\"\nargs = {}\ntasks = 2\n",
+        toml_list(&slow, &[])
+    );
+    let out = slurm("download", download.clone(), false);
+    assert!(out.status.success(), "{}", show(&out));
+    let job = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "job")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while squeue(&job).iter().filter(|(_, s)| s == "RUNNING").count() < 2 {
+        let log = tmp.path().join("download/logs/01-download-0.log");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks never ran together: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Some images in, no part finished yet.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        sidecars(&r, "shards").is_empty(),
+        "a part finished before the kill"
+    );
+    ok(&Command::new("scancel")
+        .arg(format!("{job}_1"))
+        .output()
+        .unwrap());
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", "wit download .*--part 0 "])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no wit process of task 0 to kill");
+    while !squeue(&job).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(r.get("shards/_manifest.json").unwrap().is_none());
+    let all = r.list("shards").unwrap();
+    assert!(
+        !all.keys()
+            .any(|k| k.starts_with(".tmp") || k.contains("/.tmp")),
+        "{all:?}"
+    );
+
+    // Resubmitted: complete, and the same bytes as one local process.
+    let out = slurm("download-again", download, true);
+    assert!(out.status.success(), "{}", show(&out));
+    let local = tmp.path().join("local");
+    local_run(&local, &candidates);
+    let want = reproducible(files(&local.join("shards")));
+    let got = reproducible(objects(&r, "shards"));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &want {
+        assert!(got[name] == *bytes, "shards/{name} differs");
+    }
 }

@@ -459,6 +459,7 @@ impl Remote {
             chunk: Bytes::new(),
             stream: None,
             resumes: 0,
+            opened: false,
         };
         r.open_stream()?;
         Ok(r)
@@ -627,6 +628,9 @@ pub struct RemoteReader {
     chunk: Bytes,
     stream: Option<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>>,
     resumes: u32,
+    /// Whether `stream` starts at `pos` (false after a seek: the next read
+    /// opens a ranged stream there).
+    opened: bool,
 }
 
 impl RemoteReader {
@@ -643,7 +647,35 @@ impl RemoteReader {
             self.size = Some(result.meta.size);
         }
         self.stream = Some(result.into_stream());
+        self.opened = true;
         Ok(())
+    }
+
+    /// The object's size in bytes.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+impl std::io::Seek for RemoteReader {
+    /// Moves the read position; the next read opens a ranged stream there
+    /// (`Current(0)` only reports the position).
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::Current(0) => None,
+            std::io::SeekFrom::Current(d) => Some(self.pos.saturating_add_signed(d)),
+            std::io::SeekFrom::End(d) => Some(self.size.unwrap_or(0).saturating_add_signed(d)),
+        };
+        if let Some(p) = target
+            && p != self.pos
+        {
+            self.pos = p;
+            self.chunk = Bytes::new();
+            self.stream = None;
+            self.opened = false;
+        }
+        Ok(self.pos)
     }
 }
 
@@ -656,6 +688,13 @@ impl Read for RemoteReader {
                 self.chunk = self.chunk.slice(n..);
                 self.pos += n as u64;
                 return Ok(n);
+            }
+            if !self.opened {
+                if self.size.is_some_and(|s| self.pos >= s) {
+                    return Ok(0);
+                }
+                self.open_stream()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
             }
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(0);
@@ -908,6 +947,61 @@ pub(crate) fn delete_stage(dir: &Path) -> Result<()> {
         m.remote.delete_all(&rel)?;
     }
     Ok(())
+}
+
+/// An input opened for reading: a local file, or an object streamed from a
+/// store with ranged reads (seeks open a new range; a broken stream resumes).
+pub enum Input {
+    /// A local file.
+    File(std::fs::File),
+    /// An object on a store.
+    Remote(RemoteReader),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Input::File(f) => f.read(buf),
+            Input::Remote(r) => r.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for Input {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Input::File(f) => f.seek(to),
+            Input::Remote(r) => r.seek(to),
+        }
+    }
+}
+
+/// Opens the input `s` (a path or a URL) for streaming.
+///
+/// # Errors
+/// [`Error::BadInput`] naming it if it is missing or unreadable, or its URL is bad.
+pub fn open_input(s: &str) -> Result<Input> {
+    match Location::parse(s)? {
+        Location::Local(p) => std::fs::File::open(&p)
+            .map(Input::File)
+            .map_err(|e| Error::bad_input(&p, format!("cannot read: {e}"))),
+        Location::Remote(r) => Ok(Input::Remote(r.reader("")?)),
+    }
+}
+
+/// The size in bytes of the input `s` (a path or a URL).
+///
+/// # Errors
+/// [`Error::BadInput`] naming it if it is missing or its URL is bad.
+pub fn input_size(s: &str) -> Result<u64> {
+    match Location::parse(s)? {
+        Location::Local(p) => std::fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| Error::bad_input(&p, format!("cannot read: {e}"))),
+        Location::Remote(r) => r
+            .size("")?
+            .ok_or_else(|| Error::bad_input(r.url(), "no such object")),
+    }
 }
 
 /// Downloads an input file named by a URL into a local working directory

@@ -5,17 +5,19 @@
 //! `HTML-Metadata.Links` entries with path `IMG@/src` and their `alt` text.
 //! Damaged members and records are counted and skipped.
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use wit_contract::layout::part_file_name;
 use wit_contract::records::{Candidate, candidates_to_batch};
+use wit_contract::store;
 use wit_contract::{
     Counts, Dataset, Error, Result, RunOptions, Stage, StageSpec, Summary, pq, run_stage, schema,
 };
 
 use crate::html::{clean_text, decode_html, extract};
-use crate::warc::{Record, parse_http, read_records};
+use crate::warc::{Record, parse_http, read_records_from};
 
 /// Runs the extract stage over `archives` (part `i` reads `archives[i]`).
 ///
@@ -23,28 +25,35 @@ use crate::warc::{Record, parse_http, read_records};
 /// [`Error::BadInput`] if an archive is missing; otherwise as [`run_stage`].
 pub fn run_extract(
     dataset: &Dataset,
-    archives: &[PathBuf],
+    archives: &[String],
     opts: &RunOptions<'_>,
 ) -> Result<Summary> {
-    let mut files = Vec::with_capacity(archives.len());
-    for a in archives {
-        let meta =
-            std::fs::metadata(a).map_err(|e| Error::bad_input(a, format!("cannot read: {e}")))?;
-        files.push(serde_json::json!([a.display().to_string(), meta.len()]));
-    }
     if archives.is_empty() {
         return Err(Error::Usage("give at least one archive file".into()));
+    }
+    // A local archive is identified by its path and size (a file replaced in
+    // place is a new input); one at a URL by its URL alone, since asking a
+    // store for the sizes of a 100,000-file listing from every task costs
+    // more than it tells (Common Crawl's archives never change).
+    let mut files = Vec::with_capacity(archives.len());
+    for a in archives {
+        let size = if store::is_url(a) {
+            serde_json::Value::Null
+        } else {
+            store::input_size(a)?.into()
+        };
+        files.push(serde_json::json!([a, size]));
     }
     let spec = StageSpec {
         stage: Stage::Candidates,
         dir: dataset.stage_dir(Stage::Candidates),
         parts: archives.len() as u32,
-        inputs: archives.iter().map(|a| a.display().to_string()).collect(),
+        inputs: archives.to_vec(),
         params: serde_json::json!({ "source": "archives", "archives": files }),
     };
     run_stage(&spec, opts, |ctx| {
         let archive = &archives[ctx.part() as usize];
-        let (rows, counts) = extract_archive(archive)?;
+        let (rows, counts) = extract_archive_at(archive)?;
         let batch = candidates_to_batch(&rows)?;
         pq::write_file(
             &ctx.output(&part_file_name(ctx.part())),
@@ -60,14 +69,27 @@ pub fn run_extract(
 /// # Errors
 /// [`Error::Io`] if the file cannot be read at all.
 pub fn extract_archive(path: &Path) -> Result<(Vec<Candidate>, Counts)> {
-    let origin = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    extract_archive_at(&path.to_string_lossy())
+}
+
+/// [`extract_archive`] of a path or a URL (`s3://`, `https://`, ...): a
+/// remote archive is streamed, never held whole in memory or on disk, and a
+/// stream that breaks mid-file resumes with a ranged read.
+///
+/// # Errors
+/// [`Error::BadInput`] if the archive is missing; [`Error::Io`] if it cannot be read.
+pub fn extract_archive_at(archive: &str) -> Result<(Vec<Candidate>, Counts)> {
+    let origin = archive
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(archive)
+        .to_string();
     let mut rows = Vec::new();
     let mut counts = Counts::new();
     let mut add = |k: &str, n: u64| *counts.entry(k.to_string()).or_default() += n;
-    let errors = read_records(path, |record| {
+    let source = store::open_input(archive)?;
+    let errors = read_records_from(source, Path::new(archive), |record| {
         add("records", 1);
         let kind = record
             .header("WARC-Type")
@@ -97,6 +119,52 @@ pub fn extract_archive(path: &Path) -> Result<(Vec<Candidate>, Counts)> {
     counts.retain(|_, v| *v > 0);
     counts.entry("candidates".into()).or_insert(0);
     Ok((rows, counts))
+}
+
+/// The archives a Common Crawl paths listing names (`warc.paths.gz`,
+/// `wat.paths.gz`: one path a line, relative to `base_url`, gzipped or not),
+/// as URLs. `listing` is a path or a URL.
+///
+/// # Errors
+/// [`Error::BadInput`] naming the listing (and the line) if it cannot be
+/// read, is not text, or a line is not a path.
+pub fn read_paths_listing(listing: &str, base_url: &str) -> Result<Vec<String>> {
+    let mut bytes = Vec::new();
+    store::open_input(listing)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::bad_input(listing, format!("cannot read: {e}")))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::bad_input(listing, format!("not a readable gzip file: {e}")))?;
+        bytes = out;
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::bad_input(listing, "not a text file of paths"))?;
+    let base = format!("{}/", base_url.trim_end_matches('/'));
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.chars().any(|c| c.is_whitespace() || c.is_control()) || line.contains("://") {
+            return Err(Error::bad_input(
+                listing,
+                format!(
+                    "line {}: `{}` is not a path relative to --base-url",
+                    i + 1,
+                    line.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        out.push(format!("{base}{}", line.trim_start_matches('/')));
+    }
+    if out.is_empty() {
+        return Err(Error::bad_input(listing, "lists no archives"));
+    }
+    Ok(out)
 }
 
 fn target_uri(record: &Record) -> Option<String> {

@@ -18,4 +18,4 @@ pub mod urls;
 pub mod warc;
 
 pub use crawl::{CrawlOptions, PARKED_PER_SLOT, STATE_DIR, Scope, run_crawl};
-pub use extract::{extract_archive, run_extract};
+pub use extract::{extract_archive, extract_archive_at, read_paths_listing, run_extract};

@@ -60,8 +60,21 @@ pub struct ReadErrors {
 /// # Errors
 /// [`wit_contract::Error::Io`] if the file cannot be opened or read at all;
 /// damage inside it is counted in the returned [`ReadErrors`].
-pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
+pub fn read_records(path: &Path, f: impl FnMut(Record)) -> Result<ReadErrors> {
+    read_records_from(File::open(path).at(path)?, path, f)
+}
+
+/// [`read_records`] over any seekable source (a file, or an object on a
+/// store streamed with ranged reads); `path` names it in errors.
+///
+/// # Errors
+/// As [`read_records`].
+pub fn read_records_from(
+    source: impl Read + Seek,
+    path: &Path,
+    mut f: impl FnMut(Record),
+) -> Result<ReadErrors> {
+    let mut reader = BufReader::with_capacity(1 << 20, source);
     let mut errors = ReadErrors::default();
     if reader.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]) {
         read_gzip_members(&mut reader, &mut errors, &mut f).at(path)?;
@@ -77,8 +90,8 @@ pub fn read_records(path: &Path, mut f: impl FnMut(Record)) -> Result<ReadErrors
 /// record per member; a larger one is a bomb or damage).
 const MAX_MEMBER: u64 = 1 << 30;
 
-fn read_gzip_members(
-    reader: &mut BufReader<File>,
+fn read_gzip_members<R: Read + Seek>(
+    reader: &mut BufReader<R>,
     errors: &mut ReadErrors,
     f: &mut impl FnMut(Record),
 ) -> std::io::Result<()> {
@@ -110,7 +123,10 @@ fn read_gzip_members(
 
 /// Moves `reader` to the first gzip member header (`1f 8b 08`) at or after
 /// byte `from`; `false` if there is none.
-fn skip_to_gzip_header(reader: &mut BufReader<File>, from: u64) -> std::io::Result<bool> {
+fn skip_to_gzip_header<R: Read + Seek>(
+    reader: &mut BufReader<R>,
+    from: u64,
+) -> std::io::Result<bool> {
     const MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
     let mut window = vec![0u8; 1 << 16];
     let mut pos = from;
