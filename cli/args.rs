@@ -26,7 +26,9 @@ wit rebuilds that data and model as a staged pipeline over one dataset directory
 
 Each stage reads the previous stage's files and writes DATASET/STAGE/ in numbered \
 parts; a killed stage resumes where it stopped, and --parts N --part I splits a \
-stage among N processes or machines. Every flag can also be set in a TOML file \
+stage among N processes or machines. DATASET may be a path or a URL \
+(s3://bucket/prefix, gs://, az://); `wit slurm` runs a pipeline of stages as \
+Slurm job arrays (docs/scale-out.md). Every flag can also be set in a TOML file \
 given with --config: top-level keys apply to every command that has the flag, \
 a [match] (or [queries.import], ...) table to one command; flags given on the \
 command line win.";

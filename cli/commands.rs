@@ -470,22 +470,15 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         )));
     }
     let dataset = open_dataset(&args.dataset.dataset)?;
-    dataset.pull(Stage::Shards.dir_name())?;
-    let shards_dir = dataset.stage_dir(Stage::Shards);
-    let mut shards: Vec<String> = match std::fs::read_dir(&shards_dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
-            .map(|p| p.display().to_string())
-            .collect(),
-        Err(e) => bail!("{}: {e}; run `wit download` first", shards_dir.display()),
+    // Shards are read where they lie: files, or objects streamed from a store.
+    let shards = match dataset.files(Stage::Shards.dir_name(), ".tar") {
+        Ok(s) => s,
+        Err(e) => bail!("{e}; run `wit download` first"),
     };
-    shards.sort();
     if shards.is_empty() {
         bail!(
-            "{} holds no .tar shards; run `wit download` first",
-            shards_dir.display()
+            "{}/shards holds no .tar shards; run `wit download` first",
+            dataset.location()
         );
     }
     let device = wit_trainer::train::device(&args.device)?;
@@ -521,7 +514,7 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         .unwrap_or_else(|| dataset.root().join("runs").join(&model));
     let mut trainer = Trainer::open(config, &run_dir, &device, args.resume, progress)?;
     let from = trainer.position().step;
-    let result = trainer.run(&shards, &wit_contract::wds::LocalOpener, args.stop_at);
+    let result = trainer.run(&shards, &wit_contract::store::StoreOpener, args.stop_at);
     dataset.push(&run_rel)?;
     let summary = result?;
     println!(

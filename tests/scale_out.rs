@@ -382,6 +382,27 @@ print(json.dumps({{"rows": rows, "samples": samples}}))
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert_eq!(got["rows"], kept, "Polars over s3://");
     assert_eq!(got["samples"], success, "webdataset over pipe:wit cat");
+
+    // The trainer streams the shards from the store; its run goes up there.
+    let out = run_env(
+        s3,
+        &[
+            "train",
+            "-d",
+            &url,
+            "--model",
+            "demo",
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--workers",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let run = r.list("runs/demo").unwrap();
+    assert!(run.contains_key("model.safetensors"), "{run:?}");
 }
 
 /// A gzipped WARC file of `pages` HTML responses, one gzip member a record,
@@ -834,4 +855,74 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
     for (name, bytes) in &want {
         assert!(got[name] == *bytes, "shards/{name} differs");
     }
+}
+
+#[test]
+fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.toml");
+    std::fs::write(
+        &file,
+        pipeline("s3://bucket/corpus", "http://example.org/", 4),
+    )
+    .unwrap();
+    let out_dir = tmp.path().join("scripts");
+    let out = run(&[
+        "slurm",
+        file.to_str().unwrap(),
+        "--dry-run",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --kill-on-invalid-dep=yes",
+        "download --allow-private",
+        "--dataset s3://bucket/corpus --parts 4 --part \"$SLURM_ARRAY_TASK_ID\"",
+    ] {
+        assert!(text.contains(want), "{want} not in\n{text}");
+    }
+    let scripts: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sbatch"))
+        .collect();
+    assert_eq!(scripts.len(), 5, "{scripts:?}");
+    for s in &scripts {
+        let ok_bash = Command::new("bash")
+            .arg("-n")
+            .arg(out_dir.join(s))
+            .status()
+            .unwrap();
+        assert!(ok_bash.success(), "{s} is not valid bash");
+    }
+
+    let kube = tmp.path().join("kube");
+    ok(&run(&[
+        "kube",
+        file.to_str().unwrap(),
+        "--out",
+        kube.to_str().unwrap(),
+    ]));
+    let job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kube.join("05-download.json")).unwrap()).unwrap();
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    assert_eq!(job["spec"]["completions"], 4);
+    assert!(kube.join("run.sh").is_file());
+
+    std::fs::write(
+        &file,
+        "dataset = \"d\"\n[[stage]]\ncommand = \"crawl\"\ntasks = 3\n",
+    )
+    .unwrap();
+    let out = run(&["slurm", file.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("p.toml: stage 1 (crawl): runs as one task"),
+        "{err}"
+    );
 }

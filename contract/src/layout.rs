@@ -143,6 +143,36 @@ impl Dataset {
         crate::store::push_dir(&self.root.join(rel))
     }
 
+    /// The files under `rel` whose names end with `suffix`, sorted, as
+    /// locations to read in place: paths, or URLs for a dataset on a store.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] if a local `rel` is not a directory; the store's error.
+    pub fn files(&self, rel: &str, suffix: &str) -> Result<Vec<String>> {
+        if let Some(url) = &self.url {
+            let remote = crate::store::Remote::open(url)?;
+            return Ok(remote
+                .list(rel)?
+                .into_keys()
+                .filter(|n| n.ends_with(suffix) && !n.contains('/') && !n.starts_with('.'))
+                .map(|n| format!("{url}/{rel}/{n}"))
+                .collect());
+        }
+        let dir = self.root.join(rel);
+        if !dir.is_dir() {
+            return Err(Error::bad_input(&dir, "no such directory"));
+        }
+        let mut out: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&dir).at(&dir)? {
+            let name = entry.at(&dir)?.file_name().to_string_lossy().into_owned();
+            if name.ends_with(suffix) && !name.starts_with('.') {
+                out.push(dir.join(&name).display().to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The directory of one stage.
     pub fn stage_dir(&self, stage: Stage) -> PathBuf {
         self.root.join(stage.dir_name())

@@ -79,8 +79,9 @@ impl Manifest {
     /// # Errors
     /// [`Error::BadInput`] if it is missing (the stage has not finished) or malformed.
     pub fn read(dataset_dir: &Path, stage: Stage) -> Result<Manifest> {
-        // A dataset on a store: the stage's objects come down as the input they are.
-        crate::store::pull_stage(&dataset_dir.join(stage.dir_name()))?;
+        // A dataset on a store: the stage's metadata comes down; its data
+        // files follow one by one as they are read (`pq::read_file`).
+        crate::store::pull_stage_meta(&dataset_dir.join(stage.dir_name()))?;
         Manifest::read_local(dataset_dir, stage)
     }
 

@@ -131,6 +131,8 @@ pub fn read_file(
     path: &Path,
     expected: &Schema,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    // In a dataset on a store, the part comes down when first read.
+    crate::store::local(path)?;
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;

@@ -12,7 +12,8 @@
 //! directory, removed by [`release_mirrors`]), and the contract functions that
 //! stages already call keep it in step with the store:
 //! - reading a stage's manifest ([`crate::Manifest::read`]) downloads that
-//!   stage's objects, so a downstream stage finds its input as files;
+//!   stage's metadata, and each input part comes down when it is first read
+//!   ([`crate::pq::read_file`], [`local`]), so a task fetches only its share;
 //! - preparing a stage ([`crate::run_stage`], [`crate::OpenStage::open`],
 //!   [`crate::check_params`]) downloads the stage's own metadata (sidecars,
 //!   the manifest and the `_` directories: plans, journals, global files),
@@ -895,6 +896,24 @@ pub(crate) fn pull_stage(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure the file `path` is here: inside a mirror, a file the store
+/// holds and this directory does not is downloaded (each task fetches only
+/// the input parts it reads). A no-op outside a mirror or for a file present.
+///
+/// # Errors
+/// The store's error, naming the URL.
+pub fn local(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some((m, rel)) = mirror_of(path)
+        && m.remote.size(&rel)?.is_some()
+    {
+        m.remote.download_file(&rel, path)?;
+    }
+    Ok(())
+}
+
 /// Whether `file` (in stage directory `dir`) exists here or, for a mirror, on the store.
 pub(crate) fn exists(dir: &Path, file: &str) -> bool {
     if dir.join(file).is_file() {
@@ -1001,6 +1020,18 @@ pub fn input_size(s: &str) -> Result<u64> {
         Location::Remote(r) => r
             .size("")?
             .ok_or_else(|| Error::bad_input(r.url(), "no such object")),
+    }
+}
+
+/// Opens WebDataset shards at paths or URLs (`s3://`, `https://`, ...),
+/// streamed: what `wit train` and `wit eval` read shards with.
+pub struct StoreOpener;
+
+impl crate::wds::Opener for StoreOpener {
+    fn open(&self, shard: &str) -> std::io::Result<Box<dyn Read + Send>> {
+        open_input(shard)
+            .map(|i| Box::new(i) as Box<dyn Read + Send>)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 

@@ -88,6 +88,8 @@ pub fn match_part(
     output: &Path,
     counts_output: &Path,
 ) -> Result<Counts> {
+    // A dataset on a store: the part comes down now.
+    wit_contract::store::local(input)?;
     if !input.is_file() {
         return Err(Error::bad_input(
             input,

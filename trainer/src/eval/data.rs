@@ -116,7 +116,8 @@ pub fn for_each_item(source: &[String], mut each: impl FnMut(Item)) -> Result<(V
     }
     for shard in source {
         let path = Path::new(shard);
-        let file = std::fs::File::open(path).map_err(io(path))?;
+        // A path or a URL (s3://, https://, ...), streamed.
+        let file = wit_contract::store::open_input(shard)?;
         let input =
             wit_contract::wds::maybe_gunzip(std::io::BufReader::new(file)).map_err(io(path))?;
         wit_contract::wds::ShardReader::new(input).for_each(|s| {
