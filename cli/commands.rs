@@ -159,7 +159,10 @@ fn queries_build(args: QueriesBuildArgs, progress: &dyn Progress) -> Result<()> 
 
 fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()> {
     let opts = run_options(&args.run, progress)?;
-    let queries = wit_queries::import(&args.file)?;
+    // A path or a URL (s3://, https://).
+    let queries = wit_queries::import(&wit_contract::store::fetch_input(
+        &args.file.to_string_lossy(),
+    )?)?;
     let dataset = open_dataset(&args.dataset.dataset)?;
     let strings: Vec<String> = queries.iter().map(|q| q.query.clone()).collect();
     let stage = wit_queries::stage_spec(
@@ -178,7 +181,8 @@ fn queries_import(args: QueriesImportArgs, progress: &dyn Progress) -> Result<()
 fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
     let mut seeds = args.seed.clone();
     if let Some(file) = &args.seeds {
-        let text = std::fs::read_to_string(file)
+        let local = wit_contract::store::fetch_input(&file.to_string_lossy())?;
+        let text = std::fs::read_to_string(local)
             .map_err(|e| wit_contract::Error::bad_input(file, format!("cannot read: {e}")))?;
         seeds.extend(
             text.lines()
@@ -273,7 +277,10 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
         )
         .into());
     }
-    let queries = wit_contract::query_list::read_query_list(&queries_path)?;
+    // `--queries` may be a URL: read a local copy, record the URL.
+    let queries = wit_contract::query_list::read_query_list(&wit_contract::store::fetch_input(
+        &queries_path.to_string_lossy(),
+    )?)?;
     if args.stdin {
         let matcher = QueryMatcher::new(&queries, case)?;
         let stdout = std::io::stdout();

@@ -446,6 +446,7 @@ fn warc_file(seed: u32, pages: u32) -> Vec<u8> {
 /// (`GET /name bytes=N-`).
 fn range_server(
     files: BTreeMap<String, Vec<u8>>,
+    ranges: bool,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -469,7 +470,9 @@ fn range_server(
                 if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
                     break;
                 }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=")
+                    && ranges
+                {
                     range = v.trim().trim_end_matches('-').parse().ok();
                 }
             }
@@ -503,7 +506,7 @@ fn range_server(
             if method == "HEAD" {
                 continue;
             }
-            if range.is_none() && cut.insert(name.clone()) {
+            if start == 0 && cut.insert(name.clone()) {
                 let _ = conn.write_all(&rest[..rest.len() / 2]);
                 let _ = conn.flush();
                 let _ = conn.shutdown(std::net::Shutdown::Both);
@@ -558,12 +561,11 @@ fn extract_reads_archives_in_place_from_s3_and_http_and_resumes_a_broken_stream(
 
     // Over HTTP, from a paths listing as Common Crawl publishes it, through a
     // server that cuts every file's first transfer in the middle.
-    let (port, log) = range_server(
-        archives
-            .iter()
-            .map(|(n, b)| (format!("crawl/{n}"), b.clone()))
-            .collect(),
-    );
+    let served: BTreeMap<String, Vec<u8>> = archives
+        .iter()
+        .map(|(n, b)| (format!("crawl/{n}"), b.clone()))
+        .collect();
+    let (port, log) = range_server(served.clone(), true);
     let listing = tmp.path().join("warc.paths.gz");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(
@@ -602,6 +604,20 @@ fn extract_reads_archives_in_place_from_s3_and_http_and_resumes_a_broken_stream(
         "{}",
         stderr(&out)
     );
+
+    // A server that ignores ranges: the resume reads from the start again
+    // and drops what it already had.
+    let (plain_port, _) = range_server(served, false);
+    let no_ranges = tmp.path().join("no-ranges");
+    let mut args = vec!["extract".to_string()];
+    args.extend(
+        names
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{plain_port}/crawl/{n}")),
+    );
+    args.extend(["-d".into(), no_ranges.display().to_string()]);
+    ok(&run(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(reproducible(files(&no_ranges.join("candidates"))), want);
 
     // A listing with a bad line is refused, naming the file and the line.
     let bad = tmp.path().join("bad.paths");
@@ -924,5 +940,61 @@ fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
     assert!(
         err.contains("p.toml: stage 1 (crawl): runs as one task"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_crawl_killed_on_s3_resumes_from_its_frontier_on_the_store() {
+    let Some(s3) = s3() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let web = demo_web(tmp.path(), 80);
+    let url = s3.prefix("crawl-kill");
+    let r = remote(s3, &url);
+    let mut args: Vec<&str> = vec!["crawl", "-d", &url, "--seed", &web.url];
+    args.extend_from_slice(CRAWL);
+    // Slow enough to be killed between two parts.
+    let mut slow = args.clone();
+    let at = slow.iter().position(|a| *a == "--per-host").unwrap();
+    slow[at + 1] = "1";
+    let at = slow.iter().position(|a| *a == "--delay").unwrap();
+    slow[at + 1] = "0.05";
+    let mut child = s3.env(&mut wit()).args(&slow).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while r.size("candidates/_part-00000.json").unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no part committed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        r.get("candidates/_manifest.json").unwrap().is_none(),
+        "it finished before the kill"
+    );
+    let checkpoints: Vec<String> = r
+        .list("candidates/_crawl")
+        .unwrap()
+        .into_keys()
+        .filter(|k| k.starts_with("checkpoint-"))
+        .collect();
+    assert!(
+        !checkpoints.is_empty(),
+        "no frontier checkpoint on the store"
+    );
+
+    let out = run_env(s3, &args);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("resuming the crawl after"),
+        "{}",
+        stderr(&out)
+    );
+    let local = tmp.path().join("local");
+    let mut local_args: Vec<&str> =
+        vec!["crawl", "-d", local.to_str().unwrap(), "--seed", &web.url];
+    local_args.extend_from_slice(CRAWL);
+    ok(&run(&local_args));
+    assert_eq!(
+        candidate_pairs(&objects(&r, "candidates")),
+        candidate_pairs(&files(&local.join("candidates")))
     );
 }

@@ -461,6 +461,7 @@ impl Remote {
             stream: None,
             resumes: 0,
             opened: false,
+            discard: 0,
         };
         r.open_stream()?;
         Ok(r)
@@ -632,6 +633,8 @@ pub struct RemoteReader {
     /// Whether `stream` starts at `pos` (false after a seek: the next read
     /// opens a ranged stream there).
     opened: bool,
+    /// Bytes at the stream's start to drop (a server that ignores ranges).
+    discard: u64,
 }
 
 impl RemoteReader {
@@ -642,8 +645,19 @@ impl RemoteReader {
             ..Default::default()
         };
         let store = Arc::clone(&self.remote.store);
-        let result = block_on(async move { store.get_opts(&path, opts).await })
-            .map_err(|e| self.remote.err(&self.rel, e))?;
+        let (p2, s2) = (path.clone(), Arc::clone(&store));
+        let result = match block_on(async move { store.get_opts(&path, opts).await }) {
+            Ok(r) => r,
+            // A server without ranges: read from the start and drop what
+            // lies before the position.
+            Err(object_store::Error::NotSupported { .. }) if self.pos > 0 => {
+                let r = block_on(async move { s2.get_opts(&p2, GetOptions::default()).await })
+                    .map_err(|e| self.remote.err(&self.rel, e))?;
+                self.discard = self.pos;
+                r
+            }
+            Err(e) => return Err(self.remote.err(&self.rel, e)),
+        };
         if self.size.is_none() {
             self.size = Some(result.meta.size);
         }
@@ -675,6 +689,7 @@ impl std::io::Seek for RemoteReader {
             self.chunk = Bytes::new();
             self.stream = None;
             self.opened = false;
+            self.discard = 0;
         }
         Ok(self.pos)
     }
@@ -701,7 +716,14 @@ impl Read for RemoteReader {
                 return Ok(0);
             };
             match block_on(stream.next()) {
-                Some(Ok(bytes)) => self.chunk = bytes,
+                Some(Ok(mut bytes)) => {
+                    if self.discard > 0 {
+                        let drop = (self.discard as usize).min(bytes.len());
+                        self.discard -= drop as u64;
+                        bytes = bytes.slice(drop..);
+                    }
+                    self.chunk = bytes;
+                }
                 None if self.size.is_none_or(|s| self.pos >= s) => {
                     self.stream = None;
                     return Ok(0);
@@ -931,15 +953,21 @@ pub(crate) fn push(path: &Path) -> Result<()> {
 }
 
 /// Uploads every file under the local directory `dir` (recursively, leaving
-/// out temporary `.tmp-` files) to its place on the store (a no-op outside a mirror).
-pub(crate) fn push_dir(dir: &Path) -> Result<()> {
+/// out temporary `.tmp` files) to its place on the store: state a stage keeps
+/// outside its parts, such as the crawl's frontier checkpoint. A no-op
+/// outside a mirror.
+///
+/// # Errors
+/// The store's error, naming the URL; [`Error::Io`] for a local file.
+pub fn push_dir(dir: &Path) -> Result<()> {
     if mirror_of(dir).is_none() || !dir.is_dir() {
         return Ok(());
     }
     for entry in std::fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with(".tmp") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp") || name.ends_with(".tmp") {
             continue;
         }
         if entry.file_type().at(&path)?.is_dir() {

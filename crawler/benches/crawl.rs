@@ -203,10 +203,14 @@ fn serve_files(files: &[PathBuf]) -> u16 {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
                 let _ = reader.read_line(&mut line);
+                let mut from: Option<usize> = None;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
                         break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        from = v.trim().trim_end_matches('-').parse().ok();
                     }
                 }
                 let name = line
@@ -216,13 +220,24 @@ fn serve_files(files: &[PathBuf]) -> u16 {
                     .trim_start_matches('/');
                 match bodies.get(name) {
                     Some(b) => {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            b.len()
-                        );
+                        // Ranges as real servers give them: damaged archives
+                        // are resynchronised by seeking.
+                        let start = from.unwrap_or(0).min(b.len());
+                        let head = match from {
+                            Some(_) => format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+                                b.len() - start,
+                                b.len().saturating_sub(1),
+                                b.len()
+                            ),
+                            None => format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len()
+                            ),
+                        };
                         let _ = conn.write_all(head.as_bytes());
                         if !line.starts_with("HEAD") {
-                            let _ = conn.write_all(b);
+                            let _ = conn.write_all(&b[start..]);
                         }
                     }
                     None => {

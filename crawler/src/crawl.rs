@@ -778,6 +778,9 @@ impl Crawler<'_> {
         std::fs::create_dir_all(&self.state).at(&self.state)?;
         self.frontier
             .checkpoint(&checkpoint_path(&self.state, part), &pending)?;
+        // A dataset on a store: the frontier goes up before the part commits,
+        // so that a crawl restarted on another machine resumes from it.
+        wit_contract::store::push_dir(&self.state)?;
         let rows = std::mem::take(&mut self.part_rows);
         let mut counts = std::mem::take(&mut self.part_counts);
         bump(&mut counts, "candidates", rows.len() as u64);
