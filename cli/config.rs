@@ -26,6 +26,34 @@ use clap::{ArgAction, ArgMatches, Command, parser::ValueSource};
 
 use crate::BadUsage;
 
+/// The `[store]` table of the config file at `path`: options of the object
+/// stores (`aws_endpoint = "https://..."`, `aws_region`, `aws_allow_http`,
+/// credentials), which override the environment's. Read after
+/// [`extra_args`], which has checked the file.
+///
+/// # Errors
+/// [`BadUsage`] naming the file if it cannot be read or parsed.
+pub fn store_options(path: &Path) -> Result<Vec<(String, String)>> {
+    let bad = |msg: String| anyhow!(BadUsage(format!("config file {}: {msg}", path.display())));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+    let Some(store) = table.get("store").and_then(toml::Value::as_table) else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect())
+}
+
 /// The flags that the config file at `path` adds to the command line whose
 /// parse is `matches`: one for each key that applies to the command being run
 /// and whose argument the command line (or the environment) did not set.
@@ -125,6 +153,19 @@ fn validate(cmd: &Command, table: &toml::Table, name: &str) -> std::result::Resu
             format!("{name}.{key}")
         };
         match value {
+            // Store options (credentials, endpoint), not flags: `store_options`.
+            toml::Value::Table(sub) if name.is_empty() && key == "store" => {
+                for (k, v) in sub {
+                    if !wit_contract::store::known_option(k) {
+                        return Err(format!(
+                            "[store] has an unknown key `{k}`: expected an object_store option such as aws_endpoint, aws_region, aws_allow_http, aws_access_key_id"
+                        ));
+                    }
+                    if !matches!(v, toml::Value::String(_) | toml::Value::Boolean(_)) {
+                        return Err(format!("[store] {k}: expected a string or true/false"));
+                    }
+                }
+            }
             toml::Value::Table(sub) => {
                 let sub_cmd = cmd
                     .find_subcommand(key)

@@ -64,6 +64,11 @@ fn parse(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         })?;
+        let store = config::store_options(&path).map_err(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        })?;
+        wit_contract::store::set_options(store);
         if !extra.is_empty() {
             let mut merged = argv;
             let at = merged

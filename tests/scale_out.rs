@@ -125,6 +125,13 @@ fn reproducible(files: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// True when `bytes` do not hold the test server's secret.
+fn free_of_secret(bytes: &[u8]) -> bool {
+    !bytes
+        .windows(S3_SECRET.len())
+        .any(|w| w == S3_SECRET.as_bytes())
+}
+
 fn run_env(s3: &S3Server, args: &[&str]) -> Output {
     s3.env(&mut wit()).args(args).output().unwrap()
 }
@@ -299,9 +306,16 @@ fn the_demo_pipeline_on_s3_as_slurm_job_arrays_equals_one_local_process() {
             "the manifest names the working directory: {m}"
         );
     }
-    // No temporary objects are left on the store.
+    // No temporary objects are left on the store, and the secret is in no
+    // object and no task's log.
     let all = r.list("").unwrap();
     assert!(!all.keys().any(|k| k.contains(".tmp")), "{all:?}");
+    for (name, bytes) in objects(&r, "") {
+        assert!(free_of_secret(&bytes), "the secret is in {name}");
+    }
+    for (name, bytes) in files(&tmp.path().join("slurm")) {
+        assert!(free_of_secret(&bytes), "the secret is in {name}");
+    }
 
     // The crawl against a local crawl of the same site, as sets.
     let local = tmp.path().join("local");
@@ -996,5 +1010,63 @@ fn a_crawl_killed_on_s3_resumes_from_its_frontier_on_the_store() {
     assert_eq!(
         candidate_pairs(&objects(&r, "candidates")),
         candidate_pairs(&files(&local.join("candidates")))
+    );
+}
+
+#[test]
+fn the_config_files_store_table_sets_the_endpoint_and_credentials() {
+    let Some(s3) = s3() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("wit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\naws_endpoint = \"{}\"\naws_allow_http = true\naws_region = \"us-east-1\"\n\
+             aws_access_key_id = \"{S3_KEY}\"\naws_secret_access_key = \"{S3_SECRET}\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let url = s3.prefix("config");
+    let q = tmp.path().join("q.txt");
+    std::fs::write(&q, "red\nblue car\n").unwrap();
+    let bare = |args: &[&str]| {
+        let mut cmd = wit();
+        for v in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT",
+            "AWS_ALLOW_HTTP",
+            "AWS_REGION",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let out = bare(&[
+        "--config",
+        config.to_str().unwrap(),
+        "queries",
+        "import",
+        q.to_str().unwrap(),
+        "-d",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        remote(s3, &url)
+            .get("queries/_manifest.json")
+            .unwrap()
+            .is_some()
+    );
+
+    std::fs::write(&config, "[store]\naws_endpiont = \"x\"\n").unwrap();
+    let out = bare(&["--config", config.to_str().unwrap(), "status", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("unknown key `aws_endpiont`"),
+        "{}",
+        stderr(&out)
     );
 }

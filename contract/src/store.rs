@@ -184,6 +184,17 @@ impl Remote {
     /// # Errors
     /// As [`Remote::open`].
     pub fn open_with(url: &str, options: &[(&str, &str)]) -> Result<Remote> {
+        // The process's options (the config file's `[store]` table), then the call's.
+        let defaults = default_options()
+            .read()
+            .expect("no panics hold this lock")
+            .clone();
+        let mut all: Vec<(&str, &str)> = defaults
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.extend_from_slice(options);
+        let options = all.as_slice();
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::bad_input(url, format!("malformed URL: {e}")))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -236,20 +247,28 @@ impl Remote {
                 }
                 Arc::new(b.build().map_err(bad)?)
             }
-            Scheme::Gcs => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            Scheme::Gcs => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(&base)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(bad)?,
-            ),
-            Scheme::Azure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_retry(retry);
+                for (k, v) in options {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, *v);
+                    }
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
+            Scheme::Azure => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(&base)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(bad)?,
-            ),
+                    .with_retry(retry);
+                for (k, v) in options {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, *v);
+                    }
+                }
+                Arc::new(b.build().map_err(bad)?)
+            }
             Scheme::Http => {
                 let origin = parsed.origin().ascii_serialization();
                 Arc::new(
@@ -542,6 +561,27 @@ impl Remote {
             Ok(())
         })
     }
+}
+
+fn default_options() -> &'static RwLock<Vec<(String, String)>> {
+    static O: OnceLock<RwLock<Vec<(String, String)>>> = OnceLock::new();
+    O.get_or_init(|| RwLock::new(Vec::new()))
+}
+
+/// Sets options every store of the process is opened with, over the
+/// environment's: object_store's configuration keys (`aws_endpoint`,
+/// `aws_region`, `aws_allow_http`, `aws_access_key_id`, `google_*`,
+/// `azure_*`). The binary sets them from its config file's `[store]` table.
+pub fn set_options(options: Vec<(String, String)>) {
+    *default_options().write().expect("no panics hold this lock") = options;
+}
+
+/// Whether `key` is a configuration key of one of the stores.
+pub fn known_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok()
+        || k.parse::<object_store::gcp::GoogleConfigKey>().is_ok()
+        || k.parse::<object_store::azure::AzureConfigKey>().is_ok()
 }
 
 /// Retries of one request: transient failures (5xx, timeouts, resets) are
