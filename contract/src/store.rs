@@ -133,6 +133,20 @@ impl std::fmt::Debug for Remote {
     }
 }
 
+/// `builder` with every option whose key the builder knows (each store's
+/// builder has its own key type, parsed from the same strings).
+macro_rules! with_options {
+    ($builder:expr, $options:expr) => {{
+        let mut b = $builder;
+        for (k, v) in $options {
+            if let Ok(key) = k.to_ascii_lowercase().parse() {
+                b = b.with_config(key, *v);
+            }
+        }
+        b
+    }};
+}
+
 /// The runtime on which every store call of the process runs; stage code is
 /// synchronous and calls in from its worker threads.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -240,34 +254,19 @@ impl Remote {
                 if let Ok(region) = std::env::var("AWS_REGION") {
                     b = b.with_region(region);
                 }
-                for (k, v) in options {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, *v);
-                    }
-                }
-                Arc::new(b.build().map_err(bad)?)
+                Arc::new(with_options!(b, options).build().map_err(bad)?)
             }
             Scheme::Gcs => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(&base)
                     .with_retry(retry);
-                for (k, v) in options {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, *v);
-                    }
-                }
-                Arc::new(b.build().map_err(bad)?)
+                Arc::new(with_options!(b, options).build().map_err(bad)?)
             }
             Scheme::Azure => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                let b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(&base)
                     .with_retry(retry);
-                for (k, v) in options {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, *v);
-                    }
-                }
-                Arc::new(b.build().map_err(bad)?)
+                Arc::new(with_options!(b, options).build().map_err(bad)?)
             }
             Scheme::Http => {
                 let origin = parsed.origin().ascii_serialization();
