@@ -869,6 +869,11 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     assert!(r.get("shards/_manifest.json").unwrap().is_none());
+    // What a reader of `*.tar` sees now; checked whole against the end result below.
+    let visible_after_kill: BTreeMap<String, Vec<u8>> = objects(&r, "shards")
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".tar"))
+        .collect();
     let all = r.list("shards").unwrap();
     assert!(
         !all.keys()
@@ -884,6 +889,11 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
     let want = reproducible(files(&local.join("shards")));
     let got = reproducible(objects(&r, "shards"));
     assert_same("shards", &got, &want);
+    // Every shard a reader could see after the kills was whole: the killed
+    // tasks' uploads were never completed.
+    for (name, bytes) in &visible_after_kill {
+        assert!(want[name] == *bytes, "{name} was visible half-written");
+    }
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct PartContext<'a> {
     part: u32,
     nonce: String,
     outputs: Vec<(PathBuf, String)>,
+    /// Streams uploaded to a store as written, completed at commit.
+    uploads: Vec<(String, crate::store::UploadHandle)>,
 }
 
 impl PartContext<'_> {
@@ -148,6 +150,35 @@ impl PartContext<'_> {
         let tmp = dir.join(format!("{}{base}", part_tmp_prefix(self.part)));
         self.outputs.push((tmp.clone(), name.to_string()));
         tmp
+    }
+
+    /// Output file `name` as a stream to write and then
+    /// [`close`](crate::store::OutputStream::close): a temporary file renamed
+    /// at commit, as [`PartContext::output`] gives, or, in a dataset on a
+    /// store, a multipart upload fed as it is written and completed at
+    /// commit (large outputs, such as shards, need no local copy). `name`
+    /// lies in the stage directory.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the temporary file cannot be created.
+    pub fn output_stream(&mut self, name: &str) -> Result<crate::store::OutputStream> {
+        assert!(
+            !name.contains('/'),
+            "streamed outputs live in the stage directory: {name}"
+        );
+        let path = self.dir.join(name);
+        if crate::store::mirror_of(&path).is_none() {
+            let tmp = self.output(name);
+            return crate::store::OutputStream::file(&tmp);
+        }
+        let tmp = self
+            .dir
+            .join(format!("{}{name}", part_tmp_prefix(self.part)));
+        let (stream, handle) = crate::store::output_stream(&path, &tmp)?;
+        if let Some(h) = handle {
+            self.uploads.push((name.to_string(), h));
+        }
+        Ok(stream)
     }
 }
 
@@ -399,6 +430,7 @@ where
         part,
         nonce: nonce(),
         outputs: Vec::new(),
+        uploads: Vec::new(),
     };
     let counts = match work(&mut ctx) {
         Ok(c) => c,
@@ -418,6 +450,11 @@ where
         std::fs::rename(tmp, &dest).at(&dest)?;
         // On a store: the object under its final name, whole or not at all.
         crate::store::push(&dest)?;
+        files.push(name.clone());
+    }
+    // Streamed uploads: the objects appear now, before the sidecar.
+    for (name, handle) in &ctx.uploads {
+        handle.complete(&dir.join(name))?;
         files.push(name.clone());
     }
     let stats = PartStats {

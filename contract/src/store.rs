@@ -1090,6 +1090,247 @@ pub fn input_size(s: &str) -> Result<u64> {
     }
 }
 
+/// A file a part writes as a stream ([`crate::PartContext::output_stream`]):
+/// a local temporary file, or, in a dataset on a store, a multipart upload
+/// fed as the bytes are written (8 MiB parts, at most two waiting: bounded
+/// memory, no local copy). The upload is completed only when the part
+/// commits, so the object appears whole at commit or not at all; a part
+/// that fails or is killed leaves an upload that is aborted or never
+/// completed.
+pub struct OutputStream {
+    kind: StreamKind,
+    path: PathBuf,
+}
+
+enum StreamKind {
+    File(std::io::BufWriter<std::fs::File>),
+    Upload {
+        buf: Vec<u8>,
+        tx: std::sync::mpsc::SyncSender<UploadCmd>,
+        sent: bool,
+        handle: UploadHandle,
+    },
+}
+
+enum UploadCmd {
+    Part(Vec<u8>),
+    /// Reply once every part sent so far is uploaded, with the first error.
+    Flush(std::sync::mpsc::SyncSender<std::result::Result<(), String>>),
+    Complete(std::sync::mpsc::SyncSender<std::result::Result<(), String>>),
+}
+
+/// What the runner keeps of a streamed upload to complete it at commit.
+#[derive(Clone)]
+pub(crate) struct UploadHandle(Arc<Mutex<Option<std::sync::mpsc::SyncSender<UploadCmd>>>>);
+
+impl UploadHandle {
+    /// Completes the upload: the object appears. Fails if the stream was not closed.
+    pub(crate) fn complete(&self, what: &Path) -> Result<()> {
+        let tx = self
+            .0
+            .lock()
+            .expect("no panics hold this lock")
+            .take()
+            .ok_or_else(|| {
+                Error::io(
+                    what,
+                    std::io::Error::other("the stream was not closed before the part returned"),
+                )
+            })?;
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        tx.send(UploadCmd::Complete(reply))
+            .map_err(|_| Error::io(what, std::io::Error::other("the upload stopped")))?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the upload stopped".into()))
+            .map_err(|e| Error::io(what, std::io::Error::other(e)))
+    }
+}
+
+impl OutputStream {
+    /// A local file at `path` (a part's temporary name).
+    pub(crate) fn file(path: &Path) -> Result<OutputStream> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let f = std::fs::File::create(path).at(path)?;
+        Ok(OutputStream {
+            kind: StreamKind::File(std::io::BufWriter::with_capacity(1 << 20, f)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An upload to object `rel` of `remote`; `path` names it in messages.
+    pub(crate) fn upload(
+        remote: Arc<Remote>,
+        rel: String,
+        path: PathBuf,
+    ) -> (OutputStream, UploadHandle) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<UploadCmd>(2);
+        std::thread::Builder::new()
+            .name("wit-upload".into())
+            .spawn(move || upload_thread(&remote, &rel, rx))
+            .expect("a thread starts");
+        let handle = UploadHandle(Arc::new(Mutex::new(None)));
+        (
+            OutputStream {
+                kind: StreamKind::Upload {
+                    buf: Vec::with_capacity(MULTIPART_CHUNK),
+                    tx,
+                    sent: false,
+                    handle: handle.clone(),
+                },
+                path,
+            },
+            handle,
+        )
+    }
+
+    /// Where the stream goes, for messages: the file, or the object's place in the mirror.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes writing: flushes a file to disk, or sends the last part of an
+    /// upload and waits until every part is on the store (the upload is
+    /// completed when the part commits).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the stream if writing or uploading failed.
+    pub fn close(self) -> Result<()> {
+        let path = self.path;
+        match self.kind {
+            StreamKind::File(w) => {
+                let f = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                f.sync_all().at(&path)
+            }
+            StreamKind::Upload {
+                mut buf,
+                tx,
+                sent,
+                handle,
+            } => {
+                if !buf.is_empty() || !sent {
+                    tx.send(UploadCmd::Part(std::mem::take(&mut buf)))
+                        .map_err(|_| {
+                            Error::io(&path, std::io::Error::other("the upload stopped"))
+                        })?;
+                }
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                tx.send(UploadCmd::Flush(reply))
+                    .map_err(|_| Error::io(&path, std::io::Error::other("the upload stopped")))?;
+                answer
+                    .recv()
+                    .unwrap_or_else(|_| Err("the upload stopped".into()))
+                    .map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+                *handle.0.lock().expect("no panics hold this lock") = Some(tx);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Write for OutputStream {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match &mut self.kind {
+            StreamKind::File(w) => w.write(data),
+            StreamKind::Upload { buf, tx, sent, .. } => {
+                let room = MULTIPART_CHUNK - buf.len();
+                let n = room.min(data.len());
+                buf.extend_from_slice(&data[..n]);
+                if buf.len() == MULTIPART_CHUNK {
+                    let part = std::mem::replace(buf, Vec::with_capacity(MULTIPART_CHUNK));
+                    tx.send(UploadCmd::Part(part))
+                        .map_err(|_| std::io::Error::other("the upload stopped"))?;
+                    *sent = true;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.kind {
+            StreamKind::File(w) => w.flush(),
+            // Parts go up as they fill; close() sends the rest.
+            StreamKind::Upload { .. } => Ok(()),
+        }
+    }
+}
+
+/// Runs one multipart upload: parts in order as they come; completed on
+/// `Complete`, aborted when the stream is dropped without it.
+fn upload_thread(remote: &Remote, rel: &str, rx: std::sync::mpsc::Receiver<UploadCmd>) {
+    let path = remote.path(rel);
+    let mut upload = match block_on(remote.store.put_multipart(&path)) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            let msg = remote.err(rel, e).to_string();
+            // Answer every request with the error until the stream is dropped.
+            for cmd in rx {
+                match cmd {
+                    UploadCmd::Flush(r) | UploadCmd::Complete(r) => {
+                        let _ = r.send(Err(msg.clone()));
+                    }
+                    UploadCmd::Part(_) => {}
+                }
+            }
+            return;
+        }
+    };
+    let mut failed: Option<String> = None;
+    for cmd in &rx {
+        match cmd {
+            UploadCmd::Part(bytes) => {
+                if failed.is_none()
+                    && let Some(u) = upload.as_mut()
+                    && let Err(e) = block_on(u.put_part(PutPayload::from(bytes)))
+                {
+                    failed = Some(remote.err(rel, e).to_string());
+                }
+            }
+            UploadCmd::Flush(reply) => {
+                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+            }
+            UploadCmd::Complete(reply) => {
+                let result = match (&failed, upload.as_mut()) {
+                    (None, Some(u)) => block_on(u.complete())
+                        .map(|_| ())
+                        .map_err(|e| remote.err(rel, e).to_string()),
+                    (Some(f), _) => Err(f.clone()),
+                    (None, None) => Err("no upload".into()),
+                };
+                if result.is_ok() {
+                    upload = None;
+                }
+                let _ = reply.send(result);
+                break;
+            }
+        }
+    }
+    // Dropped before completing (the part failed, or completing failed): abort.
+    if let Some(mut u) = upload {
+        let _ = block_on(u.abort());
+    }
+}
+
+/// The stream for a part's output at `path` (final place in the stage
+/// directory) with temporary name `tmp`: an upload in a mirror, else the file.
+pub(crate) fn output_stream(
+    path: &Path,
+    tmp: &Path,
+) -> Result<(OutputStream, Option<UploadHandle>)> {
+    match mirror_of(path) {
+        Some((m, rel)) => {
+            let (s, h) = OutputStream::upload(Arc::clone(&m.remote), rel, path.to_path_buf());
+            Ok((s, Some(h)))
+        }
+        None => Ok((OutputStream::file(tmp)?, None)),
+    }
+}
+
 /// Opens WebDataset shards at paths or URLs (`s3://`, `https://`, ...),
 /// streamed: what `wit train` and `wit eval` read shards with.
 pub struct StoreOpener;

@@ -40,6 +40,7 @@ use wit_contract::layout::part_file_name;
 use wit_contract::manifest::{params_hash, rfc3339, write_atomic};
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
+use wit_contract::store::OutputStream;
 use wit_contract::wds::ShardWriter;
 use wit_contract::{
     Counts, Dataset, Error, IoContext, Manifest, Result, RunOptions, Stage, StageSpec, Summary,
@@ -266,14 +267,15 @@ pub fn run_download(
         let name = shard_name(s);
         let plan = read_plan(&dir.join(PLAN_DIR).join(format!("{name}.parquet")))?;
         let journal = dir.join(WORK_DIR).join(format!("{name}.journal"));
-        let tar = ctx.output(&format!("{name}.tar"));
+        // The tar streams (to a store, as it is written); the small files are files.
+        let tar = ctx.output_stream(&format!("{name}.tar"))?;
         let parquet = ctx.output(&format!("{name}.parquet"));
         let stats = ctx.output(&format!("{name}_stats.json"));
         let counts = runtime.block_on(download_shard(
             shared.clone(),
             &plan,
             &journal,
-            &tar,
+            tar,
             &parquet,
             &stats,
         ))?;
@@ -579,7 +581,7 @@ async fn download_shard(
     shared: Arc<Shared>,
     plan: &[Planned],
     journal: &Path,
-    tar: &Path,
+    tar: OutputStream,
     parquet: &Path,
     stats: &Path,
 ) -> Result<Counts> {
@@ -630,7 +632,9 @@ async fn download_shard(
     let mut counts = Counts::new();
     let mut bump = |k: &str| *counts.entry(k.to_string()).or_default() += 1;
     let mut status_dict: BTreeMap<String, u64> = BTreeMap::new();
-    let mut w = ShardWriter::new(BufWriter::new(std::fs::File::create(tar).at(tar)?));
+    let tar_path = tar.path().to_path_buf();
+    let tar_path = tar_path.as_path();
+    let mut w = ShardWriter::new(tar);
     for p in plan {
         let (o, img) = &done[&p.key];
         bump("samples");
@@ -658,15 +662,10 @@ async fn download_shard(
                     ("json", &meta),
                 ],
             )
-            .at(tar)?;
+            .at(tar_path)?;
         }
     }
-    let file = w
-        .finish()
-        .at(tar)?
-        .into_inner()
-        .map_err(|e| Error::io(tar, e.into_error()))?;
-    file.sync_all().at(tar)?;
+    w.finish().at(tar_path)?.close()?;
     write_shard_parquet(parquet, plan, &done)?;
     let stats_json = serde_json::json!({
         "count": plan.len(),
