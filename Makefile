@@ -3,6 +3,7 @@
 #   make train   build wit (the dev build make test uses) and run the pipeline end to end
 #                on the embedded default, into runs/demo
 #   make bench   benchmarks (release builds; figures printed, not asserted)
+#   make bench-scale  the stages on generated corpora (WIT_SCALE_ROWS=1000000,10000000)
 #   make fmt     format the code
 #   make lint    check formatting, and clippy with warnings denied
 #   make report-screenshot DATASET=dir   the stats report in headless Chromium
@@ -10,7 +11,7 @@
 CARGO ?= cargo
 RUN_DIR ?= runs/demo
 
-.PHONY: test train bench fmt lint release report-screenshot
+.PHONY: test train bench bench-scale fmt lint release report-screenshot
 
 test:
 	$(CARGO) test --workspace
@@ -26,6 +27,9 @@ train:
 
 bench:
 	$(CARGO) bench --workspace
+
+bench-scale:
+	WIT_BENCH_SCALE=1 $(CARGO) bench --bench scale
 
 # The HTML report of DATASET (after `wit stats DATASET`) in headless Chromium.
 report-screenshot:
