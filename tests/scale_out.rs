@@ -860,11 +860,23 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
         .arg(format!("{job}_1"))
         .output()
         .unwrap());
-    let killed = Command::new("pkill")
-        .args(["-KILL", "-f", "wit download .*--part 0 "])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "no wit process of task 0 to kill");
+    // Task 0's wit, by the PID its log gives (the script execs wit).
+    let log = std::fs::read_to_string(tmp.path().join("download/logs/01-download-0.log"))
+        .unwrap_or_default();
+    let pid: i32 = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("wit-slurm: ")?
+                .rsplit_once(", pid ")?
+                .1
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("task 0 logged its PID");
+    // SAFETY: signalling the wit process of a task this test submitted.
+    let killed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
+    assert!(killed, "no wit process of task 0 to kill");
     while !squeue(&job).is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }

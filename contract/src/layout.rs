@@ -149,9 +149,9 @@ impl Dataset {
     /// # Errors
     /// [`Error::BadInput`] if a local `rel` is not a directory; the store's error.
     pub fn files(&self, rel: &str, suffix: &str) -> Result<Vec<String>> {
-        if let Some(url) = &self.url {
-            let remote = crate::store::Remote::open(url)?;
-            return Ok(remote
+        if let (Some(url), Some((mirror, _))) = (&self.url, crate::store::mirror_of(&self.root)) {
+            return Ok(mirror
+                .remote()
                 .list(rel)?
                 .into_keys()
                 .filter(|n| n.ends_with(suffix) && !n.contains('/') && !n.starts_with('.'))

@@ -88,8 +88,9 @@ pub fn scripts(p: &Pipeline, wit: &str, workdir: &Path, logs: &Path) -> Vec<Scri
             sb(&mut t, format!("--output={}", log_pattern.display()));
             sb(&mut t, "--kill-on-invalid-dep=yes".into());
             t.push_str("set -euo pipefail\n");
+            // `exec` below: the PID logged is wit's own.
             t.push_str(
-                "echo \"wit-slurm: $SLURM_JOB_NAME task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT on $(hostname) at $(date -u +%FT%TZ)\"\n",
+                "echo \"wit-slurm: $SLURM_JOB_NAME task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT on $(hostname) at $(date -u +%FT%TZ), pid $$\"\n",
             );
             let args = p.task_args(i, "\"$SLURM_ARRAY_TASK_ID\"", Some("\"${SLURM_CPUS_PER_TASK:-1}\""));
             let mut line = format!("exec {}", shell_quote(wit));
