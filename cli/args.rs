@@ -95,6 +95,10 @@ come from the environment, as for --dataset.")]
     /// Generate (and serve) the synthetic web that `make train` crawls
     #[command(name = "demo-web", long_about = DEMO_WEB_ABOUT)]
     DemoWeb(DemoWebArgs),
+    /// Write seeded candidates of realistic shape, without images, for
+    /// measuring the stages at scale
+    #[command(name = "demo-candidates", long_about = DEMO_CANDIDATES_ABOUT)]
+    DemoCandidates(DemoCandidatesArgs),
     /// Print CLIP's token ids of each line of stdin (open_clip's tokenizer)
     #[command(long_about = "\
 Read text lines on stdin and print, per line, the JSON array of its 77 CLIP \
@@ -121,6 +125,16 @@ linear probes (`wit eval --data OUT/eval/test --train OUT/eval/train`).
 Writes OUT/site/ (the served files), OUT/eval/ and OUT/site.json; run again \
 with the same options, it reuses them. With --serve it then serves OUT/site/ \
 until killed.";
+
+const DEMO_CANDIDATES_ABOUT: &str = "\
+Write DATASET/queries.txt (100,000 pseudo-words and 20,000 bigrams) and \
+DATASET/candidates/ (--rows candidates in parts of --part-rows) of the shape \
+of a web-scale corpus, without images: Zipf-distributed word frequencies (so \
+query counts follow a Zipf law, as MetaCLIP's do), alt-text caption lengths, \
+50,000 image hosts, about 1.5% of each part's rows repeating a pair of an \
+earlier part. Seeded: the same options give the same bytes. Then run \
+`wit queries import DATASET/queries.txt -d DATASET`, `wit match`, `wit balance`, \
+`wit download --plan-only` and `wit stats` on it (make bench-scale does).";
 
 const SLURM_ABOUT: &str = "\
 Run a pipeline (a TOML file: the dataset, the stages with their flags, tasks \
@@ -178,6 +192,24 @@ pub struct StatusArgs {
     /// The dataset directory
     #[arg(value_name = "DATASET")]
     pub dataset: PathBuf,
+}
+
+/// `wit demo-candidates`
+#[derive(Debug, Args)]
+pub struct DemoCandidatesArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArg,
+    /// Candidates in all
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Candidates per part
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub part_rows: u64,
+    /// Seeds every draw
+    #[arg(long, value_name = "N", default_value_t = 17)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `wit demo-web`

@@ -14,9 +14,10 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, CatArgs, Cli, Command, CrawlArgs, DemoWebArgs, DownloadArgs, EncodeArg, EvalArgs,
-    ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs, QueriesCommand, QueriesImportArgs,
-    ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat, StatsArgs, TrainArgs,
+    BalanceArgs, CatArgs, Cli, Command, CrawlArgs, DemoCandidatesArgs, DemoWebArgs, DownloadArgs,
+    EncodeArg, EvalArgs, ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
+    QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat, StatsArgs,
+    TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::DemoWeb(args) => demo_web(args),
+        Command::DemoCandidates(args) => demo_candidates(args, &progress),
         Command::Cat(args) => cat(args),
         Command::Slurm(args) => slurm(args),
         Command::Kube(args) => kube(args),
@@ -590,6 +592,23 @@ fn eval(args: EvalArgs) -> Result<()> {
     }
     print!("{}", report.to_table());
     println!("eval: results in {}", out.display());
+    Ok(())
+}
+
+fn demo_candidates(args: DemoCandidatesArgs, progress: &dyn Progress) -> Result<()> {
+    let opts = run_options(&args.run, progress)?;
+    let dataset = open_dataset(&args.dataset.dataset)?;
+    let (queries, summary) = wit_demo::write_scale_corpus(
+        &dataset,
+        &wit_demo::ScaleOptions {
+            rows: args.rows,
+            part_rows: args.part_rows,
+            seed: args.seed,
+        },
+        &opts,
+    )?;
+    tracing::info!("demo-candidates: query list in {}", queries.display());
+    report(Stage::Candidates, &dataset, &summary);
     Ok(())
 }
 

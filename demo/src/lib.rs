@@ -9,14 +9,17 @@
 //! sizes, counts and backgrounds, described in noisy words. Some
 //! colour-shape pairs never appear on the site; the evaluation images are
 //! made of exactly those (`site.rs`). `serve.rs` serves the site on
-//! 127.0.0.1.
+//! 127.0.0.1. `scale.rs` writes candidates of realistic shape, without
+//! images, in any number (`wit demo-candidates`, for `make bench-scale`).
 //!
 //! This crate is an input generator, not a stage: nothing in the pipeline
 //! depends on it, and it writes no part of a dataset directory's contract.
 
 pub mod concepts;
+pub mod scale;
 pub mod serve;
 pub mod site;
 
+pub use scale::{ScaleOptions, write_scale_corpus};
 pub use serve::Server;
 pub use site::{SiteOptions, SiteSummary, generate, site_dir};
