@@ -568,8 +568,39 @@ pub struct BalanceArgs {
     /// Seed of the per-pair random draws
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+    /// Memory a task of the repeat-finding reduce may use (sets the number of
+    /// buckets, not the output): bytes, or with K, M, G or T (binary units)
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub memory_budget: u64,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Parses a size in bytes: `4096`, `512K`, `64M`, `1G`, `2T` (binary units;
+/// `KiB`, `MB` and the like are read the same).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| {
+        format!("`{s}` is not a size (a number, optionally followed by K, M, G or T)")
+    })?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches('B')
+        .trim_end_matches('I')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("`{s}` is out of range"))
 }
 
 /// `wit download`

@@ -445,6 +445,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
         &wit_filter::BalanceOptions {
             t: args.max_per_query,
             seed: args.seed,
+            memory_budget: args.memory_budget,
         },
         &opts,
     )?;

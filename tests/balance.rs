@@ -261,6 +261,10 @@ fn balancing_keeps_min_count_t_per_query_and_any_process_split_gives_the_same_by
         data_files(&copy.join("balanced/_global"))
     );
     assert_eq!(
+        data_files(&ds.join("balanced/_global/duplicates")),
+        data_files(&copy.join("balanced/_global/duplicates"))
+    );
+    assert_eq!(
         manifest(&ds, "balanced")["counts"],
         manifest(&copy, "balanced")["counts"]
     );

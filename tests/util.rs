@@ -128,7 +128,7 @@ pub fn data_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
-        if !name.starts_with('_') && !name.starts_with('.') {
+        if !name.starts_with('_') && !name.starts_with('.') && entry.path().is_file() {
             files.insert(name, std::fs::read(entry.path()).unwrap());
         }
     }

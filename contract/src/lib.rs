@@ -37,5 +37,5 @@ pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
 pub use runner::{
     OpenStage, PartContext, RunOptions, Share, StageSpec, Summary, check_params, run_stage,
-    stage_complete,
+    run_stage_to_end, stage_complete,
 };

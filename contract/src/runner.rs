@@ -147,7 +147,11 @@ impl PartContext<'_> {
             }
             None => self.dir.to_path_buf(),
         };
-        let tmp = dir.join(format!("{}{base}", part_tmp_prefix(self.part)));
+        let tmp = dir.join(format!(
+            "{}{}-{base}",
+            part_tmp_prefix(self.part),
+            self.nonce
+        ));
         self.outputs.push((tmp.clone(), name.to_string()));
         tmp
     }
@@ -171,9 +175,11 @@ impl PartContext<'_> {
             let tmp = self.output(name);
             return crate::store::OutputStream::file(&tmp);
         }
-        let tmp = self
-            .dir
-            .join(format!("{}{name}", part_tmp_prefix(self.part)));
+        let tmp = self.dir.join(format!(
+            "{}{}-{name}",
+            part_tmp_prefix(self.part),
+            self.nonce
+        ));
         let (stream, handle) = crate::store::output_stream(&path, &tmp)?;
         if let Some(h) = handle {
             self.uploads.push((name.to_string(), h));
@@ -243,43 +249,9 @@ where
         in_share.len() as u64,
         skipped as u64,
     );
-    let next = AtomicUsize::new(0);
-    let finished: Mutex<Vec<PartStats>> = Mutex::new(Vec::new());
-    let failures: Mutex<Vec<(u32, Error)>> = Mutex::new(Vec::new());
-    let threads = opts.jobs.max(1).min(pending.len());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                while let Some(&part) = pending.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    match run_part(&spec.dir, &hash, part, &work) {
-                        Ok(stats) => {
-                            tracing::debug!(
-                                "{}: part {part} done {:?}",
-                                spec.stage.dir_name(),
-                                stats.counts
-                            );
-                            finished
-                                .lock()
-                                .expect("no panics hold this lock")
-                                .push(stats);
-                        }
-                        Err(e) => {
-                            tracing::error!("{}: part {part} failed: {e}", spec.stage.dir_name());
-                            failures
-                                .lock()
-                                .expect("no panics hold this lock")
-                                .push((part, e));
-                        }
-                    }
-                    opts.progress.advance(1);
-                }
-            });
-        }
-    });
+    let (finished, mut failures) = run_parts(spec, &hash, &pending, opts, true, &work);
     opts.progress.finish();
 
-    let finished = finished.into_inner().expect("threads joined");
-    let mut failures = failures.into_inner().expect("threads joined");
     let ran = finished.len() as u32;
     done.extend(finished);
     let mut counts = Counts::new();
@@ -303,6 +275,133 @@ where
         complete,
         elapsed: start.elapsed(),
     })
+}
+
+/// Runs `parts` on `opts.jobs` threads; returns the parts committed and the
+/// failures. `clean`: remove a part's temporary leftovers first (not for
+/// backup attempts, which may run beside the part's owner).
+fn run_parts<F>(
+    spec: &StageSpec,
+    hash: &str,
+    parts: &[u32],
+    opts: &RunOptions<'_>,
+    clean: bool,
+    work: &F,
+) -> (Vec<PartStats>, Vec<(u32, Error)>)
+where
+    F: Fn(&mut PartContext<'_>) -> Result<Counts> + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let finished: Mutex<Vec<PartStats>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(u32, Error)>> = Mutex::new(Vec::new());
+    let threads = opts.jobs.max(1).min(parts.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some(&part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    match run_part(&spec.dir, hash, part, clean, work) {
+                        Ok(stats) => {
+                            tracing::debug!(
+                                "{}: part {part} done {:?}",
+                                spec.stage.dir_name(),
+                                stats.counts
+                            );
+                            finished
+                                .lock()
+                                .expect("no panics hold this lock")
+                                .push(stats);
+                        }
+                        Err(e) => {
+                            if clean {
+                                tracing::error!(
+                                    "{}: part {part} failed: {e}",
+                                    spec.stage.dir_name()
+                                );
+                            }
+                            failures
+                                .lock()
+                                .expect("no panics hold this lock")
+                                .push((part, e));
+                        }
+                    }
+                    opts.progress.advance(1);
+                }
+            });
+        }
+    });
+    (
+        finished.into_inner().expect("threads joined"),
+        failures.into_inner().expect("threads joined"),
+    )
+}
+
+/// Runs a stage to its end: this process's share, as [`run_stage`] does,
+/// then, as backup tasks (MapReduce's term), every part of the other shares
+/// that is still incomplete, in an order that starts at a different place in
+/// each share. For the steps of a stage that must all finish before the next
+/// begins (the bucketed passes of balancing and of the download plan): no
+/// process waits for another, a dead or slow process's parts are done by the
+/// others, and since parts are deterministic and committed atomically, a part
+/// committed twice has the same bytes. A backup attempt that fails while the
+/// part's owner commits it is not an error.
+///
+/// # Errors
+/// As [`run_stage`]; [`Error::PartsFailed`] if a part is still incomplete
+/// after its backup attempt failed.
+pub fn run_stage_to_end<F>(spec: &StageSpec, opts: &RunOptions<'_>, work: F) -> Result<Summary>
+where
+    F: Fn(&mut PartContext<'_>) -> Result<Counts> + Sync,
+{
+    let mut summary = run_stage(spec, opts, &work)?;
+    let Some(share) = opts.share else {
+        return Ok(summary);
+    };
+    let hash = params_hash(&spec.params, spec.parts);
+    for round in 0..3 {
+        if summary.complete {
+            break;
+        }
+        crate::store::pull_stage_meta(&spec.dir)?;
+        let mut missing: Vec<u32> = (0..spec.parts)
+            .filter(|&p| complete_part(&spec.dir, p, &hash).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let start = (share.index as usize * missing.len()) / share.count as usize;
+            missing.rotate_left(start);
+            tracing::info!(
+                "{}: {} parts of other processes not yet complete; running them as backups",
+                spec.stage.dir_name(),
+                missing.len()
+            );
+            opts.progress.start(
+                &format!("{} backups", spec.stage.dir_name()),
+                missing.len() as u64,
+                0,
+            );
+            let (finished, failures) = run_parts(spec, &hash, &missing, opts, false, &work);
+            opts.progress.finish();
+            summary.ran += finished.len() as u32;
+            let mut failures: Vec<(u32, Error)> = failures
+                .into_iter()
+                .filter(|(p, _)| complete_part(&spec.dir, *p, &hash).is_none())
+                .collect();
+            if !failures.is_empty() && round == 2 {
+                failures.sort_by_key(|f| f.0);
+                return Err(Error::PartsFailed {
+                    failures,
+                    total: spec.parts,
+                });
+            }
+        }
+        summary.complete = write_manifest_if_complete(spec, &hash)?;
+    }
+    if !summary.complete {
+        return Err(Error::bad_input(
+            &spec.dir,
+            "parts are still incomplete after their backup attempts",
+        ));
+    }
+    Ok(summary)
 }
 
 /// Whether the stage is already complete with these parameters (its manifest
@@ -416,13 +515,15 @@ fn remove_tmp_files(dir: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_part<F>(dir: &Path, hash: &str, part: u32, work: F) -> Result<PartStats>
+fn run_part<F>(dir: &Path, hash: &str, part: u32, clean: bool, work: F) -> Result<PartStats>
 where
     F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
 {
     let started_at = SystemTime::now();
     let clock = Instant::now();
-    remove_tmp_files(dir, &part_tmp_prefix(part))?;
+    if clean {
+        remove_tmp_files(dir, &part_tmp_prefix(part))?;
+    }
     // Temporary names are unique to this attempt, so that two processes that
     // run the same part by mistake never commit each other's half-written files.
     let mut ctx = PartContext {
@@ -436,7 +537,7 @@ where
         Ok(c) => c,
         Err(e) => {
             // Leave no half-written files behind a failed part.
-            let _ = remove_tmp_files(dir, &part_tmp_prefix(part));
+            let _ = remove_tmp_files(dir, &format!("{}{}-", part_tmp_prefix(part), ctx.nonce));
             return Err(e);
         }
     };
@@ -597,7 +698,7 @@ impl OpenStage {
     where
         F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
     {
-        run_part(&self.spec.dir, &self.hash, part, work)
+        run_part(&self.spec.dir, &self.hash, part, true, work)
     }
 
     /// Writes the manifest for parts `0..parts`, all of which must be complete.
@@ -688,6 +789,31 @@ mod tests {
         assert!(dir.path().join(MANIFEST_NAME).exists());
         assert!(Share::new(2, 2).is_err());
         assert!(Share::new(0, 0).is_err());
+    }
+
+    #[test]
+    fn to_the_end_runs_the_other_shares_parts_as_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 7, serde_json::json!({}));
+        // Share 1 of 2 never runs: share 0 does its parts, then share 1's.
+        let a = run_stage_to_end(&s, &opts(Some(Share::new(2, 0).unwrap())), work(&[])).unwrap();
+        assert_eq!((a.in_share, a.ran, a.complete), (4, 7, true));
+        assert!(dir.path().join(MANIFEST_NAME).exists());
+        // Share 1, started late, finds everything done.
+        let b = run_stage_to_end(&s, &opts(Some(Share::new(2, 1).unwrap())), work(&[])).unwrap();
+        assert_eq!((b.ran, b.skipped, b.complete), (0, 3, true));
+        // A part that fails in its backup attempt too is an error.
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), 4, serde_json::json!({}));
+        match run_stage_to_end(&s, &opts(Some(Share::new(2, 0).unwrap())), work(&[3])) {
+            Err(Error::PartsFailed { failures, .. }) => assert_eq!(failures[0].0, 3),
+            other => panic!("{other:?}"),
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(".tmp")), "{names:?}");
     }
 
     #[test]

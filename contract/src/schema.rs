@@ -167,7 +167,7 @@ pub fn global_counts() -> SchemaRef {
     .clone()
 }
 
-/// `balanced/_global/duplicates.parquet`: the matched rows dropped as repeats
+/// `balanced/_global/duplicates/part-NNNNN.parquet`: the matched rows dropped as repeats
 /// of an (image URL, text) pair seen in an earlier part or row.
 pub fn duplicates() -> SchemaRef {
     static S: OnceLock<SchemaRef> = OnceLock::new();

@@ -895,9 +895,12 @@ pub fn display(text: &str) -> String {
 }
 
 /// Whether a name inside a stage directory is metadata (`_manifest.json`, a
-/// sidecar, anything in a `_` directory) rather than a data file.
+/// sidecar, the crawl's frontier, anything in a `_` directory but Parquet)
+/// rather than a data file. Parquet files in `_` directories (query counts,
+/// the buckets of the bucketed passes, the download plan) are data: fetched
+/// on first read by the task that reads them, never with the metadata.
 fn is_meta(name: &str) -> bool {
-    name.starts_with('_')
+    name.starts_with('_') && !name.ends_with(".parquet")
 }
 
 impl Mirror {

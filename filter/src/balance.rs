@@ -1,41 +1,62 @@
-//! `wit balance`: MetaCLIP's balancing (its Algorithm 1), as a reduce and a map.
+//! `wit balance`: MetaCLIP's balancing (its Algorithm 1), as bucketed
+//! reduces and a map, every step in memory that does not grow with the
+//! dataset.
 //!
-//! **Reduce** (once per dataset; any process that finds it missing does it,
-//! and its output is a deterministic function of `matched/`): the per-part
-//! query counts that `wit match` wrote are summed, and the `uid` column of
-//! every matched part is scanned in part and row order to find the pairs
-//! (image URL, text) that repeat an earlier one, in another part or the same
-//! one; their queries are subtracted from the sums. The result goes to
-//! `balanced/_global/`: `query_counts.parquet` (the counts balancing uses),
-//! `duplicates.parquet` and `summary.json`, then `_reduce.json` as the done
-//! marker. Memory: a hash set of 64-bit uid prefixes, about 10 bytes per
-//! matched pair (4 GB at 400 million); two different pairs share a prefix with
-//! probability n²/2⁶⁵, about 0.004 expected at 400 million, and the later one
-//! is then dropped as a repeat.
+//! **Repeats** (a pair, image URL and text, seen in an earlier part or row
+//! is dropped; the first is kept): found by a bucketed external pass, as
+//! MapReduce does it. Both steps are parts of their own, run through the
+//! stage runner: they commit atomically, resume, and `--parts/--part` share
+//! them; a process that has done its share runs the parts other processes
+//! have not finished as backup tasks ([`run_stage_to_end`]), so no process
+//! waits for another.
+//! - *Scatter* (`balanced/_buckets/`, one part per matched part): each row's
+//!   64-bit uid prefix, part, row, uid and query ids go to the bucket its
+//!   prefix falls in (B ranges of equal width):
+//!   `_buckets/_bBBBBB/part-PPPPP.parquet`.
+//! - *Reduce* (`balanced/_repeats/`, one part per bucket): a bucket's rows,
+//!   in part and row order, through a hash set of uid prefixes; a prefix seen
+//!   before marks a repeat: `_repeats/bucket-BBBBB.parquet` (part, row, uid)
+//!   and `_repeats/_counts/bucket-BBBBB.parquet` (the repeats' query counts).
+//!   B is the fewest buckets whose hash sets fit `memory_budget`
+//!   ([`BalanceOptions::memory_budget`], about 32 bytes a row), so a
+//!   process's memory is bounded whatever the number of pairs. Every pair's
+//!   repeats lie in one bucket, so the repeats do not depend on B.
+//!
+//! **Global counts** (`balanced/_global/`; any process that finds them
+//! missing makes them, a deterministic function of the parts above): the
+//! per-part query counts that `wit match` wrote are summed and the repeats'
+//! subtracted: `query_counts.parquet`; the repeats merged per matched part:
+//! `duplicates/part-PPPPP.parquet`; `summary.json`; then `_reduce.json` as
+//! the done marker. Memory: one count per query. Two different pairs share a
+//! 64-bit prefix with probability n²/2⁶⁵, about 0.004 expected at 400
+//! million; the later one is then dropped as a repeat.
 //!
 //! **Map** (part by part, through the stage runner, so `--parts/--part`
 //! share it): a pair that is not a repeat is kept with probability
 //! 1 − ∏(1 − min(1, t / count(q))) over its queries q, against a uniform
 //! number drawn from its uid and the seed ([`uniform_draw`]). A part's result
 //! depends only on that part and the global counts, never on which process
-//! ran it or how many did.
+//! ran it, how many did, or the memory budget.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt32Type, UInt64Type};
-use arrow_array::{BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
-use arrow_schema::{Field, Schema};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use wit_contract::layout::part_file_name;
 use wit_contract::manifest::{params_hash, write_atomic};
 use wit_contract::query_list::{fingerprint, read_query_list};
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
 use wit_contract::{
-    Dataset, Error, IoContext, Manifest, Result, RunOptions, Stage, StageSpec, Summary,
-    check_params, pq, run_stage,
+    Counts, Dataset, Error, IoContext, Manifest, Result, RunOptions, Stage, StageSpec, Summary,
+    check_params, pq, run_stage, run_stage_to_end,
 };
 
 use crate::stage::QUERY_COUNTS_DIR;
@@ -47,16 +68,30 @@ pub struct BalanceOptions {
     pub t: u64,
     /// Seed of the per-pair draws.
     pub seed: u64,
+    /// Bytes a reduce task may use for its hash set (it sets the number of
+    /// buckets; the output does not depend on it). Default 1 GiB.
+    pub memory_budget: u64,
 }
 
 impl Default for BalanceOptions {
     fn default() -> Self {
-        BalanceOptions { t: 20_000, seed: 0 }
+        BalanceOptions {
+            t: 20_000,
+            seed: 0,
+            memory_budget: 1 << 30,
+        }
     }
 }
 
-/// The directory of the reduce's outputs, inside `balanced/`.
+/// The directory of the global counts, inside `balanced/`.
 pub const GLOBAL_DIR: &str = "_global";
+/// The scatter step's parts, inside `balanced/`.
+pub const BUCKETS_DIR: &str = "_buckets";
+/// The reduce step's parts, inside `balanced/`.
+pub const REPEATS_DIR: &str = "_repeats";
+/// Bytes a row costs in a reduce task's hash set (a u64 in a hash set at its
+/// worst load, after growing, with slack for the batch being read).
+const BYTES_PER_ROW: u64 = 32;
 
 /// MetaCLIP's keep probability of a pair whose queries have `counts`:
 /// 1 − ∏(1 − min(1, t / count)). A query with count 0 cannot occur (the pair
@@ -113,11 +148,43 @@ pub struct Reduced {
     pub t: u64,
 }
 
-/// The reduce's results, as the map needs them.
+/// The global counts, as the map needs them.
 struct Global {
     counts: Vec<u64>,
-    duplicates: HashMap<u32, HashSet<u64>>,
     reduced: Reduced,
+}
+
+/// The number of buckets whose hash sets fit `memory_budget` for `pairs` rows.
+fn bucket_count(pairs: u64, memory_budget: u64) -> u32 {
+    let rows_per_bucket = (memory_budget / BYTES_PER_ROW).max(1);
+    pairs.div_ceil(rows_per_bucket).clamp(1, 65_536) as u32
+}
+
+/// The bucket of uid prefix `key` among `buckets` ranges of equal width.
+fn bucket_of(key: u64, buckets: u32) -> u32 {
+    ((u128::from(key) * u128::from(buckets)) >> 64) as u32
+}
+
+fn bucket_dir(b: u32) -> String {
+    format!("_b{b:05}")
+}
+
+/// The rows a scatter part writes to a bucket.
+fn scattered() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::UInt64, false),
+        Field::new(col::PART, DataType::UInt32, false),
+        Field::new(col::ROW, DataType::UInt64, false),
+        Field::new(col::UID, DataType::Utf8, false),
+        Field::new(col::QUERY_IDS, schema::query_ids_type(), false),
+    ]))
+}
+
+fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// Runs (or resumes) the balance stage. Returns the stage summary and what
@@ -155,104 +222,296 @@ pub fn run_balance(
     } else {
         check_params(&spec)?;
     }
-    let global = reduce(&spec, &upstream, &matched_dir, balance, opts)?;
-    let map_opts = RunOptions {
+    let step_opts = RunOptions {
         share: opts.share,
         jobs: opts.jobs,
         force: false,
         progress: opts.progress,
     };
-    let summary = run_stage(&spec, &map_opts, |ctx| {
+    let global = match load_done(&spec)? {
+        Some(global) => global,
+        None => {
+            let pairs = upstream.counts.get("matched").copied().unwrap_or(0);
+            let buckets = bucket_count(pairs, balance.memory_budget);
+            let repeats = find_repeats(&spec, &upstream, &matched_dir, buckets, &step_opts)?;
+            global_counts(&spec, &upstream, &matched_dir, &repeats, buckets, balance)?
+        }
+    };
+    let summary = run_stage(&spec, &step_opts, |ctx| {
         let part = ctx.part();
         let name = part_file_name(part);
         let output = ctx.output(&name);
-        balance_part(&global, balance, part, &matched_dir.join(&name), &output)
+        let dups = spec.dir.join(GLOBAL_DIR).join("duplicates").join(&name);
+        balance_part(&global, balance, &dups, &matched_dir.join(&name), &output)
     })?;
     Ok((summary, global.reduced))
 }
 
-fn reduce(
+/// The scatter and reduce steps; returns the reduce step's directory.
+fn find_repeats(
     spec: &StageSpec,
     upstream: &Manifest,
     matched_dir: &Path,
-    balance: &BalanceOptions,
+    buckets: u32,
     opts: &RunOptions<'_>,
-) -> Result<Global> {
+) -> Result<PathBuf> {
+    let scatter = StageSpec {
+        stage: Stage::Balanced,
+        dir: spec.dir.join(BUCKETS_DIR),
+        parts: upstream.parts,
+        inputs: vec![matched_dir.display().to_string()],
+        params: serde_json::json!({
+            "buckets": buckets,
+            "matched_params_hash": upstream.params_hash,
+        }),
+    };
+    let projection = Schema::new(vec![
+        Field::new(col::UID, DataType::Utf8, false),
+        Field::new(col::QUERY_IDS, schema::query_ids_type(), false),
+    ]);
+    run_stage_to_end(&scatter, opts, |ctx| {
+        let part = ctx.part();
+        let input = matched_dir.join(part_file_name(part));
+        let n = buckets as usize;
+        let mut keys: Vec<Vec<u64>> = vec![Vec::new(); n];
+        let mut rows: Vec<Vec<u64>> = vec![Vec::new(); n];
+        let mut uids: Vec<StringBuilder> = (0..n).map(|_| StringBuilder::new()).collect();
+        let mut lists: Vec<ListBuilder<UInt32Builder>> = (0..n)
+            .map(|_| ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item()))
+            .collect();
+        let mut row = 0u64;
+        for batch in pq::read_file(&input, &projection)? {
+            let batch = batch?;
+            let uid = string_column(&batch, col::UID);
+            let ids = batch.column(1).as_list::<i32>();
+            for i in 0..batch.num_rows() {
+                let key = uid_key(uid.value(i));
+                let b = bucket_of(key, buckets) as usize;
+                keys[b].push(key);
+                rows[b].push(row);
+                uids[b].append_value(uid.value(i));
+                lists[b]
+                    .values()
+                    .append_slice(ids.value(i).as_primitive::<UInt32Type>().values());
+                lists[b].append(true);
+                row += 1;
+            }
+        }
+        for b in 0..n {
+            let len = keys[b].len();
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(UInt64Array::from(std::mem::take(&mut keys[b]))),
+                Arc::new(UInt32Array::from(vec![part; len])),
+                Arc::new(UInt64Array::from(std::mem::take(&mut rows[b]))),
+                Arc::new(uids[b].finish()),
+                Arc::new(lists[b].finish()),
+            ];
+            let output = ctx.output(&format!(
+                "{}/{}",
+                bucket_dir(b as u32),
+                part_file_name(part)
+            ));
+            let batch =
+                RecordBatch::try_new(scattered(), columns).map_err(|e| write_error(&output, e))?;
+            pq::write_file(&output, scattered(), &[batch])?;
+        }
+        Ok(Counts::from([("rows".to_string(), row)]))
+    })?;
+
+    let reduce = StageSpec {
+        stage: Stage::Balanced,
+        dir: spec.dir.join(REPEATS_DIR),
+        parts: buckets,
+        inputs: vec![scatter.dir.display().to_string()],
+        params: scatter.params.clone(),
+    };
+    run_stage_to_end(&reduce, opts, |ctx| {
+        let b = ctx.part();
+        let name = format!("bucket-{b:05}.parquet");
+        let mut repeats = pq::ParquetWriter::create(&ctx.output(&name), schema::duplicates())?;
+        let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut pairs = 0u64;
+        for part in 0..upstream.parts {
+            let path = scatter.dir.join(bucket_dir(b)).join(part_file_name(part));
+            for batch in pq::read_file(&path, &scattered())? {
+                let batch = batch?;
+                let keys = batch.column(0).as_primitive::<UInt64Type>();
+                let ids = batch.column(4).as_list::<i32>();
+                let mut repeat = Vec::with_capacity(batch.num_rows());
+                for (i, key) in keys.values().iter().enumerate() {
+                    let again = !seen.insert(*key);
+                    if again {
+                        for id in ids.value(i).as_primitive::<UInt32Type>().values() {
+                            *counts.entry(*id).or_default() += 1;
+                        }
+                    }
+                    repeat.push(again);
+                }
+                pairs += batch.num_rows() as u64;
+                let columns = batch
+                    .project(&[1, 2, 3])
+                    .map_err(|e| write_error(&path, e))?;
+                let kept = arrow_select::filter::filter_record_batch(
+                    &columns,
+                    &BooleanArray::from(repeat),
+                )
+                .map_err(|e| write_error(&path, e))?;
+                repeats.write(
+                    &RecordBatch::try_new(schema::duplicates(), kept.columns().to_vec())
+                        .map_err(|e| write_error(&path, e))?,
+                )?;
+            }
+        }
+        let duplicates = repeats.finish()?;
+        let output = ctx.output(&format!("_counts/{name}"));
+        let batch = RecordBatch::try_new(
+            schema::query_counts(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(counts.keys().copied())),
+                Arc::new(UInt64Array::from_iter_values(counts.values().copied())),
+            ],
+        )
+        .map_err(|e| write_error(&output, e))?;
+        pq::write_file(&output, schema::query_counts(), &[batch])?;
+        Ok(Counts::from([
+            ("pairs".to_string(), pairs),
+            ("duplicates".to_string(), duplicates),
+        ]))
+    })?;
+    Ok(reduce.dir)
+}
+
+fn query_ids_item() -> Arc<Field> {
+    match schema::query_ids_type() {
+        DataType::List(f) => f,
+        other => unreachable!("query_ids is a list, not {other}"),
+    }
+}
+
+/// The global counts if a process has made them with these parameters.
+fn load_done(spec: &StageSpec) -> Result<Option<Global>> {
     let dir = spec.dir.join(GLOBAL_DIR);
-    let marker = dir.join("_reduce.json");
+    wit_contract::store::local(&dir.join("_reduce.json"))?;
     let hash = params_hash(&spec.params, spec.parts);
-    let counts_path = dir.join("query_counts.parquet");
-    let dups_path = dir.join("duplicates.parquet");
-    if let Ok(bytes) = std::fs::read(&marker)
+    if let Ok(bytes) = std::fs::read(dir.join("_reduce.json"))
         && let Ok(done) = serde_json::from_slice::<serde_json::Value>(&bytes)
         && done["params_hash"] == hash.as_str()
         && let Ok(reduced) = serde_json::from_value::<Reduced>(done["reduced"].clone())
     {
         tracing::info!("balanced: global counts already computed, reusing them");
-        return load_global(&counts_path, &dups_path, reduced);
+        return Ok(Some(Global {
+            counts: load_counts(&dir.join("query_counts.parquet"))?,
+            reduced,
+        }));
     }
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    let parts = upstream.parts;
-    opts.progress
-        .start("balance: global counts", u64::from(parts), 0);
+    Ok(None)
+}
 
-    // The per-part counts, summed.
-    let mut matched: Vec<u64> = Vec::new();
-    for part in 0..parts {
-        let path = matched_dir
-            .join(QUERY_COUNTS_DIR)
-            .join(part_file_name(part));
+/// Sums the query counts in `files` (each a [`schema::query_counts`] table),
+/// indexed by query id.
+fn sum_counts(files: impl IntoIterator<Item = PathBuf>) -> Result<Vec<u64>> {
+    let mut sum: Vec<u64> = Vec::new();
+    for path in files {
         for batch in pq::read_file(&path, &schema::query_counts())? {
             let batch = batch?;
             let ids = batch.column(0).as_primitive::<UInt32Type>();
             let n = batch.column(1).as_primitive::<UInt64Type>();
             for (id, n) in ids.values().iter().zip(n.values()) {
                 let id = *id as usize;
-                if matched.len() <= id {
-                    matched.resize(id + 1, 0);
+                if sum.len() <= id {
+                    sum.resize(id + 1, 0);
                 }
-                matched[id] += n;
+                sum[id] += n;
             }
         }
+    }
+    Ok(sum)
+}
+
+/// Sums the per-part counts, takes the repeats off, merges the repeats per
+/// matched part and writes `_global/`.
+fn global_counts(
+    spec: &StageSpec,
+    upstream: &Manifest,
+    matched_dir: &Path,
+    repeats_dir: &Path,
+    buckets: u32,
+    balance: &BalanceOptions,
+) -> Result<Global> {
+    let dir = spec.dir.join(GLOBAL_DIR);
+    let dups_dir = dir.join("duplicates");
+    std::fs::create_dir_all(&dups_dir).at(&dups_dir)?;
+    let matched = sum_counts(
+        (0..upstream.parts).map(|p| matched_dir.join(QUERY_COUNTS_DIR).join(part_file_name(p))),
+    )?;
+    let repeated = sum_counts((0..buckets).map(|b| {
+        repeats_dir
+            .join("_counts")
+            .join(format!("bucket-{b:05}.parquet"))
+    }))?;
+    let mut counts = matched.clone();
+    for (id, n) in repeated.iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
+        let c = counts.get_mut(id).ok_or_else(|| {
+            Error::bad_input(repeats_dir, format!("query id {id} has no per-part count"))
+        })?;
+        *c = c.checked_sub(*n).ok_or_else(|| {
+            Error::bad_input(repeats_dir, "per-part counts disagree with the rows")
+        })?;
     }
 
-    // Repeats, in part and row order, and their queries taken off.
-    let mut counts = matched.clone();
-    let projection = Schema::new(vec![
-        Field::new(col::UID, arrow_schema::DataType::Utf8, false),
-        Field::new(col::QUERY_IDS, schema::query_ids_type(), false),
-    ]);
-    let mut seen: HashSet<u64> = HashSet::new();
-    let mut dups: Vec<(u32, u64, String)> = Vec::new();
-    let mut pairs = 0u64;
-    for part in 0..parts {
-        let path = matched_dir.join(part_file_name(part));
-        let mut row = 0u64;
-        for batch in pq::read_file(&path, &projection)? {
-            let batch = batch?;
-            let uids = string_column(&batch, col::UID);
-            let lists = batch.column(1).as_list::<i32>();
-            for i in 0..batch.num_rows() {
-                let uid = uids.value(i);
-                if !seen.insert(uid_key(uid)) {
-                    for id in lists.value(i).as_primitive::<UInt32Type>().values() {
-                        let c = counts.get_mut(*id as usize).ok_or_else(|| {
-                            Error::bad_input(&path, format!("query id {id} has no per-part count"))
-                        })?;
-                        *c = c.checked_sub(1).ok_or_else(|| {
-                            Error::bad_input(&path, "per-part counts disagree with the rows")
-                        })?;
+    // The repeats, bucket by bucket (each in part and row order), merged into
+    // one file per matched part, in row order.
+    let mut streams = Vec::with_capacity(buckets as usize);
+    for b in 0..buckets {
+        let path = repeats_dir.join(format!("bucket-{b:05}.parquet"));
+        streams.push(pq::read_file(&path, &schema::duplicates())?.peekable());
+    }
+    let mut heads: Vec<Option<(RecordBatch, usize)>> = vec![None; streams.len()];
+    let mut duplicates = 0u64;
+    for part in 0..upstream.parts {
+        let mut rows: Vec<(u64, String)> = Vec::new();
+        for (s, stream) in streams.iter_mut().enumerate() {
+            loop {
+                if heads[s].is_none() {
+                    match stream.next() {
+                        Some(batch) => heads[s] = Some((batch?, 0)),
+                        None => break,
                     }
-                    dups.push((part, row, uid.to_string()));
                 }
-                row += 1;
-                pairs += 1;
+                let (batch, at) = heads[s].as_mut().expect("set above");
+                let parts = batch.column(0).as_primitive::<UInt32Type>();
+                let row = batch.column(1).as_primitive::<UInt64Type>();
+                let uid = string_column(batch, col::UID);
+                while *at < batch.num_rows() && parts.value(*at) == part {
+                    rows.push((row.value(*at), uid.value(*at).to_string()));
+                    *at += 1;
+                }
+                if *at < batch.num_rows() {
+                    break;
+                }
+                heads[s] = None;
             }
         }
-        opts.progress.advance(1);
+        rows.sort_unstable();
+        duplicates += rows.len() as u64;
+        let path = dups_dir.join(part_file_name(part));
+        let batch = RecordBatch::try_new(
+            schema::duplicates(),
+            vec![
+                Arc::new(UInt32Array::from(vec![part; rows.len()])),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1.as_str()),
+                )),
+            ],
+        )
+        .map_err(|e| write_error(&path, e))?;
+        pq::write_file_atomic(&path, schema::duplicates(), &[batch])?;
     }
-    opts.progress.finish();
-    drop(seen);
 
     // Query texts, where the list the matches were made with is at hand.
     let texts: Option<Vec<String>> = upstream
@@ -268,8 +527,8 @@ fn reduce(
                 == Some(fingerprint(q).as_str())
         });
     let reduced = Reduced {
-        pairs,
-        duplicates: dups.len() as u64,
+        pairs: upstream.counts.get("matched").copied().unwrap_or(0),
+        duplicates,
         queries: texts
             .as_ref()
             .map_or(matched.len() as u64, |t| t.len() as u64),
@@ -281,6 +540,7 @@ fn reduce(
     let present: Vec<u32> = (0..matched.len() as u32)
         .filter(|&q| matched[q as usize] > 0)
         .collect();
+    let counts_path = dir.join("query_counts.parquet");
     let batch = RecordBatch::try_new(
         schema::global_counts(),
         vec![
@@ -304,39 +564,25 @@ fn reduce(
             )),
         ],
     )
-    .map_err(|e| Error::Write {
-        path: counts_path.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| write_error(&counts_path, e))?;
     pq::write_file_atomic(&counts_path, schema::global_counts(), &[batch])?;
-    let batch = RecordBatch::try_new(
-        schema::duplicates(),
-        vec![
-            Arc::new(UInt32Array::from_iter_values(dups.iter().map(|d| d.0))),
-            Arc::new(UInt64Array::from_iter_values(dups.iter().map(|d| d.1))),
-            Arc::new(StringArray::from_iter_values(
-                dups.iter().map(|d| d.2.as_str()),
-            )),
-        ],
-    )
-    .map_err(|e| Error::Write {
-        path: dups_path.clone(),
-        message: e.to_string(),
-    })?;
-    pq::write_file_atomic(&dups_path, schema::duplicates(), &[batch])?;
     let summary = serde_json::to_vec_pretty(&reduced).expect("serialisable");
     write_atomic(&dir.join("summary.json"), &summary)?;
+    let hash = params_hash(&spec.params, spec.parts);
     let done = serde_json::json!({ "params_hash": hash, "reduced": reduced });
     write_atomic(
-        &marker,
+        &dir.join("_reduce.json"),
         &serde_json::to_vec_pretty(&done).expect("serialisable"),
     )?;
-    load_global(&counts_path, &dups_path, reduced)
+    Ok(Global {
+        counts: load_counts(&counts_path)?,
+        reduced,
+    })
 }
 
-/// Reads the reduce's outputs back (every process uses the files, so that all
-/// see the same counts whoever computed them).
-fn load_global(counts_path: &Path, dups_path: &Path, reduced: Reduced) -> Result<Global> {
+/// Reads `query_counts.parquet` back (every process uses the file, so that
+/// all see the same counts whoever computed them).
+fn load_counts(counts_path: &Path) -> Result<Vec<u64>> {
     let mut counts = Vec::new();
     for batch in pq::read_file(counts_path, &schema::global_counts())? {
         let batch = batch?;
@@ -356,31 +602,20 @@ fn load_global(counts_path: &Path, dups_path: &Path, reduced: Reduced) -> Result
             counts[id] = *n;
         }
     }
-    let mut duplicates: HashMap<u32, HashSet<u64>> = HashMap::new();
-    for batch in pq::read_file(dups_path, &schema::duplicates())? {
-        let batch = batch?;
-        let parts = batch.column(0).as_primitive::<UInt32Type>();
-        let rows = batch.column(1).as_primitive::<UInt64Type>();
-        for (p, r) in parts.values().iter().zip(rows.values()) {
-            duplicates.entry(*p).or_default().insert(*r);
-        }
-    }
-    Ok(Global {
-        counts,
-        duplicates,
-        reduced,
-    })
+    Ok(counts)
 }
 
 fn balance_part(
     global: &Global,
     balance: &BalanceOptions,
-    part: u32,
+    dups_path: &Path,
     input: &Path,
     output: &Path,
-) -> Result<wit_contract::Counts> {
-    let no_dups = HashSet::new();
-    let dups = global.duplicates.get(&part).unwrap_or(&no_dups);
+) -> Result<Counts> {
+    let mut dups: HashSet<u64> = HashSet::new();
+    for batch in pq::read_file(dups_path, &schema::duplicates())? {
+        dups.extend(batch?.column(1).as_primitive::<UInt64Type>().values());
+    }
     let mut writer = pq::ParquetWriter::create(output, schema::balanced())?;
     let (mut row, mut duplicates) = (0u64, 0u64);
     for batch in pq::read_file(input, &schema::matched())? {
@@ -412,7 +647,7 @@ fn balance_part(
         writer.write(&kept)?;
     }
     let kept = writer.finish()?;
-    Ok(wit_contract::Counts::from([
+    Ok(Counts::from([
         ("pairs".to_string(), row),
         ("duplicates".to_string(), duplicates),
         ("kept".to_string(), kept),
