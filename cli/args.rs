@@ -687,6 +687,14 @@ pub struct DownloadArgs {
     /// shards, and rewrite those shards
     #[arg(long)]
     pub retry_failed: bool,
+    /// Write the plan (shards/_plan/: which pair goes to which shard, under
+    /// which key) and stop
+    #[arg(long)]
+    pub plan_only: bool,
+    /// Memory a task of the plan's external sort may use (sets the number of
+    /// buckets, not the plan): bytes, or with K, M, G or T (binary units)
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub memory_budget: u64,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -365,10 +365,24 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
             .collect(),
         threads: opts.jobs,
         retry_failed: args.retry_failed,
+        memory_budget: args.memory_budget,
+        plan_only: args.plan_only,
         ..wit_shards::DownloadOptions::default()
     };
     let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_shards::run_download(&dataset, &download, &opts)?;
+    if args.plan_only {
+        tracing::info!(
+            "shards: planned {} pairs in {} shards in {}",
+            summary.counts.get("planned").copied().unwrap_or(0),
+            summary.parts,
+            dataset
+                .stage_dir(Stage::Shards)
+                .join(wit_shards::PLAN_DIR)
+                .display()
+        );
+        return Ok(());
+    }
     report(Stage::Shards, &dataset, &summary);
     Ok(())
 }

@@ -16,6 +16,7 @@ mod extract;
 mod queries;
 mod resume;
 mod robots;
+mod scale;
 mod scale_out;
 mod stats;
 mod tokenize;

@@ -135,7 +135,7 @@ pub fn tool() -> String {
 
 /// Reads a part's sidecar; `None` if it is absent or unreadable (the part is
 /// then treated as incomplete and redone).
-pub(crate) fn read_part_stats(path: &Path) -> Option<PartStats> {
+pub fn read_part_stats(path: &Path) -> Option<PartStats> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(s) => Some(s),

@@ -239,13 +239,13 @@ where
     if skipped > 0 {
         tracing::info!(
             "{}: {skipped} of {} parts already complete, skipping them",
-            spec.stage.dir_name(),
+            label(spec),
             in_share.len()
         );
     }
 
     opts.progress.start(
-        &format!("{} parts", spec.stage.dir_name()),
+        &format!("{} parts", label(spec)),
         in_share.len() as u64,
         skipped as u64,
     );
@@ -301,11 +301,7 @@ where
                 while let Some(&part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
                     match run_part(&spec.dir, hash, part, clean, work) {
                         Ok(stats) => {
-                            tracing::debug!(
-                                "{}: part {part} done {:?}",
-                                spec.stage.dir_name(),
-                                stats.counts
-                            );
+                            tracing::debug!("{}: part {part} done {:?}", label(spec), stats.counts);
                             finished
                                 .lock()
                                 .expect("no panics hold this lock")
@@ -313,10 +309,7 @@ where
                         }
                         Err(e) => {
                             if clean {
-                                tracing::error!(
-                                    "{}: part {part} failed: {e}",
-                                    spec.stage.dir_name()
-                                );
+                                tracing::error!("{}: part {part} failed: {e}", label(spec));
                             }
                             failures
                                 .lock()
@@ -343,7 +336,8 @@ where
 /// process waits for another, a dead or slow process's parts are done by the
 /// others, and since parts are deterministic and committed atomically, a part
 /// committed twice has the same bytes. A backup attempt that fails while the
-/// part's owner commits it is not an error.
+/// part's owner commits it is not an error. The summary's counts are the
+/// whole stage's (its manifest's), not only this process's parts'.
 ///
 /// # Errors
 /// As [`run_stage`]; [`Error::PartsFailed`] if a part is still incomplete
@@ -370,14 +364,11 @@ where
             missing.rotate_left(start);
             tracing::info!(
                 "{}: {} parts of other processes not yet complete; running them as backups",
-                spec.stage.dir_name(),
+                label(spec),
                 missing.len()
             );
-            opts.progress.start(
-                &format!("{} backups", spec.stage.dir_name()),
-                missing.len() as u64,
-                0,
-            );
+            opts.progress
+                .start(&format!("{} backups", label(spec)), missing.len() as u64, 0);
             let (finished, failures) = run_parts(spec, &hash, &missing, opts, false, &work);
             opts.progress.finish();
             summary.ran += finished.len() as u32;
@@ -401,7 +392,22 @@ where
             "parts are still incomplete after their backup attempts",
         ));
     }
+    // The counts of the whole stage, whoever ran its parts.
+    let path = spec.dir.join(MANIFEST_NAME);
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).at(&path)?)
+        .map_err(|e| Error::bad_input(&path, format!("unreadable manifest: {e}")))?;
+    summary.counts = manifest.counts;
     Ok(summary)
+}
+
+/// The stage's name in logs and progress bars: `balanced`, or for a step
+/// inside a stage's directory, `balanced/_buckets`.
+fn label(spec: &StageSpec) -> String {
+    let stage = spec.stage.dir_name();
+    match spec.dir.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name.starts_with('_') => format!("{stage}/{name}"),
+        _ => stage.to_string(),
+    }
 }
 
 /// Whether the stage is already complete with these parameters (its manifest
@@ -798,6 +804,7 @@ mod tests {
         // Share 1 of 2 never runs: share 0 does its parts, then share 1's.
         let a = run_stage_to_end(&s, &opts(Some(Share::new(2, 0).unwrap())), work(&[])).unwrap();
         assert_eq!((a.in_share, a.ran, a.complete), (4, 7, true));
+        assert_eq!(a.counts["rows"], 21);
         assert!(dir.path().join(MANIFEST_NAME).exists());
         // Share 1, started late, finds everything done.
         let b = run_stage_to_end(&s, &opts(Some(Share::new(2, 1).unwrap())), work(&[])).unwrap();

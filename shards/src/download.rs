@@ -1,12 +1,11 @@
 //! `wit download`: `balanced/` in, WebDataset shards out, in img2dataset's layout.
 //!
-//! - **Plan** (once per dataset, deterministic): every balanced pair is
-//!   given a place in a seeded global shuffle (sorted by a hash of the seed
-//!   and its uid), and shard `s` takes places `s·S .. (s+1)·S` (S = shard
-//!   size, 10,000): each shard is a random mix of queries and hosts. The plan
-//!   is written to `shards/_plan/NNNNN.parquet`, then `_plan/_done.json`.
-//!   It holds the pairs' URL, text, uid and query ids in memory while it is
-//!   made (about 200 bytes a pair).
+//! - **Plan** (once per dataset, deterministic; `plan.rs`): every balanced
+//!   pair is given a place in a seeded global shuffle (sorted by a hash of
+//!   the seed and its uid), and shard `s` takes places `s·S .. (s+1)·S`
+//!   (S = shard size, 10,000): each shard is a random mix of queries and
+//!   hosts. The plan is written to `shards/_plan/NNNNN.parquet` by a
+//!   bucketed external sort whose tasks stay within a memory budget.
 //! - **Shards** run through the stage runner (one part per shard, so
 //!   `--parts/--part` share them between processes), one shard at a time per
 //!   process with `concurrency` downloads in flight.
@@ -36,8 +35,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 use url::Url;
-use wit_contract::layout::part_file_name;
-use wit_contract::manifest::{params_hash, rfc3339, write_atomic};
+use wit_contract::manifest::rfc3339;
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
 use wit_contract::store::OutputStream;
@@ -90,6 +88,11 @@ pub struct DownloadOptions {
     /// Fetch again the samples that failed to download in finished shards
     /// (and only those), then rewrite those shards.
     pub retry_failed: bool,
+    /// Bytes a task of the plan's external sort may use (sets its number of
+    /// buckets, not the plan). Default 1 GiB.
+    pub memory_budget: u64,
+    /// Make the plan and stop.
+    pub plan_only: bool,
 }
 
 impl Default for DownloadOptions {
@@ -114,6 +117,8 @@ impl Default for DownloadOptions {
                 .to_vec(),
             threads: 2,
             retry_failed: false,
+            memory_budget: 1 << 30,
+            plan_only: false,
         }
     }
 }
@@ -200,6 +205,7 @@ pub fn run_download(
             "shard size, concurrency and per-host concurrency must be at least 1".into(),
         ));
     }
+    let started = Instant::now();
     let upstream = Manifest::read(dataset.root(), Stage::Balanced)?;
     let balanced_dir = dataset.stage_dir(Stage::Balanced);
     let dir = dataset.stage_dir(Stage::Shards);
@@ -225,7 +231,33 @@ pub fn run_download(
     } else {
         check_params(&spec)?;
     }
-    make_plan(&spec, &upstream, &balanced_dir, opts)?;
+    crate::plan::make_plan(
+        &crate::plan::PlanSpec {
+            dir: &dir,
+            balanced_dir: &balanced_dir,
+            upstream: &upstream,
+            shard_size: opts.shard_size,
+            seed: opts.seed,
+            memory_budget: opts.memory_budget,
+        },
+        &RunOptions {
+            share: run.share,
+            jobs: run.jobs,
+            force: false,
+            progress: run.progress,
+        },
+    )?;
+    if opts.plan_only {
+        return Ok(Summary {
+            parts: shards,
+            in_share: 0,
+            ran: 0,
+            skipped: 0,
+            counts: Counts::from([("planned".to_string(), pairs_total)]),
+            complete: false,
+            elapsed: started.elapsed(),
+        });
+    }
     std::fs::create_dir_all(dir.join(WORK_DIR)).at(&dir)?;
     if opts.retry_failed {
         let mut reopened = 0;
@@ -378,98 +410,6 @@ fn reopen_failed(dir: &Path, s: u32, opts: &DownloadOptions) -> Result<bool> {
         std::fs::remove_file(&manifest).at(&manifest)?;
     }
     Ok(true)
-}
-
-/// Writes the plan unless it is already there.
-fn make_plan(
-    spec: &StageSpec,
-    upstream: &Manifest,
-    balanced_dir: &Path,
-    opts: &DownloadOptions,
-) -> Result<()> {
-    let plan_dir = spec.dir.join(PLAN_DIR);
-    let marker = plan_dir.join("_done.json");
-    let hash = params_hash(&spec.params, spec.parts);
-    if std::fs::read(&marker)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|v| v["params_hash"] == hash.as_str())
-    {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&plan_dir).at(&plan_dir)?;
-    let mut pairs: Vec<Pair> = Vec::new();
-    for part in 0..upstream.parts {
-        let path = balanced_dir.join(part_file_name(part));
-        for batch in pq::read_file(&path, &schema::balanced())? {
-            pairs.extend(pairs_of(&batch?));
-        }
-    }
-    if pairs.len() as u64 != upstream.counts.get("kept").copied().unwrap_or(0) {
-        return Err(Error::bad_input(
-            balanced_dir,
-            format!(
-                "holds {} pairs, its manifest says {}",
-                pairs.len(),
-                upstream.counts.get("kept").copied().unwrap_or(0)
-            ),
-        ));
-    }
-    // The seeded shuffle: by a hash of seed and uid, ties by input order.
-    let seed = splitmix64(opts.seed);
-    let mut order: Vec<(u64, usize)> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let key = p
-                .uid
-                .get(..16)
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .unwrap_or(i as u64);
-            (splitmix64(key ^ seed), i)
-        })
-        .collect();
-    order.sort_unstable();
-    let size = opts.shard_size as usize;
-    for (s, chunk) in order.chunks(size).enumerate() {
-        let s = s as u32;
-        let keys: Vec<String> = (0..chunk.len() as u32)
-            .map(|i| sample_key(s, i, opts.shard_size))
-            .collect();
-        let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
-        for &(_, i) in chunk {
-            lists.values().append_slice(&pairs[i].query_ids);
-            lists.append(true);
-        }
-        let batch = RecordBatch::try_new(
-            schema::plan(),
-            vec![
-                Arc::new(StringArray::from(keys)),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|&(_, i)| pairs[i].uid.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|&(_, i)| pairs[i].url.as_str()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    chunk.iter().map(|&(_, i)| pairs[i].text.as_str()),
-                )),
-                Arc::new(lists.finish()),
-            ],
-        )
-        .map_err(|e| Error::Write {
-            path: plan_dir.clone(),
-            message: e.to_string(),
-        })?;
-        let path = plan_dir.join(format!("{}.parquet", shard_name(s)));
-        pq::write_file_atomic(&path, schema::plan(), &[batch])?;
-    }
-    let done =
-        serde_json::json!({ "params_hash": hash, "pairs": pairs.len(), "shards": spec.parts });
-    write_atomic(
-        &marker,
-        &serde_json::to_vec_pretty(&done).expect("serialisable"),
-    )
 }
 
 fn query_ids_item() -> Arc<arrow_schema::Field> {

@@ -11,8 +11,10 @@
 #![deny(missing_docs)]
 
 mod download;
+mod plan;
 pub mod resize;
 
 pub use download::{
     DownloadOptions, PLAN_DIR, WORK_DIR, run_download, sample_key, shard_name, x_robots_opt_out,
 };
+pub use plan::SHUFFLE_DIR;
