@@ -33,13 +33,6 @@ fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn scalar_f64(df: &DataFrame, name: &str) -> Option<f64> {
-    df.column(name)
-        .ok()
-        .and_then(|c| c.get(0).ok())
-        .and_then(|v| v.extract::<f64>())
-}
-
 fn rows(lf: LazyFrame, what: &str) -> Result<u64> {
     let df = lf
         .select([len().alias("n")])
@@ -125,34 +118,116 @@ fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(
     counts_by(lf, column, Some(top), what)
 }
 
-/// mean, p10, p50, p90, max of `expr` over `lf`.
+/// mean, p10, p50, p90, max and n of `expr` over `lf`, from the histogram
+/// of its distinct values (a streaming group-by: memory grows with the
+/// distinct values, such as caption lengths or image sizes, not with the
+/// rows). Quantiles interpolate linearly between the sorted values at
+/// q·(n − 1), as Polars' and NumPy's `linear` method does.
 fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
     let df = lf
         .select([expr.cast(DataType::Float64).alias("x")])
-        .select([
-            col("x").mean().alias("mean"),
-            col("x")
-                .quantile(lit(0.1), QuantileMethod::Linear)
-                .alias("p10"),
-            col("x")
-                .quantile(lit(0.5), QuantileMethod::Linear)
-                .alias("p50"),
-            col("x")
-                .quantile(lit(0.9), QuantileMethod::Linear)
-                .alias("p90"),
-            col("x").max().alias("max"),
-            col("x").count().cast(DataType::UInt64).alias("n"),
-        ])
+        .filter(col("x").is_not_null())
+        .group_by([col("x")])
+        .agg([len().alias("n")])
         .run()
         .map_err(polars_err(what))?;
+    let xs = df.column("x").map_err(polars_err(what))?;
+    let ns = df.column("n").map_err(polars_err(what))?;
+    let mut hist: Vec<(f64, u64)> = (0..df.height())
+        .filter_map(|i| {
+            let x = xs.get(i).ok()?.extract::<f64>()?;
+            let n = ns.get(i).ok()?.extract::<u64>()?;
+            Some((x, n))
+        })
+        .collect();
+    hist.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n: u64 = hist.iter().map(|h| h.1).sum();
+    if n == 0 {
+        return Ok(json!({
+            "n": 0, "mean": null, "p10": null, "p50": null, "p90": null, "max": null,
+        }));
+    }
+    // The value at sorted position `k` (0-based).
+    let at = |k: u64| -> f64 {
+        let mut seen = 0;
+        for &(x, c) in &hist {
+            seen += c;
+            if k < seen {
+                return x;
+            }
+        }
+        hist.last().map_or(f64::NAN, |h| h.0)
+    };
+    let quantile = |q: f64| -> f64 {
+        let pos = q * (n - 1) as f64;
+        let lo = pos.floor();
+        let (a, b) = (at(lo as u64), at(pos.ceil() as u64));
+        a + (b - a) * (pos - lo)
+    };
+    let sum: f64 = hist.iter().map(|&(x, c)| x * c as f64).sum();
     Ok(json!({
-        "n": scalar_u64(&df, "n"),
-        "mean": scalar_f64(&df, "mean"),
-        "p10": scalar_f64(&df, "p10"),
-        "p50": scalar_f64(&df, "p50"),
-        "p90": scalar_f64(&df, "p90"),
-        "max": scalar_f64(&df, "max"),
+        "n": n,
+        "mean": sum / n as f64,
+        "p10": quantile(0.1),
+        "p50": quantile(0.5),
+        "p90": quantile(0.9),
+        "max": hist.last().map(|h| h.0),
     }))
+}
+
+/// Rows and distinct values of string column `column`, exactly, in passes
+/// over ranges of the values' first two characters so that no pass holds
+/// more than about 4M distinct values (for hex digests such as `sha256`,
+/// whose first characters are uniform).
+fn distinct(lf: LazyFrame, column: &str, rows: u64, what: &str) -> Result<(u64, u64)> {
+    const PER_PASS: u64 = 4 << 20;
+    let passes = rows.div_ceil(PER_PASS).next_power_of_two().min(256) as usize;
+    distinct_in_passes(lf, column, passes, what)
+}
+
+/// [`distinct`] in `passes` passes (a power of two up to 256).
+fn distinct_in_passes(
+    lf: LazyFrame,
+    column: &str,
+    passes: usize,
+    what: &str,
+) -> Result<(u64, u64)> {
+    const HEX: &[u8] = b"0123456789abcdef";
+    let prefixes: Vec<String> = HEX
+        .iter()
+        .flat_map(|a| {
+            HEX.iter()
+                .map(move |b| format!("{}{}", *a as char, *b as char))
+        })
+        .collect();
+    let mut total = (0, 0);
+    for p in 0..passes {
+        let q = if passes == 1 {
+            lf.clone()
+        } else {
+            // Prefixes [lo, hi) of the 256 two-hex-digit ones; the first and
+            // last passes are open-ended, so that any value is counted once.
+            let (lo, hi) = (p * 256 / passes, (p + 1) * 256 / passes);
+            let mut f = lit(true);
+            if lo > 0 {
+                f = f.and(col(column).gt_eq(lit(prefixes[lo].clone())));
+            }
+            if hi < 256 {
+                f = f.and(col(column).lt(lit(prefixes[hi].clone())));
+            }
+            lf.clone().filter(f)
+        };
+        let df = q
+            .select([
+                len().alias("n"),
+                col(column).n_unique().cast(DataType::UInt64).alias("u"),
+            ])
+            .run()
+            .map_err(polars_err(what))?;
+        total.0 += scalar_u64(&df, "n");
+        total.1 += scalar_u64(&df, "u");
+    }
+    Ok(total)
 }
 
 /// Per-query pair counts of a table with `query_ids`: (query id, count), sorted down.
@@ -412,14 +487,8 @@ pub fn report(root: &Path) -> Result<Report> {
                 "aspect ratios",
             )?,
         );
-        let df = ok
-            .select([
-                len().alias("n"),
-                col("sha256").n_unique().cast(DataType::UInt64).alias("u"),
-            ])
-            .run()
-            .map_err(polars_err("identical images"))?;
-        let (n, u) = (scalar_u64(&df, "n"), scalar_u64(&df, "u"));
+        let stored = rows(ok.clone(), "stored images")?;
+        let (n, u) = distinct(ok, "sha256", stored, "identical images")?;
         content.insert(
             "identical_images".into(),
             json!({ "stored": n, "distinct_sha256": u, "rate": if n > 0 { (n - u) as f64 / n as f64 } else { 0.0 } }),
@@ -592,4 +661,58 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_from_the_histogram_equals_polars_on_the_rows() {
+        let xs: Vec<f64> = (0..1001u64).map(|i| ((i * 7919) % 97) as f64).collect();
+        let lf = df!("x" => xs.clone()).unwrap().lazy();
+        let got = summary(lf.clone(), col("x"), "test").unwrap();
+        let want = lf
+            .select([
+                col("x").mean().alias("mean"),
+                col("x")
+                    .quantile(lit(0.1), QuantileMethod::Linear)
+                    .alias("p10"),
+                col("x")
+                    .quantile(lit(0.5), QuantileMethod::Linear)
+                    .alias("p50"),
+                col("x")
+                    .quantile(lit(0.9), QuantileMethod::Linear)
+                    .alias("p90"),
+                col("x").max().alias("max"),
+            ])
+            .collect()
+            .unwrap();
+        for k in ["mean", "p10", "p50", "p90", "max"] {
+            let w = want
+                .column(k)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .extract::<f64>()
+                .unwrap();
+            assert!(
+                (got[k].as_f64().unwrap() - w).abs() < 1e-9,
+                "{k}: {got} vs {w}"
+            );
+        }
+        assert_eq!(got["n"], 1001);
+    }
+
+    #[test]
+    fn distinct_counts_agree_in_any_number_of_passes() {
+        let values: Vec<String> = (0..5000u64)
+            .map(|i| format!("{:016x}", (i % 3001).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        let lf = df!("sha256" => values).unwrap().lazy();
+        for passes in [1, 2, 16, 256] {
+            let got = distinct_in_passes(lf.clone(), "sha256", passes, "test").unwrap();
+            assert_eq!(got, (5000, 3001), "{passes} passes");
+        }
+    }
 }
