@@ -11,6 +11,11 @@
 //! (t = 20,000 · rows / 400M, at least 20), so that balancing drops the
 //! same share of the head at every size.
 //!
+//! At sizes up to `WIT_SCALE_DOWNLOAD_ROWS` (default 1000000) the image URLs
+//! point at a server in this process on 127.0.0.1 that answers one tiny
+//! JPEG (64 x 64) for every URL and 404 for robots.txt, and the shards are
+//! downloaded in full (`--image-size 64`, 64 in flight, all to the one host).
+//!
 //! `WIT_SCALE_ROWS` (default 1000000; comma-separated for several sizes),
 //! `WIT_SCALE_PART_ROWS` (default 100000), `WIT_SCALE_DIR` (default: a
 //! temporary directory; the data is removed after each size).
@@ -81,6 +86,63 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
+/// A 64 x 64 JPEG.
+fn tiny_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// Serves `body` as image/jpeg for every path but /robots.txt (404), with
+/// keep-alive, a thread per connection, on 127.0.0.1; returns its base URL.
+fn serve_images(body: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    // The rest of the head.
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let (status, ctype, bytes): (&str, &str, &[u8]) = if path == "/robots.txt" {
+                        ("404 Not Found", "text/plain", b"none")
+                    } else {
+                        ("200 OK", "image/jpeg", &body)
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                        bytes.len()
+                    );
+                    if conn.write_all(head.as_bytes()).is_err() || conn.write_all(bytes).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    base
+}
+
 fn main() {
     if std::env::var_os("WIT_BENCH_SCALE").is_none() {
         println!("scale bench: skipped (run `make bench-scale`)");
@@ -99,6 +161,11 @@ fn main() {
     let base = std::env::var_os("WIT_SCALE_DIR").map(PathBuf::from);
     let tmp = tempfile::tempdir().unwrap();
     let base = base.unwrap_or_else(|| tmp.path().to_path_buf());
+    let download_rows: usize = std::env::var("WIT_SCALE_DOWNLOAD_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let server = serve_images(tiny_jpeg());
     println!(
         "| rows | stage | wall s | CPU s | peak RSS MiB | bytes written MB | µs CPU per row |"
     );
@@ -111,20 +178,21 @@ fn main() {
         let queries = ds.join("queries.txt");
         let t = (20_000 * rows / 400_000_000).max(20).to_string();
         let (rows_s, part_s) = (rows.to_string(), part_rows.to_string());
-        let stages: Vec<(&str, Vec<&str>, &str)> = vec![
-            (
-                "generate",
-                vec![
-                    "demo-candidates",
-                    "-d",
-                    d,
-                    "--rows",
-                    &rows_s,
-                    "--part-rows",
-                    &part_s,
-                ],
-                "candidates",
-            ),
+        let download = rows <= download_rows;
+        let mut generate = vec![
+            "demo-candidates",
+            "-d",
+            d,
+            "--rows",
+            &rows_s,
+            "--part-rows",
+            &part_s,
+        ];
+        if download {
+            generate.extend(["--image-base", server.as_str()]);
+        }
+        let mut stages: Vec<(&str, Vec<&str>, &str)> = vec![
+            ("generate", generate, "candidates"),
             (
                 "queries import",
                 vec!["queries", "import", queries.to_str().unwrap(), "-d", d],
@@ -132,8 +200,31 @@ fn main() {
             ),
             ("match", vec!["match", "-d", d], "matched"),
             ("balance", vec!["balance", "-d", d, "-t", &t], "balanced"),
-            ("stats", vec!["stats", d], "stats"),
+            (
+                "download plan",
+                vec!["download", "-d", d, "--plan-only"],
+                "shards",
+            ),
         ];
+        if download {
+            stages.push((
+                "download",
+                vec![
+                    "download",
+                    "-d",
+                    d,
+                    "--allow-private",
+                    "--image-size",
+                    "64",
+                    "--concurrency",
+                    "64",
+                    "--per-host",
+                    "64",
+                ],
+                "shards",
+            ));
+        }
+        stages.push(("stats", vec!["stats", d], "stats"));
         for (name, args, out) in stages {
             let m = measure(Command::new(&wit).args(&args).arg("-q"));
             let bytes = dir_bytes(&ds.join(out));

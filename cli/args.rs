@@ -208,6 +208,10 @@ pub struct DemoCandidatesArgs {
     /// Seeds every draw
     #[arg(long, value_name = "N", default_value_t = 17)]
     pub seed: u64,
+    /// Point the image URLs at BASE/imgN/... (a local server, for measuring
+    /// downloads) instead of https://imgN.example.com/...
+    #[arg(long, value_name = "BASE")]
+    pub image_base: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -619,6 +619,7 @@ fn demo_candidates(args: DemoCandidatesArgs, progress: &dyn Progress) -> Result<
             rows: args.rows,
             part_rows: args.part_rows,
             seed: args.seed,
+            image_base: args.image_base,
         },
         &opts,
     )?;

@@ -31,7 +31,7 @@ use wit_contract::{
 };
 
 /// What `wit demo-candidates` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleOptions {
     /// Candidates in all.
     pub rows: u64,
@@ -39,6 +39,10 @@ pub struct ScaleOptions {
     pub part_rows: u64,
     /// Seeds every draw.
     pub seed: u64,
+    /// Where the image URLs point: `https://img{host}.example.com` by
+    /// default; with a base (`http://127.0.0.1:8080`), `{base}/img{host}`,
+    /// for downloads from a local server.
+    pub image_base: Option<String>,
 }
 
 impl Default for ScaleOptions {
@@ -47,6 +51,7 @@ impl Default for ScaleOptions {
             rows: 1_000_000,
             part_rows: 100_000,
             seed: 17,
+            image_base: None,
         }
     }
 }
@@ -148,16 +153,20 @@ fn write_queries(path: &Path, words: &[String], seed: u64) -> Result<()> {
 /// Row `i` of part `part`: (image URL, text, page URL). Each row draws from
 /// its own stream, so a repeat can copy any earlier row at once; a row that
 /// repeats a repeat gives the original pair.
-fn row(seed: u64, part: u64, i: u64, part_rows: u64, words: &[String]) -> (String, String, String) {
-    let mut rng = Rng(0x5eed ^ seed.wrapping_mul(0x9e37_79b9) ^ (part << 32 | i));
+fn row(opts: &ScaleOptions, part: u64, i: u64, words: &[String]) -> (String, String, String) {
+    let mut rng = Rng(0x5eed ^ opts.seed.wrapping_mul(0x9e37_79b9) ^ (part << 32 | i));
     if part > 0 && rng.below(1000) < REPEATS_PER_MILLE {
         let earlier = rng.below(part);
-        return row(seed, earlier, rng.below(part_rows), part_rows, words);
+        return row(opts, earlier, rng.below(opts.part_rows), words);
     }
     let host = rng.below(HOSTS);
     let text = caption(&mut rng, words);
+    let image = match &opts.image_base {
+        Some(base) => format!("{}/img{host}", base.trim_end_matches('/')),
+        None => format!("https://img{host}.example.com"),
+    };
     (
-        format!("https://img{host}.example.com/i/{part}/{i}.jpg"),
+        format!("{image}/i/{part}/{i}.jpg"),
         text,
         format!("https://site{host}.example.com/p/{part}"),
     )
@@ -189,14 +198,19 @@ pub fn write_scale_corpus(
         dir: dataset.stage_dir(Stage::Candidates),
         parts: rows.div_ceil(part_rows) as u32,
         inputs: vec!["wit demo-candidates".into()],
-        params: serde_json::json!({ "rows": rows, "part_rows": part_rows, "seed": opts.seed }),
+        params: serde_json::json!({
+            "rows": rows,
+            "part_rows": part_rows,
+            "seed": opts.seed,
+            "image_base": opts.image_base,
+        }),
     };
     let summary = run_stage(&spec, run, |ctx| {
         let part = u64::from(ctx.part());
         let n = part_rows.min(rows - part * part_rows);
         let out: Vec<Candidate> = (0..n)
             .map(|i| {
-                let (url, text, page) = row(opts.seed, part, i, part_rows, &words);
+                let (url, text, page) = row(opts, part, i, &words);
                 Candidate::new(url, text, "alt", page)
             })
             .collect();
