@@ -37,7 +37,10 @@ struct Measured {
 #[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command) -> Measured {
     let t = Instant::now();
-    let child = cmd.spawn().expect("wit runs");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("wit runs");
     let pid = child.id() as i32;
     let status_file = format!("/proc/{pid}/status");
     let mut peak_kib = 0u64;
@@ -133,7 +136,10 @@ fn serve_images(body: Vec<u8>) -> String {
                         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
                         bytes.len()
                     );
-                    if conn.write_all(head.as_bytes()).is_err() || conn.write_all(bytes).is_err() {
+                    // One write: a head and a body in two would wait on Nagle.
+                    let mut reply = head.into_bytes();
+                    reply.extend_from_slice(bytes);
+                    if conn.write_all(&reply).is_err() {
                         return;
                     }
                 }

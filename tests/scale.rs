@@ -254,7 +254,7 @@ fn bucketed_passes_match_the_in_memory_algorithm_whatever_the_budget_and_split()
         );
     }
 
-    // 61 repeat buckets and 47 plan buckets, three processes at once: the same bytes.
+    // 61 repeat buckets and 47 plan groups, three processes at once: the same bytes.
     let dir = tempfile::tempdir().unwrap();
     let split = copy_of_matched(dir.path());
     let d = split.to_str().unwrap();
@@ -286,16 +286,9 @@ fn bucketed_passes_match_the_in_memory_algorithm_whatever_the_budget_and_split()
             ok(&c.wait_with_output().unwrap());
         }
     }
-    let buckets = std::fs::read_dir(split.join("balanced/_buckets"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("_b")
-        })
-        .count();
+    let buckets = manifest(&split, "balanced/_repeats")["parts"].as_u64().unwrap();
+    let groups = manifest(&split, "shards/_plan")["parts"].as_u64().unwrap();
+    assert!(groups > 40, "{groups} plan groups");
     assert!(buckets > 50, "{buckets} buckets");
     let got = outputs(&split);
     assert_eq!(names(&got), names(reference));

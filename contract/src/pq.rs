@@ -62,6 +62,17 @@ impl ParquetWriter {
             .map_err(|e| write_error(&self.path, e))
     }
 
+    /// Ends the current row group: the rows written since the last flush
+    /// form one (or more, past the library's row-group size), so that a
+    /// reader can pick them out by their statistics
+    /// ([`read_row_groups_where`]).
+    ///
+    /// # Errors
+    /// [`Error::Write`] if the write fails.
+    pub fn flush(&mut self) -> Result<()> {
+        self.inner.flush().map_err(|e| write_error(&self.path, e))
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -131,11 +142,41 @@ pub fn read_file(
     path: &Path,
     expected: &Schema,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    read_selected(path, expected, None)
+}
+
+/// [`read_file`], only the row groups whose UInt32 column `column` holds
+/// just `value` (by the row groups' statistics): the bucket of a bucketed
+/// pass's scatter file, written one bucket to a row group
+/// ([`ParquetWriter::flush`]).
+///
+/// # Errors
+/// As [`read_file`]; [`Error::BadInput`] if `column` is missing or a row
+/// group has no statistics for it.
+pub fn read_row_groups_where(
+    path: &Path,
+    expected: &Schema,
+    column: &str,
+    value: u32,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    read_selected(path, expected, Some((column, value)))
+}
+
+fn read_selected(
+    path: &Path,
+    expected: &Schema,
+    select: Option<(&str, u32)>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     // In a dataset on a store, the part comes down when first read.
     crate::store::local(path)?;
     let file = File::open(path).at(path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
+    if let Some((column, value)) = select {
+        let groups = row_groups_holding(builder.metadata(), column, value)
+            .map_err(|m| Error::bad_input(path, m))?;
+        builder = builder.with_row_groups(groups);
+    }
     let found = builder.schema().clone();
     let mut indices = Vec::with_capacity(expected.fields().len());
     for field in expected.fields() {
@@ -177,6 +218,45 @@ pub fn read_file(
         RecordBatch::try_new(expected.clone(), columns)
             .map_err(|e| Error::bad_input(&path, format!("columns do not fit the contract: {e}")))
     }))
+}
+
+/// The row groups whose column `column` (physical INT32) has min = max = `value`.
+fn row_groups_holding(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    column: &str,
+    value: u32,
+) -> std::result::Result<Vec<usize>, String> {
+    use parquet::file::statistics::Statistics;
+    let schema = meta.file_metadata().schema_descr();
+    let c = (0..schema.num_columns())
+        .find(|&i| schema.column(i).name() == column)
+        .ok_or_else(|| format!("missing column `{column}`"))?;
+    let mut out = Vec::new();
+    for (g, group) in meta.row_groups().iter().enumerate() {
+        match group.column(c).statistics() {
+            Some(Statistics::Int32(v)) => {
+                let (lo, hi) = (v.min_opt(), v.max_opt());
+                if lo.is_some_and(|&x| x as u32 > value) || hi.is_some_and(|&x| (x as u32) < value)
+                {
+                    continue;
+                }
+                if lo != hi {
+                    return Err(format!(
+                        "row group {g} holds several values of `{column}`; expected one per row group"
+                    ));
+                }
+                if lo.is_some() {
+                    out.push(g);
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "row group {g} has no 32-bit statistics for `{column}`"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Types match if equal, ignoring the names and nullability of list items

@@ -10,9 +10,11 @@
 //! have not finished as backup tasks ([`run_stage_to_end`]), so no process
 //! waits for another.
 //! - *Scatter* (`balanced/_buckets/`, one part per matched part): each row's
-//!   64-bit uid prefix, part, row, uid and query ids go to the bucket its
-//!   prefix falls in (B ranges of equal width):
-//!   `_buckets/_bBBBBB/part-PPPPP.parquet`.
+//!   bucket (B ranges of equal width of the 64-bit uid prefix), prefix,
+//!   part, row, uid and query ids, sorted by bucket, one row group per
+//!   bucket: `_buckets/part-PPPPP.parquet`. A reduce task reads its bucket's
+//!   row groups only (by their statistics), so the files are one per part,
+//!   whatever B.
 //! - *Reduce* (`balanced/_repeats/`, one part per bucket): a bucket's rows,
 //!   in part and row order, through a hash set of uid prefixes; a prefix seen
 //!   before marks a repeat: `_repeats/bucket-BBBBB.parquet` (part, row, uid)
@@ -165,13 +167,10 @@ fn bucket_of(key: u64, buckets: u32) -> u32 {
     ((u128::from(key) * u128::from(buckets)) >> 64) as u32
 }
 
-fn bucket_dir(b: u32) -> String {
-    format!("_b{b:05}")
-}
-
-/// The rows a scatter part writes to a bucket.
+/// The rows of a scatter part, bucket by bucket, a row group each.
 fn scattered() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("bucket", DataType::UInt32, false),
         Field::new("key", DataType::UInt64, false),
         Field::new(col::PART, DataType::UInt32, false),
         Field::new(col::ROW, DataType::UInt64, false),
@@ -297,24 +296,27 @@ fn find_repeats(
                 row += 1;
             }
         }
+        let output = ctx.output(&part_file_name(part));
+        let mut writer = pq::ParquetWriter::create(&output, scattered())?;
         for b in 0..n {
             let len = keys[b].len();
+            if len == 0 {
+                continue;
+            }
             let columns: Vec<ArrayRef> = vec![
+                Arc::new(UInt32Array::from(vec![b as u32; len])),
                 Arc::new(UInt64Array::from(std::mem::take(&mut keys[b]))),
                 Arc::new(UInt32Array::from(vec![part; len])),
                 Arc::new(UInt64Array::from(std::mem::take(&mut rows[b]))),
                 Arc::new(uids[b].finish()),
                 Arc::new(lists[b].finish()),
             ];
-            let output = ctx.output(&format!(
-                "{}/{}",
-                bucket_dir(b as u32),
-                part_file_name(part)
-            ));
             let batch =
                 RecordBatch::try_new(scattered(), columns).map_err(|e| write_error(&output, e))?;
-            pq::write_file(&output, scattered(), &[batch])?;
+            writer.write(&batch)?;
+            writer.flush()?;
         }
+        writer.finish()?;
         Ok(Counts::from([("rows".to_string(), row)]))
     })?;
 
@@ -333,11 +335,11 @@ fn find_repeats(
         let mut seen: HashSet<u64> = HashSet::new();
         let mut pairs = 0u64;
         for part in 0..upstream.parts {
-            let path = scatter.dir.join(bucket_dir(b)).join(part_file_name(part));
-            for batch in pq::read_file(&path, &scattered())? {
+            let path = scatter.dir.join(part_file_name(part));
+            for batch in pq::read_row_groups_where(&path, &scattered(), "bucket", b)? {
                 let batch = batch?;
-                let keys = batch.column(0).as_primitive::<UInt64Type>();
-                let ids = batch.column(4).as_list::<i32>();
+                let keys = batch.column(1).as_primitive::<UInt64Type>();
+                let ids = batch.column(5).as_list::<i32>();
                 let mut repeat = Vec::with_capacity(batch.num_rows());
                 for (i, key) in keys.values().iter().enumerate() {
                     let again = !seen.insert(*key);
@@ -350,7 +352,7 @@ fn find_repeats(
                 }
                 pairs += batch.num_rows() as u64;
                 let columns = batch
-                    .project(&[1, 2, 3])
+                    .project(&[2, 3, 4])
                     .map_err(|e| write_error(&path, e))?;
                 let kept = arrow_select::filter::filter_record_batch(
                     &columns,

@@ -11,8 +11,9 @@
 //! commits, resume, `--parts/--part`, backup tasks: [`run_stage_to_end`]):
 //!
 //! - *Scatter* (`shards/_shuffle/`, one part per balanced part): each pair,
-//!   with h and its input index, goes to the bucket of its h (B ranges of
-//!   equal width): `_shuffle/_bBBBBB/part-PPPPP.parquet`.
+//!   with h, its input index and its bucket (B ranges of equal width of h),
+//!   sorted by bucket, one row group per bucket:
+//!   `_shuffle/part-PPPPP.parquet`.
 //! - *Plan* (`shards/_plan/`, one part per group of K consecutive shards):
 //!   the buckets that hold the group's places (their sizes, summed from the
 //!   scatter's sidecars, give each bucket's first place) are read one at a
@@ -65,13 +66,10 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn bucket_dir(b: u32) -> String {
-    format!("_b{b:05}")
-}
-
-/// The rows a scatter part writes to a bucket.
+/// The rows of a scatter part, bucket by bucket, a row group each.
 fn scattered() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("bucket", DataType::UInt32, false),
         Field::new("h", DataType::UInt64, false),
         Field::new("index", DataType::UInt64, false),
         Field::new(col::UID, DataType::Utf8, false),
@@ -163,16 +161,19 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             batches.push(batch);
         }
         let mut counts = Counts::from([("pairs".to_string(), index - offsets[part as usize])]);
+        let output = ctx.output(&part_file_name(part));
+        let mut writer = pq::ParquetWriter::create(&output, scattered())?;
         for (b, rows) in rows.iter().enumerate() {
-            let output = ctx.output(&format!(
-                "{}/{}",
-                bucket_dir(b as u32),
-                part_file_name(part)
-            ));
-            let batch = scatter_batch(&batches, rows).map_err(|e| write_error(&output, e))?;
-            pq::write_file(&output, scattered(), &[batch])?;
             counts.insert(format!("bucket_{b:05}"), rows.len() as u64);
+            if rows.is_empty() {
+                continue;
+            }
+            let batch =
+                scatter_batch(b as u32, &batches, rows).map_err(|e| write_error(&output, e))?;
+            writer.write(&batch)?;
+            writer.flush()?;
         }
+        writer.finish()?;
         Ok(counts)
     })?;
 
@@ -216,14 +217,11 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             let mut batches = Vec::new();
             let mut order: Vec<(u64, u64, usize, usize)> = Vec::with_capacity((hi - lo) as usize);
             for part in 0..upstream.parts {
-                let path = scatter
-                    .dir
-                    .join(bucket_dir(b as u32))
-                    .join(part_file_name(part));
-                for batch in pq::read_file(&path, &scattered())? {
+                let path = scatter.dir.join(part_file_name(part));
+                for batch in pq::read_row_groups_where(&path, &scattered(), "bucket", b as u32)? {
                     let batch = batch?;
-                    let h = batch.column(0).as_primitive::<UInt64Type>();
-                    let index = batch.column(1).as_primitive::<UInt64Type>();
+                    let h = batch.column(1).as_primitive::<UInt64Type>();
+                    let index = batch.column(2).as_primitive::<UInt64Type>();
                     for i in 0..batch.num_rows() {
                         order.push((h.value(i), index.value(i), batches.len(), i));
                     }
@@ -232,9 +230,9 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             }
             if order.len() as u64 != hi - lo {
                 return Err(Error::bad_input(
-                    scatter.dir.join(bucket_dir(b as u32)),
+                    &scatter.dir,
                     format!(
-                        "holds {} pairs, its parts' sidecars say {}",
+                        "bucket {b} holds {} pairs, the parts' sidecars say {}",
                         order.len(),
                         hi - lo
                     ),
@@ -260,8 +258,9 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
     })
 }
 
-/// A scatter part's rows of one bucket: (h, index, batch, row) in input order.
+/// A scatter part's rows of bucket `bucket`: (h, index, batch, row) in input order.
 fn scatter_batch(
+    bucket: u32,
     batches: &[RecordBatch],
     rows: &[(u64, u64, usize, usize)],
 ) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
@@ -289,6 +288,7 @@ fn scatter_batch(
     RecordBatch::try_new(
         scattered(),
         vec![
+            Arc::new(arrow_array::UInt32Array::from(vec![bucket; rows.len()])),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1))),
             pick(col::UID)?,
@@ -338,10 +338,10 @@ impl ShardBuilder {
         let s = |c: usize| -> &StringArray { batch.column(c).as_string::<i32>() };
         self.keys
             .append_value(sample_key(self.shard, self.len, self.size));
-        self.uids.append_value(s(2).value(i));
-        self.urls.append_value(s(3).value(i));
-        self.texts.append_value(s(4).value(i));
-        let l = batch.column(5).as_list::<i32>().value(i);
+        self.uids.append_value(s(3).value(i));
+        self.urls.append_value(s(4).value(i));
+        self.texts.append_value(s(5).value(i));
+        let l = batch.column(6).as_list::<i32>().value(i);
         self.lists
             .values()
             .append_slice(l.as_primitive::<arrow_array::types::UInt32Type>().values());
