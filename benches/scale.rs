@@ -11,6 +11,12 @@
 //! (t = 20,000 · rows / 400M, at least 20), so that balancing drops the
 //! same share of the head at every size.
 //!
+//! The bucketed passes run with a fixed memory budget per task, so that a
+//! task's memory is the same at every size: `WIT_SCALE_BALANCE_BUDGET`
+//! (default 32M: reduce buckets of about 1M pairs) and
+//! `WIT_SCALE_PLAN_BUDGET` (default 128M: plan groups of about 520,000
+//! pairs); `wit`'s own default is 1G for both.
+//!
 //! At sizes up to `WIT_SCALE_DOWNLOAD_ROWS` (default 1000000) the image URLs
 //! point at a server in this process on 127.0.0.1 that answers one tiny
 //! JPEG (64 x 64) for every URL and 404 for robots.txt, and the shards are
@@ -172,6 +178,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let server = serve_images(tiny_jpeg());
+    let budget = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.into());
+    let balance_budget = budget("WIT_SCALE_BALANCE_BUDGET", "32M");
+    let plan_budget = budget("WIT_SCALE_PLAN_BUDGET", "128M");
     println!(
         "| rows | stage | wall s | CPU s | peak RSS MiB | bytes written MB | µs CPU per row |"
     );
@@ -205,10 +214,29 @@ fn main() {
                 "queries",
             ),
             ("match", vec!["match", "-d", d], "matched"),
-            ("balance", vec!["balance", "-d", d, "-t", &t], "balanced"),
+            (
+                "balance",
+                vec![
+                    "balance",
+                    "-d",
+                    d,
+                    "-t",
+                    &t,
+                    "--memory-budget",
+                    &balance_budget,
+                ],
+                "balanced",
+            ),
             (
                 "download plan",
-                vec!["download", "-d", d, "--plan-only"],
+                vec![
+                    "download",
+                    "-d",
+                    d,
+                    "--plan-only",
+                    "--memory-budget",
+                    &plan_budget,
+                ],
                 "shards",
             ),
         ];

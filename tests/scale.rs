@@ -286,7 +286,9 @@ fn bucketed_passes_match_the_in_memory_algorithm_whatever_the_budget_and_split()
             ok(&c.wait_with_output().unwrap());
         }
     }
-    let buckets = manifest(&split, "balanced/_repeats")["parts"].as_u64().unwrap();
+    let buckets = manifest(&split, "balanced/_repeats")["parts"]
+        .as_u64()
+        .unwrap();
     let groups = manifest(&split, "shards/_plan")["parts"].as_u64().unwrap();
     assert!(groups > 40, "{groups} plan groups");
     assert!(buckets > 50, "{buckets} buckets");
