@@ -69,6 +69,38 @@ impl Tables {
         })
     }
 
+    /// One lazy scan per file of table `name` (sorted by name), or `None`
+    /// if the dataset does not hold it: aggregates computed file by file
+    /// need memory for one file, not for the table.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] naming a file Polars cannot scan.
+    pub fn scan_parts(&self, name: &str) -> Result<Option<Vec<LazyFrame>>> {
+        let Some((_, glob)) = self.present.iter().find(|p| p.0 == name) else {
+            return Ok(None);
+        };
+        let (Some(dir), Some(pattern)) = (glob.parent(), glob.file_name()) else {
+            return Ok(None);
+        };
+        let pattern = pattern.to_string_lossy();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .filter(|e| glob_match(&pattern, &e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let path = f.display().to_string();
+                LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())
+                    .map_err(|e| Error::bad_input(f, format!("cannot scan: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// The dataset directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -33,55 +33,102 @@ fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn rows(lf: LazyFrame, what: &str) -> Result<u64> {
-    let df = lf
-        .select([len().alias("n")])
-        .run()
-        .map_err(polars_err(what))?;
-    Ok(scalar_u64(&df, "n"))
+/// A table as one lazy scan per file (a stage's parts, a shard's Parquet):
+/// aggregates are computed file by file and merged here, so that memory
+/// depends on a file and on the number of distinct keys, not on the rows
+/// of the whole table.
+#[derive(Clone)]
+struct Parts(Vec<LazyFrame>);
+
+impl Parts {
+    fn filter(self, predicate: Expr) -> Parts {
+        Parts(
+            self.0
+                .into_iter()
+                .map(|lf| lf.filter(predicate.clone()))
+                .collect(),
+        )
+    }
+
+    /// (key, count) of `key` over every file, merged, in no order.
+    fn grouped<K: std::hash::Hash + Eq>(
+        &self,
+        key: Expr,
+        what: &str,
+        read: impl Fn(&AnyValue<'_>) -> K,
+    ) -> Result<std::collections::HashMap<K, u64>> {
+        let mut merged = std::collections::HashMap::new();
+        for lf in &self.0 {
+            let df = lf
+                .clone()
+                .select([key.clone().alias("v")])
+                .group_by([col("v")])
+                .agg([len().alias("n")])
+                .run()
+                .map_err(polars_err(what))?;
+            let (v, n) = (
+                df.column("v").map_err(polars_err(what))?,
+                df.column("n").map_err(polars_err(what))?,
+            );
+            for i in 0..df.height() {
+                let k = read(&v.get(i).map_err(polars_err(what))?);
+                let c = n
+                    .get(i)
+                    .map_err(polars_err(what))?
+                    .extract::<u64>()
+                    .unwrap_or(0);
+                *merged.entry(k).or_insert(0) += c;
+            }
+        }
+        Ok(merged)
+    }
+}
+
+fn rows(parts: Parts, what: &str) -> Result<u64> {
+    let mut total = 0;
+    for lf in parts.0 {
+        let df = lf
+            .select([len().alias("n")])
+            .run()
+            .map_err(polars_err(what))?;
+        total += scalar_u64(&df, "n");
+    }
+    Ok(total)
 }
 
 /// (value, count) of column `column`, most frequent first (ties by value),
 /// at most `top`; values as `T` (`String` or `u32`).
 fn counts_by<T: FromAny>(
-    lf: LazyFrame,
+    parts: Parts,
     column: Expr,
     top: Option<u32>,
     what: &str,
 ) -> Result<Vec<(T, u64)>> {
-    let mut q = lf
-        .select([column.alias("v")])
-        .group_by([col("v")])
-        .agg([len().alias("n")])
-        .sort_by_exprs(
-            [col("n"), col("v")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        );
-    if let Some(top) = top {
-        q = q.limit(top);
-    }
-    let df = q.run().map_err(polars_err(what))?;
-    let (v, n) = (
-        df.column("v").map_err(polars_err(what))?,
-        df.column("n").map_err(polars_err(what))?,
-    );
-    (0..df.height())
-        .map(|i| {
-            let value = T::from_any(&v.get(i).map_err(polars_err(what))?);
-            let count = n
-                .get(i)
-                .map_err(polars_err(what))?
-                .extract::<u64>()
-                .unwrap_or(0);
-            Ok((value, count))
+    let merged = parts.grouped(column, what, T::from_any)?;
+    let mut out: Vec<(Option<T>, u64)> = merged
+        .into_iter()
+        .filter(|(v, _)| v.is_some() || T::KEEP_NULL)
+        .collect();
+    // Most frequent first; ties by value, nulls last.
+    out.sort_by(|a, b| {
+        b.1.cmp(&a.1).then_with(|| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
         })
-        .filter(|r: &Result<(Option<T>, u64)>| !matches!(r, Ok((None, _))) || T::KEEP_NULL)
-        .map(|r| r.map(|(v, n)| (v.unwrap_or_else(T::null), n)))
-        .collect()
+    });
+    if let Some(top) = top {
+        out.truncate(top as usize);
+    }
+    Ok(out
+        .into_iter()
+        .map(|(v, n)| (v.unwrap_or_else(T::null), n))
+        .collect())
 }
 
 /// A group key read back from Polars.
-trait FromAny: Sized {
+trait FromAny: Sized + Ord + std::hash::Hash {
     /// Whether a null key is kept (as [`FromAny::null`]).
     const KEEP_NULL: bool;
     fn from_any(v: &AnyValue<'_>) -> Option<Self>;
@@ -114,8 +161,8 @@ impl FromAny for u32 {
 }
 
 /// (value, count) of column `column`, most frequent first, at most `top`.
-fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(String, u64)>> {
-    counts_by(lf, column, Some(top), what)
+fn top_counts(parts: Parts, column: Expr, top: u32, what: &str) -> Result<Vec<(String, u64)>> {
+    counts_by(parts, column, Some(top), what)
 }
 
 /// mean, p10, p50, p90, max and n of `expr` over `lf`, from the histogram
@@ -123,22 +170,13 @@ fn top_counts(lf: LazyFrame, column: Expr, top: u32, what: &str) -> Result<Vec<(
 /// distinct values, such as caption lengths or image sizes, not with the
 /// rows). Quantiles interpolate linearly between the sorted values at
 /// q·(n − 1), as Polars' and NumPy's `linear` method does.
-fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
-    let df = lf
-        .select([expr.cast(DataType::Float64).alias("x")])
-        .filter(col("x").is_not_null())
-        .group_by([col("x")])
-        .agg([len().alias("n")])
-        .run()
-        .map_err(polars_err(what))?;
-    let xs = df.column("x").map_err(polars_err(what))?;
-    let ns = df.column("n").map_err(polars_err(what))?;
-    let mut hist: Vec<(f64, u64)> = (0..df.height())
-        .filter_map(|i| {
-            let x = xs.get(i).ok()?.extract::<f64>()?;
-            let n = ns.get(i).ok()?.extract::<u64>()?;
-            Some((x, n))
-        })
+fn summary(parts: Parts, expr: Expr, what: &str) -> Result<Value> {
+    let merged = parts.grouped(expr.cast(DataType::Float64), what, |v| {
+        v.extract::<f64>().map(f64::to_bits)
+    })?;
+    let mut hist: Vec<(f64, u64)> = merged
+        .into_iter()
+        .filter_map(|(x, n)| Some((f64::from_bits(x?), n)))
         .collect();
     hist.sort_by(|a, b| a.0.total_cmp(&b.0));
     let n: u64 = hist.iter().map(|h| h.1).sum();
@@ -175,69 +213,82 @@ fn summary(lf: LazyFrame, expr: Expr, what: &str) -> Result<Value> {
     }))
 }
 
-/// Rows and distinct values of string column `column`, exactly, in passes
-/// over ranges of the values' first two characters so that no pass holds
-/// more than about 4M distinct values (for hex digests such as `sha256`,
-/// whose first characters are uniform).
-fn distinct(lf: LazyFrame, column: &str, rows: u64, what: &str) -> Result<(u64, u64)> {
-    const PER_PASS: u64 = 4 << 20;
+/// Rows and distinct values of string column `column` (hex digests such as
+/// `sha256`), exactly, in passes over ranges of the values' first two hex
+/// digits so that no pass holds more than about 16M distinct values (each
+/// as its first 128 bits: 256 MiB).
+fn distinct(parts: Parts, column: &str, rows: u64, what: &str) -> Result<(u64, u64)> {
+    const PER_PASS: u64 = 16 << 20;
     let passes = rows.div_ceil(PER_PASS).next_power_of_two().min(256) as usize;
-    distinct_in_passes(lf, column, passes, what)
+    distinct_in_passes(parts, column, passes, what)
+}
+
+/// The first 128 bits of a hex digest; other strings, two 64-bit FNV-1a
+/// hashes.
+fn digest_key(s: &str) -> u128 {
+    if let Some(k) = s.get(..32).and_then(|h| u128::from_str_radix(h, 16).ok()) {
+        return k;
+    }
+    let fnv = |offset: u64| {
+        s.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x8422_2325_cbf2_9ce4))
 }
 
 /// [`distinct`] in `passes` passes (a power of two up to 256).
-fn distinct_in_passes(
-    lf: LazyFrame,
-    column: &str,
-    passes: usize,
-    what: &str,
-) -> Result<(u64, u64)> {
-    const HEX: &[u8] = b"0123456789abcdef";
-    let prefixes: Vec<String> = HEX
-        .iter()
-        .flat_map(|a| {
-            HEX.iter()
-                .map(move |b| format!("{}{}", *a as char, *b as char))
-        })
-        .collect();
+fn distinct_in_passes(parts: Parts, column: &str, passes: usize, what: &str) -> Result<(u64, u64)> {
     let mut total = (0, 0);
     for p in 0..passes {
-        let q = if passes == 1 {
-            lf.clone()
-        } else {
-            // Prefixes [lo, hi) of the 256 two-hex-digit ones; the first and
-            // last passes are open-ended, so that any value is counted once.
-            let (lo, hi) = (p * 256 / passes, (p + 1) * 256 / passes);
-            let mut f = lit(true);
-            if lo > 0 {
-                f = f.and(col(column).gt_eq(lit(prefixes[lo].clone())));
-            }
-            if hi < 256 {
-                f = f.and(col(column).lt(lit(prefixes[hi].clone())));
-            }
-            lf.clone().filter(f)
-        };
-        let df = q
-            .select([
-                len().alias("n"),
-                col(column).n_unique().cast(DataType::UInt64).alias("u"),
-            ])
-            .run()
-            .map_err(polars_err(what))?;
-        total.0 += scalar_u64(&df, "n");
-        total.1 += scalar_u64(&df, "u");
+        // Values whose first two hex digits, as a number, lie in [lo, hi) of
+        // 0..256; the first and last passes are open-ended, so that any
+        // value is counted once.
+        let (lo, hi) = (p * 256 / passes, (p + 1) * 256 / passes);
+        let mut f = col(column).is_not_null();
+        if lo > 0 {
+            f = f.and(col(column).gt_eq(lit(format!("{lo:02x}"))));
+        }
+        if hi < 256 {
+            f = f.and(col(column).lt(lit(format!("{hi:02x}"))));
+        }
+        let mut seen: std::collections::HashSet<u128> = std::collections::HashSet::new();
+        for lf in &parts.0 {
+            let df = lf
+                .clone()
+                .filter(f.clone())
+                .select([col(column)])
+                .run()
+                .map_err(polars_err(what))?;
+            let values = df
+                .column(column)
+                .map_err(polars_err(what))?
+                .str()
+                .map_err(polars_err(what))?;
+            total.0 += values.len() as u64;
+            seen.extend(values.iter().flatten().map(digest_key));
+        }
+        total.1 += seen.len() as u64;
     }
     Ok(total)
 }
 
 /// Per-query pair counts of a table with `query_ids`: (query id, count), sorted down.
-fn query_counts(lf: LazyFrame, what: &str) -> Result<Vec<(u32, u64)>> {
-    let exploded = lf.select([col("query_ids")]).explode(
-        by_name(["query_ids"], true, false),
-        ExplodeOptions {
-            empty_as_null: false,
-            keep_nulls: false,
-        },
+fn query_counts(parts: Parts, what: &str) -> Result<Vec<(u32, u64)>> {
+    let exploded = Parts(
+        parts
+            .0
+            .into_iter()
+            .map(|lf| {
+                lf.select([col("query_ids")]).explode(
+                    by_name(["query_ids"], true, false),
+                    ExplodeOptions {
+                        empty_as_null: false,
+                        keep_nulls: false,
+                    },
+                )
+            })
+            .collect(),
     );
     counts_by(exploded, col("query_ids"), None, what)
 }
@@ -261,7 +312,7 @@ fn count_of(m: &Option<Manifest>, key: &str) -> u64 {
 /// as [`Error::Usage`] naming the figure.
 pub fn report(root: &Path) -> Result<Report> {
     let tables = Tables::open(root)?;
-    let scan = |name: &str| tables.scan(name);
+    let scan = |name: &str| tables.scan_parts(name).map(|p| p.map(Parts));
     let matched_m = manifest_counts(root, Stage::Matched);
     let balanced_m = manifest_counts(root, Stage::Balanced);
 
@@ -330,7 +381,7 @@ pub fn report(root: &Path) -> Result<Report> {
         .collect();
 
     // Balance.
-    let query_texts: Vec<String> = match scan("queries")? {
+    let query_texts: Vec<String> = match tables.scan("queries")? {
         Some(lf) => {
             let df = lf
                 .select([col("query")])
@@ -402,31 +453,17 @@ pub fn report(root: &Path) -> Result<Report> {
             "caption_chars_candidates".into(),
             summary(lf.clone(), col("text").str().len_chars(), "caption lengths")?,
         );
-        let df = lf
-            .clone()
-            .select([(col("text").str().len_chars() / lit(10u32) * lit(10u32)).alias("b")])
-            .group_by([col("b")])
-            .agg([len().alias("n")])
-            .sort(["b"], SortMultipleOptions::default())
-            .run()
-            .map_err(polars_err("caption length histogram"))?;
-        let b = df
-            .column("b")
-            .map_err(polars_err("histogram"))?
-            .cast(&DataType::UInt64)
-            .map_err(polars_err("histogram"))?;
-        let n = df
-            .column("n")
-            .map_err(polars_err("histogram"))?
-            .cast(&DataType::UInt64)
-            .map_err(polars_err("histogram"))?;
-        caption_hist = b
-            .u64()
-            .map_err(polars_err("histogram"))?
-            .iter()
-            .zip(n.u64().map_err(polars_err("histogram"))?.iter())
-            .filter_map(|(b, n)| Some((b?, n?)))
+        let mut hist: Vec<(u64, u64)> = lf
+            .grouped(
+                col("text").str().len_chars() / lit(10u32) * lit(10u32),
+                "caption length histogram",
+                |v| v.extract::<u64>(),
+            )?
+            .into_iter()
+            .filter_map(|(b, n)| Some((b?, n)))
             .collect();
+        hist.sort_unstable();
+        caption_hist = hist;
         let pairs = |v: Vec<(String, u64)>| {
             v.into_iter()
                 .map(|(k, n)| json!({"value": k, "count": n}))
@@ -671,7 +708,8 @@ mod tests {
     fn summary_from_the_histogram_equals_polars_on_the_rows() {
         let xs: Vec<f64> = (0..1001u64).map(|i| ((i * 7919) % 97) as f64).collect();
         let lf = df!("x" => xs.clone()).unwrap().lazy();
-        let got = summary(lf.clone(), col("x"), "test").unwrap();
+        let parts = Parts(vec![lf.clone().slice(0, 500), lf.clone().slice(500, 501)]);
+        let got = summary(parts, col("x"), "test").unwrap();
         let want = lf
             .select([
                 col("x").mean().alias("mean"),
@@ -710,8 +748,9 @@ mod tests {
             .map(|i| format!("{:016x}", (i % 3001).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
             .collect();
         let lf = df!("sha256" => values).unwrap().lazy();
+        let parts = Parts(vec![lf.clone().slice(0, 2000), lf.slice(2000, 3000)]);
         for passes in [1, 2, 16, 256] {
-            let got = distinct_in_passes(lf.clone(), "sha256", passes, "test").unwrap();
+            let got = distinct_in_passes(parts.clone(), "sha256", passes, "test").unwrap();
             assert_eq!(got, (5000, 3001), "{passes} passes");
         }
     }
