@@ -28,6 +28,20 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The properties of a bucketed pass's scatter file: statistics for the
+/// bucket column only, so that the footer a reduce task parses once per
+/// file and bucket stays small (no page indexes, no string statistics).
+fn bucketed_properties(bucket_column: &str) -> WriterProperties {
+    use parquet::file::properties::EnabledStatistics;
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(bucket_column.into(), EnabledStatistics::Chunk)
+        .build()
+}
+
 /// Writes record batches of one schema to a Parquet file.
 pub struct ParquetWriter {
     path: PathBuf,
@@ -41,9 +55,24 @@ impl ParquetWriter {
     /// # Errors
     /// [`Error::Io`] if the file cannot be created.
     pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        Self::with_properties(path, schema, writer_properties())
+    }
+
+    /// Creates a bucketed pass's scatter file: rows written bucket by
+    /// bucket, [`ParquetWriter::flush`] after each, read back with
+    /// [`read_row_groups_where`] on `bucket_column` (UInt32), the only
+    /// column with statistics.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created.
+    pub fn create_bucketed(path: &Path, schema: SchemaRef, bucket_column: &str) -> Result<Self> {
+        Self::with_properties(path, schema, bucketed_properties(bucket_column))
+    }
+
+    fn with_properties(path: &Path, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
         let file = File::create(path).at(path)?;
-        let inner = ArrowWriter::try_new(file, schema, Some(writer_properties()))
-            .map_err(|e| write_error(path, e))?;
+        let inner =
+            ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| write_error(path, e))?;
         Ok(ParquetWriter {
             path: path.to_path_buf(),
             inner,

@@ -297,7 +297,7 @@ fn find_repeats(
             }
         }
         let output = ctx.output(&part_file_name(part));
-        let mut writer = pq::ParquetWriter::create(&output, scattered())?;
+        let mut writer = pq::ParquetWriter::create_bucketed(&output, scattered(), "bucket")?;
         for b in 0..n {
             let len = keys[b].len();
             if len == 0 {

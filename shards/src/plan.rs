@@ -181,7 +181,7 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
         }
         let mut counts = Counts::from([("pairs".to_string(), index - offsets[part as usize])]);
         let output = ctx.output(&part_file_name(part));
-        let mut writer = pq::ParquetWriter::create(&output, scattered())?;
+        let mut writer = pq::ParquetWriter::create_bucketed(&output, scattered(), "bucket")?;
         for (b, rows) in rows.iter().enumerate() {
             counts.insert(format!("bucket_{b:05}"), rows.len() as u64);
             if rows.is_empty() {
