@@ -171,7 +171,20 @@ pub fn read_file(
     path: &Path,
     expected: &Schema,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-    read_selected(path, expected, None)
+    read_selected(path, expected, None, READ_BATCH_ROWS)
+}
+
+/// [`read_file`] in batches of at most `rows` rows: for readers that hold
+/// many files open at once (a k-way merge).
+///
+/// # Errors
+/// As [`read_file`].
+pub fn read_file_in_batches(
+    path: &Path,
+    expected: &Schema,
+    rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
+    read_selected(path, expected, None, rows.max(1))
 }
 
 /// [`read_file`], only the row groups whose UInt32 column `column` holds
@@ -188,22 +201,32 @@ pub fn read_row_groups_where(
     column: &str,
     value: u32,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-    read_selected(path, expected, Some((column, value)))
+    read_selected(path, expected, Some((column, value)), READ_BATCH_ROWS)
 }
 
 fn read_selected(
     path: &Path,
     expected: &Schema,
     select: Option<(&str, u32)>,
+    batch_rows: usize,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
     // In a dataset on a store, the part comes down when first read.
     crate::store::local(path)?;
     let file = File::open(path).at(path)?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
+    let mut batch_rows = batch_rows;
     if let Some((column, value)) = select {
         let groups = row_groups_holding(builder.metadata(), column, value)
             .map_err(|m| Error::bad_input(path, m))?;
+        // Batches no larger than the rows selected: the reader sizes its
+        // buffers for a whole batch, and callers that keep many small
+        // selections (a bucket from each of many files) would hold the slack.
+        let rows: i64 = groups
+            .iter()
+            .map(|&g| builder.metadata().row_group(g).num_rows())
+            .sum();
+        batch_rows = batch_rows.min(rows.max(1) as usize);
         builder = builder.with_row_groups(groups);
     }
     let found = builder.schema().clone();
@@ -228,7 +251,7 @@ fn read_selected(
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.clone());
     let reader = builder
         .with_projection(mask)
-        .with_batch_size(READ_BATCH_ROWS)
+        .with_batch_size(batch_rows)
         .build()
         .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
     // The projection keeps the file's column order; reorder to the contract's.

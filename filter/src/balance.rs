@@ -91,6 +91,9 @@ pub const GLOBAL_DIR: &str = "_global";
 pub const BUCKETS_DIR: &str = "_buckets";
 /// The reduce step's parts, inside `balanced/`.
 pub const REPEATS_DIR: &str = "_repeats";
+/// Rows per batch of each bucket's stream in the merge of the repeats, which
+/// holds one batch of every bucket at once.
+const MERGE_BATCH_ROWS: usize = 1024;
 /// Bytes a row costs in a reduce task's hash set (a u64 in a hash set at its
 /// worst load, after growing, with slack for the batch being read).
 const BYTES_PER_ROW: u64 = 32;
@@ -364,6 +367,9 @@ fn find_repeats(
                         .map_err(|e| write_error(&path, e))?,
                 )?;
             }
+            // A row group per matched part: the merge below holds one small
+            // row group of each bucket at a time, whatever the bucket's size.
+            repeats.flush()?;
         }
         let duplicates = repeats.finish()?;
         let output = ctx.output(&format!("_counts/{name}"));
@@ -470,7 +476,11 @@ fn global_counts(
     let mut streams = Vec::with_capacity(buckets as usize);
     for b in 0..buckets {
         let path = repeats_dir.join(format!("bucket-{b:05}.parquet"));
-        streams.push(pq::read_file(&path, &schema::duplicates())?.peekable());
+        streams.push(pq::read_file_in_batches(
+            &path,
+            &schema::duplicates(),
+            MERGE_BATCH_ROWS,
+        )?);
     }
     let mut heads: Vec<Option<(RecordBatch, usize)>> = vec![None; streams.len()];
     let mut duplicates = 0u64;

@@ -69,13 +69,13 @@ impl Tables {
         })
     }
 
-    /// One lazy scan per file of table `name` (sorted by name), or `None`
-    /// if the dataset does not hold it: aggregates computed file by file
-    /// need memory for one file, not for the table.
+    /// The files of table `name`, sorted by name, or `None` if the dataset
+    /// does not hold it: aggregates computed file by file need memory for
+    /// one file, not for the table.
     ///
     /// # Errors
-    /// [`Error::BadInput`] naming a file Polars cannot scan.
-    pub fn scan_parts(&self, name: &str) -> Result<Option<Vec<LazyFrame>>> {
+    /// [`Error::Io`] if the directory cannot be listed.
+    pub fn part_files(&self, name: &str) -> Result<Option<Vec<PathBuf>>> {
         let Some((_, glob)) = self.present.iter().find(|p| p.0 == name) else {
             return Ok(None);
         };
@@ -90,15 +90,7 @@ impl Tables {
             .map(|e| e.path())
             .collect();
         files.sort();
-        files
-            .iter()
-            .map(|f| {
-                let path = f.display().to_string();
-                LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())
-                    .map_err(|e| Error::bad_input(f, format!("cannot scan: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        Ok(Some(files))
     }
 
     /// The dataset directory.

@@ -38,16 +38,82 @@ fn scalar_u64(df: &DataFrame, name: &str) -> u64 {
 /// depends on a file and on the number of distinct keys, not on the rows
 /// of the whole table.
 #[derive(Clone)]
-struct Parts(Vec<LazyFrame>);
+struct Parts {
+    /// The files, or (in tests) frames.
+    source: Source,
+    /// Applied to each file's frame, in order.
+    steps: Vec<Step>,
+}
+
+#[derive(Clone)]
+enum Source {
+    /// Scanned one at a time, when used: a scan made ahead for each of
+    /// thousands of files would keep each one's metadata.
+    Files(std::sync::Arc<Vec<std::path::PathBuf>>),
+    #[cfg(test)]
+    Frames(Vec<LazyFrame>),
+}
+
+#[derive(Clone)]
+enum Step {
+    Filter(Expr),
+    /// Select the list column and explode it.
+    Explode(&'static str),
+}
 
 impl Parts {
-    fn filter(self, predicate: Expr) -> Parts {
-        Parts(
-            self.0
-                .into_iter()
-                .map(|lf| lf.filter(predicate.clone()))
-                .collect(),
-        )
+    fn files(files: Vec<std::path::PathBuf>) -> Parts {
+        Parts {
+            source: Source::Files(std::sync::Arc::new(files)),
+            steps: Vec::new(),
+        }
+    }
+
+    #[cfg(test)]
+    fn frames(frames: Vec<LazyFrame>) -> Parts {
+        Parts {
+            source: Source::Frames(frames),
+            steps: Vec::new(),
+        }
+    }
+
+    fn filter(mut self, predicate: Expr) -> Parts {
+        self.steps.push(Step::Filter(predicate));
+        self
+    }
+
+    fn explode(mut self, column: &'static str) -> Parts {
+        self.steps.push(Step::Explode(column));
+        self
+    }
+
+    /// Each file's frame, made when reached.
+    fn each(&self) -> impl Iterator<Item = Result<LazyFrame>> + '_ {
+        let frames: Box<dyn Iterator<Item = Result<LazyFrame>>> = match &self.source {
+            Source::Files(files) => Box::new(files.iter().map(|f| {
+                let path = f.display().to_string();
+                LazyFrame::scan_parquet(PlRefPath::new(path.as_str()), ScanArgsParquet::default())
+                    .map_err(|e| Error::bad_input(f, format!("cannot scan: {e}")))
+            })),
+            #[cfg(test)]
+            Source::Frames(frames) => Box::new(frames.iter().cloned().map(Ok)),
+        };
+        frames.map(|lf| {
+            let mut lf = lf?;
+            for step in &self.steps {
+                lf = match step {
+                    Step::Filter(p) => lf.filter(p.clone()),
+                    Step::Explode(c) => lf.select([col(*c)]).explode(
+                        by_name([*c], true, false),
+                        ExplodeOptions {
+                            empty_as_null: false,
+                            keep_nulls: false,
+                        },
+                    ),
+                };
+            }
+            Ok(lf)
+        })
     }
 
     /// (key, count) of `key` over every file, merged, in no order.
@@ -58,9 +124,8 @@ impl Parts {
         read: impl Fn(&AnyValue<'_>) -> K,
     ) -> Result<std::collections::HashMap<K, u64>> {
         let mut merged = std::collections::HashMap::new();
-        for lf in &self.0 {
-            let df = lf
-                .clone()
+        for lf in self.each() {
+            let df = lf?
                 .select([key.clone().alias("v")])
                 .group_by([col("v")])
                 .agg([len().alias("n")])
@@ -86,8 +151,8 @@ impl Parts {
 
 fn rows(parts: Parts, what: &str) -> Result<u64> {
     let mut total = 0;
-    for lf in parts.0 {
-        let df = lf
+    for lf in parts.each() {
+        let df = lf?
             .select([len().alias("n")])
             .run()
             .map_err(polars_err(what))?;
@@ -253,9 +318,8 @@ fn distinct_in_passes(parts: Parts, column: &str, passes: usize, what: &str) -> 
             f = f.and(col(column).lt(lit(format!("{hi:02x}"))));
         }
         let mut seen: std::collections::HashSet<u128> = std::collections::HashSet::new();
-        for lf in &parts.0 {
-            let df = lf
-                .clone()
+        for lf in parts.each() {
+            let df = lf?
                 .filter(f.clone())
                 .select([col(column)])
                 .run()
@@ -275,21 +339,7 @@ fn distinct_in_passes(parts: Parts, column: &str, passes: usize, what: &str) -> 
 
 /// Per-query pair counts of a table with `query_ids`: (query id, count), sorted down.
 fn query_counts(parts: Parts, what: &str) -> Result<Vec<(u32, u64)>> {
-    let exploded = Parts(
-        parts
-            .0
-            .into_iter()
-            .map(|lf| {
-                lf.select([col("query_ids")]).explode(
-                    by_name(["query_ids"], true, false),
-                    ExplodeOptions {
-                        empty_as_null: false,
-                        keep_nulls: false,
-                    },
-                )
-            })
-            .collect(),
-    );
+    let exploded = parts.explode("query_ids");
     counts_by(exploded, col("query_ids"), None, what)
 }
 
@@ -312,7 +362,7 @@ fn count_of(m: &Option<Manifest>, key: &str) -> u64 {
 /// as [`Error::Usage`] naming the figure.
 pub fn report(root: &Path) -> Result<Report> {
     let tables = Tables::open(root)?;
-    let scan = |name: &str| tables.scan_parts(name).map(|p| p.map(Parts));
+    let scan = |name: &str| tables.part_files(name).map(|p| p.map(Parts::files));
     let matched_m = manifest_counts(root, Stage::Matched);
     let balanced_m = manifest_counts(root, Stage::Balanced);
 
@@ -708,7 +758,7 @@ mod tests {
     fn summary_from_the_histogram_equals_polars_on_the_rows() {
         let xs: Vec<f64> = (0..1001u64).map(|i| ((i * 7919) % 97) as f64).collect();
         let lf = df!("x" => xs.clone()).unwrap().lazy();
-        let parts = Parts(vec![lf.clone().slice(0, 500), lf.clone().slice(500, 501)]);
+        let parts = Parts::frames(vec![lf.clone().slice(0, 500), lf.clone().slice(500, 501)]);
         let got = summary(parts, col("x"), "test").unwrap();
         let want = lf
             .select([
@@ -748,7 +798,7 @@ mod tests {
             .map(|i| format!("{:016x}", (i % 3001).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
             .collect();
         let lf = df!("sha256" => values).unwrap().lazy();
-        let parts = Parts(vec![lf.clone().slice(0, 2000), lf.slice(2000, 3000)]);
+        let parts = Parts::frames(vec![lf.clone().slice(0, 2000), lf.slice(2000, 3000)]);
         for passes in [1, 2, 16, 256] {
             let got = distinct_in_passes(parts.clone(), "sha256", passes, "test").unwrap();
             assert_eq!(got, (5000, 3001), "{passes} passes");
