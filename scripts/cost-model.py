@@ -36,15 +36,15 @@ def flags():
     # wit's rates (CPU seconds per unit, one core), measured here.
     a("--extract-wat-s", type=float, default=None,
       help="wit CPU seconds per WAT file; default: cc2dataset's 50 s divided by --extract-speedup")
-    a("--extract-speedup", type=float, default=1.0,
-      help="wit extract's speed over cc2dataset's per byte of WAT, measured in one run "
-           "(docs/scale.md; 1.0 when not measured)")
-    a("--match-us", type=float, default=5.2, help="wit match, µs CPU per candidate (bench-scale, 100M rows)")
-    a("--balance-us", type=float, default=5.1, help="wit balance, µs CPU per matched pair (bench-scale)")
-    a("--plan-us", type=float, default=8.6, help="wit download plan, µs CPU per balanced pair (bench-scale)")
+    a("--extract-speedup", type=float, default=1.27,
+      help="wit extract's speed over cc2dataset's way (FastWARC + simdjson) per byte of WAT, "
+           "one core each, same run (scripts/wat-rate.py: 1.27x)")
+    a("--match-us", type=float, default=4.7, help="wit match, µs CPU per candidate (bench-scale, 100M rows)")
+    a("--balance-us", type=float, default=5.0, help="wit balance, µs CPU per candidate row (bench-scale, 100M)")
+    a("--plan-us", type=float, default=11.6, help="wit download plan, µs CPU per candidate row (bench-scale, 100M)")
     a("--download-ms", type=float, default=3.80,
       help="wit download, ms CPU per image at 256 px (cargo bench -p wit-shards --bench download)")
-    a("--stats-us", type=float, default=3.0, help="wit stats, µs CPU per candidate row (bench-scale)")
+    a("--stats-us", type=float, default=5.0, help="wit stats, µs CPU per candidate row (bench-scale, 100M)")
     # Bytes per row written (bench-scale).
     a("--candidate-bytes", type=float, default=62.0, help="candidates Parquet, bytes per row")
     a("--matched-bytes", type=float, default=74.5, help="matched Parquet, bytes per matched row")
@@ -73,12 +73,12 @@ def main():
     h = 3600.0
     rows = [
         # stage, rows in, core-hours, bytes out, memory per task
-        ("extract (WAT)", wats, wats * wat_s / h, candidates * f.candidate_bytes, "one archive streamed"),
+        ("extract (WAT files)", wats, wats * wat_s / h, candidates * f.candidate_bytes, "one archive streamed"),
         ("match", candidates, candidates * f.match_us / 1e6 / h, matched * f.matched_bytes, "170 MiB"),
         ("balance", matched, matched * f.balance_us / 1e6 / h, matched * f.balanced_bytes,
-         "150-170 MiB (--memory-budget 32M)"),
+         "150-310 MiB (--memory-budget 32M)"),
         ("download plan", balanced, balanced * f.plan_us / 1e6 / h, balanced * f.plan_bytes,
-         "270-390 MiB (--memory-budget 128M)"),
+         "270-420 MiB (--memory-budget 128M)"),
         ("download", balanced, balanced * f.download_ms / 1e3 / h, f.pairs * f.image_bytes, "about 100 MiB"),
         ("stats", candidates, candidates * f.stats_us / 1e6 / h, 0.0, "about 100 MiB"),
     ]
@@ -98,7 +98,8 @@ def main():
         print("| stage | rows in | core-hours | written | memory per task |")
         print("| --- | --- | --- | --- | --- |")
         for name, n, ch, b, mem in rows:
-            print(f"| {name} | {n / 1e6:,.0f}M | {ch:,.0f} | {b / 1e12:,.2f} TB | {mem} |")
+            count = f"{n / 1e3:,.0f}k" if n < 1e7 else f"{n / 1e6:,.0f}M"
+            print(f"| {name} | {count} | {ch:,.0f} | {b / 1e12:,.2f} TB | {mem} |")
         print(f"| **wit, all stages** | | **{total:,.0f}** | | |")
         print(f"| cc2dataset (extract, {wats / 1e3:,.0f}k WATs at {f.cc2dataset_wat_s:.0f} s) + "
               f"img2dataset ({balanced / 1e6:,.0f}M images at {f.img2dataset_ms} ms) | | "
