@@ -69,6 +69,26 @@ impl ParquetWriter {
         Self::with_properties(path, schema, bucketed_properties(bucket_column))
     }
 
+    /// Creates a file to be read back as one of many streams open at once
+    /// (a k-way merge): pages of at most 1,024 rows, no dictionary and no
+    /// statistics, so that a reader holds little besides its batch.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be created.
+    pub fn create_streamed(path: &Path, schema: SchemaRef) -> Result<Self> {
+        use parquet::file::properties::EnabledStatistics;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("zstd level 3 is valid"),
+            ))
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_dictionary_enabled(false)
+            .set_data_page_row_count_limit(1024)
+            .set_write_batch_size(1024)
+            .build();
+        Self::with_properties(path, schema, props)
+    }
+
     fn with_properties(path: &Path, schema: SchemaRef, props: WriterProperties) -> Result<Self> {
         let file = File::create(path).at(path)?;
         let inner =

@@ -333,7 +333,9 @@ fn find_repeats(
     run_stage_to_end(&reduce, opts, |ctx| {
         let b = ctx.part();
         let name = format!("bucket-{b:05}.parquet");
-        let mut repeats = pq::ParquetWriter::create(&ctx.output(&name), schema::duplicates())?;
+        // Read back by the merge, one stream per bucket at once: small pages.
+        let mut repeats =
+            pq::ParquetWriter::create_streamed(&ctx.output(&name), schema::duplicates())?;
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut pairs = 0u64;
@@ -367,9 +369,6 @@ fn find_repeats(
                         .map_err(|e| write_error(&path, e))?,
                 )?;
             }
-            // A row group per matched part: the merge below holds one small
-            // row group of each bucket at a time, whatever the bucket's size.
-            repeats.flush()?;
         }
         let duplicates = repeats.finish()?;
         let output = ctx.output(&format!("_counts/{name}"));
