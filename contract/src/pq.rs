@@ -141,7 +141,8 @@ impl ParquetWriter {
     }
 }
 
-fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
+/// An [`Error::Write`] naming `path`, for errors of building or writing a batch.
+pub fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -290,6 +291,14 @@ fn read_selected(
         RecordBatch::try_new(expected.clone(), columns)
             .map_err(|e| Error::bad_input(&path, format!("columns do not fit the contract: {e}")))
     }))
+}
+
+/// The bucket of a uniform 64-bit hash among `buckets` ranges of equal
+/// width, ⌊hash · buckets / 2⁶⁴⌋: the bucket column of a bucketed pass's
+/// scatter file ([`ParquetWriter::create_bucketed`]). Buckets in order are
+/// hashes in order.
+pub fn bucket_of(hash: u64, buckets: u32) -> u32 {
+    ((u128::from(hash) * u128::from(buckets)) >> 64) as u32
 }
 
 /// The row groups whose column `column` (physical INT32) has min = max = `value`.

@@ -117,7 +117,14 @@ pub fn candidates() -> SchemaRef {
 
 /// The type of the `query_ids` column: a list of non-null u32.
 pub fn query_ids_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::UInt32, false)))
+    DataType::List(query_ids_item())
+}
+
+/// The item field of `query_ids`, for list builders
+/// (`ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item())`),
+/// so that a built list has the contract's type exactly.
+pub fn query_ids_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt32, false))
 }
 
 /// `matched/part-NNNNN.parquet` and `balanced/part-NNNNN.parquet`: the candidate

@@ -53,6 +53,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use wit_contract::layout::part_file_name;
 use wit_contract::manifest::{params_hash, write_atomic};
+use wit_contract::pq::write_error;
 use wit_contract::query_list::{fingerprint, read_query_list};
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
@@ -165,11 +166,6 @@ fn bucket_count(pairs: u64, memory_budget: u64) -> u32 {
     pairs.div_ceil(rows_per_bucket).clamp(1, 65_536) as u32
 }
 
-/// The bucket of uid prefix `key` among `buckets` ranges of equal width.
-fn bucket_of(key: u64, buckets: u32) -> u32 {
-    ((u128::from(key) * u128::from(buckets)) >> 64) as u32
-}
-
 /// The rows of a scatter part, bucket by bucket, a row group each.
 fn scattered() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -180,13 +176,6 @@ fn scattered() -> SchemaRef {
         Field::new(col::UID, DataType::Utf8, false),
         Field::new(col::QUERY_IDS, schema::query_ids_type(), false),
     ]))
-}
-
-fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
 }
 
 /// Runs (or resumes) the balance stage. Returns the stage summary and what
@@ -279,7 +268,7 @@ fn find_repeats(
         let mut rows: Vec<Vec<u64>> = vec![Vec::new(); n];
         let mut uids: Vec<StringBuilder> = (0..n).map(|_| StringBuilder::new()).collect();
         let mut lists: Vec<ListBuilder<UInt32Builder>> = (0..n)
-            .map(|_| ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item()))
+            .map(|_| ListBuilder::new(UInt32Builder::new()).with_field(schema::query_ids_item()))
             .collect();
         let mut row = 0u64;
         for batch in pq::read_file(&input, &projection)? {
@@ -288,7 +277,7 @@ fn find_repeats(
             let ids = batch.column(1).as_list::<i32>();
             for i in 0..batch.num_rows() {
                 let key = uid_key(uid.value(i));
-                let b = bucket_of(key, buckets) as usize;
+                let b = pq::bucket_of(key, buckets) as usize;
                 keys[b].push(key);
                 rows[b].push(row);
                 uids[b].append_value(uid.value(i));
@@ -387,13 +376,6 @@ fn find_repeats(
         ]))
     })?;
     Ok(reduce.dir)
-}
-
-fn query_ids_item() -> Arc<Field> {
-    match schema::query_ids_type() {
-        DataType::List(f) => f,
-        other => unreachable!("query_ids is a list, not {other}"),
-    }
 }
 
 /// The global counts if a process has made them with these parameters.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, UInt32Builder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow_schema::{DataType, Field};
 use wit_contract::layout::part_file_name;
 use wit_contract::query_list::fingerprint;
 use wit_contract::records::string_column;
@@ -108,7 +107,7 @@ pub fn match_part(
         let uids = string_column(&batch, col::UID);
         let langs = string_column(&batch, col::PAGE_LANG);
         let mut keep = vec![false; batch.num_rows()];
-        let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
+        let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(schema::query_ids_item());
         // The rows that pass the filters, then all of their texts matched at once.
         let mut eligible = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
@@ -165,14 +164,6 @@ pub fn match_part(
     counts.insert("query_matches".into(), matches);
     counts.entry("no_match".into()).or_default();
     Ok(counts)
-}
-
-/// The item field of `query_ids`, so the built list matches the contract type exactly.
-fn query_ids_item() -> Arc<Field> {
-    match schema::query_ids_type() {
-        DataType::List(f) => f,
-        other => unreachable!("query_ids is a list, not {other}"),
-    }
 }
 
 /// Reads captions one per line from `input` and writes, per line, the JSON

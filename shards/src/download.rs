@@ -175,7 +175,8 @@ pub fn sample_key(shard: u32, index: u32, shard_size: u32) -> String {
     format!("{v:0width$}", width = (5 + d) as usize)
 }
 
-fn splitmix64(mut x: u64) -> u64 {
+/// SplitMix64 (Steele, Lea and Flood 2014): the plan's seeded shuffle hash and the retry jitter.
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -412,13 +413,6 @@ fn reopen_failed(dir: &Path, s: u32, opts: &DownloadOptions) -> Result<bool> {
     Ok(true)
 }
 
-fn query_ids_item() -> Arc<arrow_schema::Field> {
-    match schema::query_ids_type() {
-        arrow_schema::DataType::List(f) => f,
-        other => unreachable!("query_ids is a list, not {other}"),
-    }
-}
-
 /// The pairs of a checked batch with `uid`, `url`, `text` and `query_ids`.
 fn pairs_of(batch: &RecordBatch) -> Vec<Pair> {
     let uids = string_column(batch, col::UID);
@@ -635,7 +629,7 @@ fn write_shard_parquet(
     let u32s = |f: fn(&Outcome) -> Option<u32>| -> ArrayRef {
         Arc::new(UInt32Array::from_iter(rows.iter().map(|(_, o)| f(o))))
     };
-    let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
+    let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(schema::query_ids_item());
     for (p, _) in &rows {
         lists.values().append_slice(&p.pair.query_ids);
         lists.append(true);

@@ -33,13 +33,14 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use wit_contract::layout::{part_file_name, part_stats_name};
 use wit_contract::manifest::read_part_stats;
+use wit_contract::pq::write_error;
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
 use wit_contract::{
     Counts, Error, Manifest, Result, RunOptions, Stage, StageSpec, Summary, pq, run_stage_to_end,
 };
 
-use crate::download::{PLAN_DIR, sample_key, shard_name};
+use crate::download::{PLAN_DIR, sample_key, shard_name, splitmix64};
 
 /// The scatter step's parts, inside `shards/`.
 pub const SHUFFLE_DIR: &str = "_shuffle";
@@ -59,13 +60,6 @@ pub(crate) struct PlanSpec<'a> {
     pub memory_budget: u64,
 }
 
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// The rows of a scatter part, bucket by bucket, a row group each.
 fn scattered() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -77,20 +71,6 @@ fn scattered() -> SchemaRef {
         Field::new(col::TEXT, DataType::Utf8, false),
         Field::new(col::QUERY_IDS, schema::query_ids_type(), false),
     ]))
-}
-
-fn query_ids_item() -> Arc<Field> {
-    match schema::query_ids_type() {
-        DataType::List(f) => f,
-        other => unreachable!("query_ids is a list, not {other}"),
-    }
-}
-
-fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
 }
 
 /// Makes the plan (or finds it made): `shards/_plan/NNNNN.parquet` for
@@ -173,7 +153,7 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
                     .and_then(|h| u64::from_str_radix(h, 16).ok())
                     .unwrap_or(index);
                 let h = splitmix64(key ^ seed);
-                let b = ((u128::from(h) * u128::from(buckets)) >> 64) as usize;
+                let b = pq::bucket_of(h, buckets) as usize;
                 rows[b].push((h, index, batches.len(), i));
                 index += 1;
             }
@@ -292,7 +272,7 @@ fn scatter_batch(
         arrow_select::interleave::interleave(&arrays, &at)
     };
     // Lists are rebuilt with the contract's item field.
-    let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item());
+    let mut lists = ListBuilder::new(UInt32Builder::new()).with_field(schema::query_ids_item());
     for &(_, _, b, i) in rows {
         let l = batches[b]
             .column_by_name(col::QUERY_IDS)
@@ -339,7 +319,7 @@ impl ShardBuilder {
             uids: StringBuilder::new(),
             urls: StringBuilder::new(),
             texts: StringBuilder::new(),
-            lists: ListBuilder::new(UInt32Builder::new()).with_field(query_ids_item()),
+            lists: ListBuilder::new(UInt32Builder::new()).with_field(schema::query_ids_item()),
             len: 0,
         }
     }
