@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -287,7 +287,19 @@ fn read_selected(
     Ok(reader.map(move |batch| {
         let batch =
             batch.map_err(|e| Error::bad_input(&path, format!("corrupt Parquet data: {e}")))?;
-        let columns = position.iter().map(|&p| batch.column(p).clone()).collect();
+        // The decoder grows its buffers by doubling: give the slack back, so
+        // that callers that keep what they read (a bucket from each of many
+        // files) hold the data, not up to twice it.
+        let (_, columns, _) = batch.into_parts();
+        let mut columns: Vec<Option<ArrayRef>> = columns.into_iter().map(Some).collect();
+        let columns = position
+            .iter()
+            .map(|&p| {
+                let mut column = columns[p].take().expect("each column once");
+                column.shrink_to_fit();
+                column
+            })
+            .collect();
         RecordBatch::try_new(expected.clone(), columns)
             .map_err(|e| Error::bad_input(&path, format!("columns do not fit the contract: {e}")))
     }))
