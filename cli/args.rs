@@ -660,6 +660,11 @@ pub struct DownloadArgs {
     /// with exponential backoff and jitter, or after Retry-After
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub retries: u32,
+    /// Longest redirect chain followed to an image (0: none); every hop is
+    /// checked as the first request is (scheme, address, robots.txt,
+    /// X-Robots-Tag)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_redirects: u32,
     /// Seconds allowed for a whole download
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
     pub timeout: f64,

@@ -348,6 +348,7 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
         concurrency: args.concurrency,
         per_host: args.per_host,
         host_delay: secs("delay", args.delay)?,
+        max_redirects: args.max_redirects,
         retries: args.retries,
         connect_timeout: secs("connect-timeout", args.connect_timeout)?,
         timeout: secs("timeout", args.timeout)?,

@@ -2,6 +2,7 @@
 """Reference token ids for wit's CLIP tokenizer, from open_clip itself.
 
 Usage: scripts/tokenizer-reference.py CAPTIONS.txt > IDS.jsonl
+       scripts/tokenizer-reference.py --jsonl CAPTIONS.jsonl > CLEAN_IDS.jsonl
 
 Makes (once) a venv at ~/.cache/wit/tokenizer-venv with ftfy and regex,
 downloads the open-clip-torch wheel (without its dependencies: the tokenizer
@@ -10,8 +11,14 @@ stand-in `torch` module, and prints, for every caption line, the JSON array
 of its 77 context ids (start, BPE ids, end, truncated keeping the end token,
 zero-padded), as open_clip's tokenizer gives them.
 
-The committed output is trainer/tests/data/caption_ids.jsonl; tests/tokenize.rs
-compares wit's ids with it.
+With --jsonl the captions are JSON strings, one a line (any character,
+line breaks included: scripts/tokenizer-cases.py writes them), and each
+output line is {"clean": the text as open_clip's cleaning leaves it, "ids":
+the context ids without the padding}.
+
+The committed outputs are trainer/tests/data/caption_ids.jsonl (from
+captions.txt) and unusual_caption_ids.jsonl (from unusual_captions.jsonl);
+tests/tokenize.rs compares wit's with them.
 """
 import json
 import os
@@ -48,11 +55,23 @@ import tokenizer as oc  # noqa: E402
 
 tok = oc.SimpleTokenizer(bpe_path=os.path.join(work, "open_clip", "bpe_simple_vocab_16e6.txt.gz"))
 CONTEXT = 77
-with open(sys.argv[1], encoding="utf-8") as f:
-    for line in f:
-        caption = line.rstrip("\n")
-        ids = [tok.sot_token_id] + tok.encode(caption) + [tok.eot_token_id]
-        if len(ids) > CONTEXT:
-            ids = ids[:CONTEXT]
-            ids[-1] = tok.eot_token_id
-        print(json.dumps(ids + [0] * (CONTEXT - len(ids))))
+
+
+def context(caption):
+    ids = [tok.sot_token_id] + tok.encode(caption) + [tok.eot_token_id]
+    if len(ids) > CONTEXT:
+        ids = ids[:CONTEXT]
+        ids[-1] = tok.eot_token_id
+    return ids
+
+
+if sys.argv[1] == "--jsonl":
+    with open(sys.argv[2], encoding="utf-8") as f:
+        for line in f:
+            caption = json.loads(line)
+            print(json.dumps({"clean": tok.clean_fn(caption), "ids": context(caption)}, ensure_ascii=True))
+else:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        for line in f:
+            ids = context(line.rstrip("\n"))
+            print(json.dumps(ids + [0] * (CONTEXT - len(ids))))

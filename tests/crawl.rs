@@ -136,6 +136,8 @@ fn faults_are_counted_by_reason_and_never_hang() {
             "/data",
             "/bad-utf8",
             "/latin1",
+            "/deflate-raw",
+            "/compress",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -173,6 +175,30 @@ fn faults_are_counted_by_reason_and_never_hang() {
             "/busy-always" => Reply::status(429, &[("Retry-After", "0")]),
             "/error" => Reply::status(500, &[]),
             "/data" => Reply::with_type(200, "application/json", "{\"a\": 1}"),
+            // Codings the HTTP client does not ask for, sent anyway.
+            "/deflate-raw" => {
+                use std::io::Write;
+                let mut e =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(page(&[], "<img src=\"/d.jpg\" alt=\"a deflated duck\">").as_bytes())
+                    .unwrap();
+                Reply::Full {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type".into(), "text/html".into()),
+                        ("Content-Encoding".into(), "deflate".into()),
+                    ],
+                    body: e.finish().unwrap(),
+                }
+            }
+            "/compress" => Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "text/html".into()),
+                    ("Content-Encoding".into(), "compress".into()),
+                ],
+                body: b"\x1f\x9d\x90<html>".to_vec(),
+            },
             "/bad-utf8" => Reply::html(
                 b"<html><body><img src=\"/u.jpg\" alt=\"caf\xff\xfe latte art\"></body></html>"
                     .to_vec(),
@@ -233,16 +259,20 @@ fn faults_are_counted_by_reason_and_never_hang() {
         ("robots_html", 1),
         ("robots_fetched", 1),
         ("robots_unreachable", 1),
+        // ... and why: origin C's robots.txt answered 503.
+        ("robots_unreachable_http_5xx", 1),
         ("retries", 3),
         ("pages_bad_encoding", 1),
+        ("fail_undecodable_body", 1),
     ];
     for (k, n) in expect {
         assert_eq!(get(k), n, "{k} in {counts:?}");
     }
-    // Pages: A's index, busy (after its retry), bad-utf8, latin1; B's index and /open.
-    assert_eq!(get("pages"), 6, "{counts:?}");
-    // Every URL reached an end: 1 + 13 + 3 linked from A, /open and /secret from B.
-    assert_eq!(get("urls"), 19, "{counts:?}");
+    // Pages: A's index, busy (after its retry), bad-utf8, latin1,
+    // deflate-raw; B's index and /open.
+    assert_eq!(get("pages"), 7, "{counts:?}");
+    // Every URL reached an end: 1 + 15 + 3 linked from A, /open and /secret from B.
+    assert_eq!(get("urls"), 21, "{counts:?}");
     let failed: u64 = counts
         .iter()
         .filter(|(k, _)| k.starts_with("fail_"))
@@ -263,6 +293,7 @@ fn faults_are_counted_by_reason_and_never_hang() {
         "a blue boat",
         "an open door",
         "crème brûlée",
+        "a deflated duck",
     ] {
         assert!(texts.contains(t), "{t} in {texts:?}");
     }

@@ -40,15 +40,21 @@ fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
 /// Prepares DATASET up to `balanced/` with one candidate per URL path, each
 /// caption "a photo of item N" (query "item" matches them all, t keeps all).
 fn balanced_dataset(ds: &Path, server: &Server, paths: &[String]) {
-    let rows: Vec<Candidate> = paths
+    let urls: Vec<String> = paths.iter().map(|p| server.url(p)).collect();
+    balanced_dataset_of(ds, &urls);
+}
+
+/// [`balanced_dataset`] of whole URLs (on any host).
+fn balanced_dataset_of(ds: &Path, urls: &[String]) {
+    let rows: Vec<Candidate> = urls
         .iter()
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, u)| {
             Candidate::new(
-                server.url(p),
+                u.clone(),
                 format!("a photo of item number {i}"),
                 "alt",
-                server.url("/page.html"),
+                "http://127.0.0.1/page.html",
             )
         })
         .collect();
@@ -504,4 +510,209 @@ fn retry_failed_fetches_only_the_failures() {
         assert!(all.contains(s), "earlier successes kept as they were");
     }
     assert_eq!(manifest(&ds, "shards")["counts"]["success"], 30);
+}
+
+/// Every shard row's reason, cause and final URL, by URL.
+fn failure_columns(dir: &Path) -> BTreeMap<String, [Option<String>; 3]> {
+    use arrow_array::Array;
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".parquet") || name.starts_with('_') {
+            continue;
+        }
+        for batch in wit_contract::pq::read_file(&p, &schema::shard()).unwrap() {
+            let b = batch.unwrap();
+            let get = |c: &str, i: usize| {
+                let a = string_column(&b, c);
+                a.is_valid(i).then(|| a.value(i).to_string())
+            };
+            for i in 0..b.num_rows() {
+                out.insert(
+                    get(col::URL, i).unwrap(),
+                    [
+                        get(col::ERROR_REASON, i),
+                        get(col::ERROR_CAUSE, i),
+                        get(col::FINAL_URL, i),
+                    ],
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn redirects_are_followed_with_every_hop_checked_and_unreachable_robots_name_their_cause() {
+    // Host B: its own robots.txt, which keeps /private/ out.
+    let b = Server::start(|path| match path {
+        "/robots.txt" => {
+            Reply::with_type(200, "text/plain", "User-agent: *\nDisallow: /private/\n")
+        }
+        "/img/3.jpg" => Reply::with_type(200, "image/jpeg", jpeg(90, 70, 3)),
+        _ => Reply::with_type(200, "image/png", png(20, 20, 9)),
+    });
+    // Host D: robots.txt answers 503 (unreachable: nothing allowed).
+    let d_host = Server::start(|path| match path {
+        "/robots.txt" => Reply::status(503, &[]),
+        _ => Reply::with_type(200, "image/png", png(20, 20, 8)),
+    });
+    // A port nobody listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (b_url, dead_url) = (
+        b.url("/img/3.jpg"),
+        format!("http://127.0.0.1:{dead}/img/5.png"),
+    );
+    let b_private = b.url("/private/x.jpg");
+    let (b_private_url, dead_url_row) = (b_private.clone(), dead_url.clone());
+    let a = Server::start(move |path| {
+        let to = |l: &str| Reply::status(302, &[("Location", l)]);
+        match path {
+            "/robots.txt" => Reply::status(404, &[]),
+            "/img/1.jpg" => Reply::with_type(200, "image/jpeg", jpeg(80, 60, 1)),
+            "/img/2.png" => Reply::with_type(200, "image/png", png(70, 50, 2)),
+            "/img/noai.png" => Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "image/png".into()),
+                    ("X-Robots-Tag".into(), "noai".into()),
+                ],
+                body: png(30, 30, 4),
+            },
+            "/r/same" => to("/img/1.jpg"),
+            "/r/chain" => Reply::status(301, &[("Location", "/r/chain2")]),
+            "/r/chain2" => Reply::status(307, &[("Location", "/img/2.png")]),
+            "/r/other-host" => to(&b_url),
+            "/r/other-private" => to(&b_private),
+            "/r/loop" => to("/r/loop"),
+            "/r/no-location" => Reply::status(302, &[]),
+            "/r/not-http" => to("ftp://127.0.0.1/img/1.jpg"),
+            "/r/opt-out" => to("/img/noai.png"),
+            "/r/dead" => to(&dead_url),
+            _ => Reply::with_type(404, "text/html", "<h1>Not Found</h1>"),
+        }
+    });
+    let mut urls: Vec<String> = [
+        "/r/same",
+        "/r/chain",
+        "/r/other-host",
+        "/r/other-private",
+        "/r/loop",
+        "/r/no-location",
+        "/r/not-http",
+        "/r/opt-out",
+        "/r/dead",
+    ]
+    .iter()
+    .map(|p| a.url(p))
+    .collect();
+    urls.push(format!("http://127.0.0.1:{dead}/img/6.png"));
+    urls.push(d_host.url("/img/7.png"));
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    balanced_dataset_of(&ds, &urls);
+    let d = ds.to_str().unwrap();
+    ok(&run(&[
+        "download",
+        "-d",
+        d,
+        "--allow-private",
+        "--retries",
+        "0",
+        "--timeout",
+        "5",
+        "--image-size",
+        "32",
+        "--max-redirects",
+        "3",
+    ]));
+    let got = failure_columns(&ds.join("shards"));
+    let row = |u: &str| {
+        got[u]
+            .iter()
+            .map(|c| c.as_deref().unwrap_or("-").to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row(&a.url("/r/same")),
+        format!("- - {}", a.url("/img/1.jpg"))
+    );
+    assert_eq!(
+        row(&a.url("/r/chain")),
+        format!("- - {}", a.url("/img/2.png"))
+    );
+    assert_eq!(
+        row(&a.url("/r/other-host")),
+        format!("- - {}", b.url("/img/3.jpg"))
+    );
+    // A failure after a redirect names the URL it failed at.
+    assert_eq!(
+        row(&a.url("/r/other-private")),
+        format!("robots - {b_private_url}"),
+        "host B's robots.txt"
+    );
+    assert_eq!(
+        row(&a.url("/r/loop")),
+        format!("too_many_redirects - {}", a.url("/r/loop"))
+    );
+    assert_eq!(row(&a.url("/r/no-location")), "bad_redirect - -");
+    assert_eq!(
+        row(&a.url("/r/not-http")),
+        "bad_url - ftp://127.0.0.1/img/1.jpg"
+    );
+    assert_eq!(
+        row(&a.url("/r/opt-out")),
+        format!("opt_out - {}", a.url("/img/noai.png"))
+    );
+    assert_eq!(
+        row(&a.url("/r/dead")),
+        format!("robots_unreachable connect {dead_url_row}")
+    );
+    assert_eq!(
+        row(&format!("http://127.0.0.1:{dead}/img/6.png")),
+        "robots_unreachable connect -"
+    );
+    assert_eq!(
+        row(&d_host.url("/img/7.png")),
+        "robots_unreachable http_5xx -"
+    );
+    assert!(
+        !b.requests().iter().any(|p| p.starts_with("/private/")),
+        "a redirect's target obeys its own host's robots.txt"
+    );
+    assert!(!d_host.requests().iter().any(|p| p.starts_with("/img/")));
+    assert_eq!(
+        a.requests().iter().filter(|p| *p == "/r/loop").count(),
+        4,
+        "the first request and 3 redirects"
+    );
+    let m = manifest(&ds, "shards");
+    let c = &m["counts"];
+    assert_eq!(c["success"], 3);
+    assert_eq!(c["error_robots_unreachable"], 3);
+    assert_eq!(c["error_robots_unreachable_connect"], 2);
+    assert_eq!(c["error_robots_unreachable_http_5xx"], 1);
+    // The tar's metadata names where the image came from.
+    let tar = tar_samples(&ds.join("shards/00000.tar"));
+    let finals: Vec<String> = tar
+        .iter()
+        .map(|(_, f)| {
+            let meta: serde_json::Value = serde_json::from_slice(&f["json"]).unwrap();
+            meta["final_url"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(finals.len(), 3);
+    assert!(finals.contains(&b.url("/img/3.jpg")));
+    // And the statistics count the causes.
+    ok(&run(&["stats", d]));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ds.join("stats/stats.json")).unwrap()).unwrap();
+    let causes = &stats["downloads"]["failures_by_cause"];
+    assert_eq!(causes["robots_unreachable: connect"], 2, "{causes}");
+    assert_eq!(causes["robots_unreachable: http_5xx"], 1, "{causes}");
 }

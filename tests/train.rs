@@ -161,6 +161,16 @@ fn an_interrupted_run_resumes_bit_for_bit() {
             tensors(&parted.join("model.safetensors")),
             "{model}: final weights differ"
         );
+        // Every file is a function of its inputs: the resumed run's model
+        // and last checkpoint are the same bytes, metadata included (its
+        // keys once came out of a HashMap in a random order).
+        for file in ["model.safetensors", "checkpoints/step-00000006.safetensors"] {
+            assert!(
+                std::fs::read(whole.join(file)).unwrap()
+                    == std::fs::read(parted.join(file)).unwrap(),
+                "{model}: {file} differs between two runs of the same training"
+            );
+        }
         // Two checkpoints kept (steps 4 and 6), the curves drawn.
         let mut kept: Vec<String> = std::fs::read_dir(whole.join("checkpoints"))
             .unwrap()
@@ -300,4 +310,76 @@ fn a_run_stopped_at_the_end_of_an_epoch_resumes_in_the_next() {
     assert_eq!(m.len(), 3);
     assert_eq!(m[2]["epoch"], 1);
     assert_eq!(metrics(&whole), m);
+}
+
+/// Rewrites DATASET/shards/*.tar member by member: `split` puts every
+/// sample's `.txt` after all the images (members of a key apart, as a tar
+/// made from a directory listing by type would be); `apple` adds a macOS
+/// `._` resource-fork member before every member.
+fn rewrite_shards(dataset: &Path, split: bool, apple: bool) {
+    for entry in std::fs::read_dir(dataset.join("shards")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut archive = tar::Archive::new(std::fs::File::open(&path).unwrap());
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            members.push((name, bytes));
+        }
+        if split {
+            members.sort_by_key(|(n, _)| n.ends_with(".txt"));
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, bytes) in &members {
+            let mut put = |n: &str, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                b.append_data(&mut h, n, data).unwrap();
+            };
+            if apple {
+                put(
+                    &format!("._{name}"),
+                    b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X",
+                );
+            }
+            put(name, bytes);
+        }
+        std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn shards_from_other_tools_train_or_say_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // A macOS tar: `._` members beside each one are skipped, as webdataset does.
+    let apple = dir.path().join("apple");
+    write_shards_with(&apple, 24, 32, false);
+    rewrite_shards(&apple, false, true);
+    let o = train(&apple, &dir.path().join("run-apple"), "tiny", &[]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 unusable sample(s) skipped"));
+
+    // Members of a key apart: no usable sample, and the error says why and where.
+    let split = dir.path().join("split");
+    write_shards_with(&split, 24, 32, false);
+    rewrite_shards(&split, true, false);
+    let o = train(&split, &dir.path().join("run-split"), "tiny", &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("gives no usable sample"), "{err}");
+    assert!(err.contains("24 sample(s) without a .txt member"), "{err}");
+    assert!(
+        err.contains("24 sample(s) without an image member"),
+        "{err}"
+    );
+    assert!(err.contains("(first: key \"0000"), "{err}");
+    assert!(err.contains(".tar), its members apart in the tar"), "{err}");
+    assert!(err.contains("not adjacent"), "{err}");
+    assert!(
+        !err.contains("lower --batch-size"),
+        "a remedy that cannot work: {err}"
+    );
 }

@@ -179,7 +179,9 @@ fn shards_stream_the_same_over_http_as_from_disk() {
     let read = |names: Vec<String>, opener: &dyn Opener| {
         let mut out = Vec::new();
         let counts = ShardStream::new(names, opener, 9, 50).epoch(3, |s| {
-            out.push(s);
+            // Each names its shard as given: a path here, a URL there.
+            let shard = s.shard.rsplit('/').next().unwrap().to_string();
+            out.push((shard, s.key, s.fields));
             true
         });
         (out, counts)
@@ -194,4 +196,98 @@ fn shards_stream_the_same_over_http_as_from_disk() {
     with_missing.push(server.url("/nope.tar"));
     let (c, cc) = read(with_missing, &http);
     assert_eq!((c.len(), cc.unopenable), (600, 1));
+}
+
+/// A tar of `members` (name, bytes) as other tools write them: GNU tar
+/// headers, directories included when a name ends with `/`.
+fn raw_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, bytes) in members {
+        let mut h = tar::Header::new_gnu();
+        if name.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+        } else {
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+        }
+        h.set_mtime(0);
+        // The name as written, `./` kept (`set_path` would drop it).
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, *bytes).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn member_names_follow_the_python_library_hidden_dotted_upper_case_meta_and_apart() {
+    let members: Vec<(&str, &[u8])> = vec![
+        // macOS tar: an AppleDouble `._` file beside every member.
+        ("0000.jpg", b"jpeg 0"),
+        ("._0000.jpg", b"\x00\x05\x16\x07 resource fork"),
+        ("0000.txt", b"a cat"),
+        ("._0000.txt", b"\x00\x05\x16\x07"),
+        // A directory entry, a dotted directory, upper-case extensions.
+        ("dir.v1/", b""),
+        ("dir.v1/0001.JPG", b"jpeg 1"),
+        ("dir.v1/0001.TXT", b"a dog"),
+        ("dir.v1/.DS_Store", b"finder"),
+        // `tar cf x.tar .` names.
+        ("./0002.jpg", b"jpeg 2"),
+        ("./0002.txt", b"a bird"),
+        // Metadata, skipped; a name that only starts with `__` is a key.
+        ("__index__", b"meta"),
+        ("____/x.json", b"meta too"),
+        ("__meta__/info.json", b"{}"),
+        ("__key.jpg", b"jpeg k"),
+        ("README", b"no extension"),
+        ("0005.seg.png", b"mask"),
+        ("0005.jpg", b"jpeg 5"),
+        // Members of one key apart: each run is a sample of its own.
+        ("0003.jpg", b"jpeg 3"),
+        ("0004.jpg", b"jpeg 4"),
+        ("0003.txt", b"a fish"),
+        ("0004.txt", b"a cow"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.tar");
+    std::fs::write(&path, raw_tar(&members)).unwrap();
+    let (ours, errors) = our_read(&path);
+    assert!(errors.is_empty(), "{errors:?}");
+    let keys: Vec<(&str, Vec<&str>, bool)> = ours
+        .iter()
+        .map(|s| {
+            (
+                s.key.as_str(),
+                s.fields.keys().map(String::as_str).collect(),
+                s.split,
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("0000", vec!["jpg", "txt"], false),
+            ("dir.v1/0001", vec!["jpg", "txt"], false),
+            ("./0002", vec!["jpg", "txt"], false),
+            ("__key", vec!["jpg"], false),
+            ("0005", vec!["jpg", "seg.png"], false),
+            ("0003", vec!["jpg"], false),
+            ("0004", vec!["jpg"], false),
+            ("0003", vec!["txt"], true),
+            ("0004", vec!["txt"], true),
+        ]
+    );
+    let mut reader = ShardReader::new(std::fs::File::open(&path).unwrap());
+    reader.for_each(|_| {});
+    assert_eq!(reader.skipped_members(), 4, "3 hidden members and README");
+    let Some(py) = python_with(&["webdataset"]) else {
+        return;
+    };
+    let theirs = python_read(&py, &path);
+    let ours: Vec<(String, BTreeMap<String, Vec<u8>>)> =
+        ours.into_iter().map(|s| (s.key, s.fields)).collect();
+    assert_eq!(ours, theirs, "sample for sample, as webdataset reads it");
 }

@@ -251,11 +251,20 @@ fn read_selected(
         builder = builder.with_row_groups(groups);
     }
     let found = builder.schema().clone();
-    let mut indices = Vec::with_capacity(expected.fields().len());
+    // Each expected column's index in the file; `None` for a nullable
+    // column the file predates (the contract grew it later): read as nulls.
+    let mut indices: Vec<Option<usize>> = Vec::with_capacity(expected.fields().len());
     for field in expected.fields() {
-        let (i, got) = found
-            .column_with_name(field.name())
-            .ok_or_else(|| Error::bad_input(path, format!("missing column `{}`", field.name())))?;
+        let Some((i, got)) = found.column_with_name(field.name()) else {
+            if field.is_nullable() {
+                indices.push(None);
+                continue;
+            }
+            return Err(Error::bad_input(
+                path,
+                format!("missing column `{}`", field.name()),
+            ));
+        };
         if !types_match(got.data_type(), field.data_type()) {
             return Err(Error::bad_input(
                 path,
@@ -267,21 +276,22 @@ fn read_selected(
                 ),
             ));
         }
-        indices.push(i);
+        indices.push(Some(i));
     }
-    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.clone());
+    let present: Vec<usize> = indices.iter().flatten().copied().collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), present.clone());
     let reader = builder
         .with_projection(mask)
         .with_batch_size(batch_rows)
         .build()
         .map_err(|e| Error::bad_input(path, format!("not a readable Parquet file: {e}")))?;
     // The projection keeps the file's column order; reorder to the contract's.
-    let mut order: Vec<usize> = (0..indices.len()).collect();
-    order.sort_by_key(|&i| indices[i]);
-    let mut position = vec![0; indices.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        position[i] = pos;
-    }
+    let mut sorted = present;
+    sorted.sort_unstable();
+    let position: Vec<Option<usize>> = indices
+        .iter()
+        .map(|i| i.map(|i| sorted.binary_search(&i).expect("projected")))
+        .collect();
     let expected = SchemaRef::new(expected.clone());
     let path = path.to_path_buf();
     Ok(reader.map(move |batch| {
@@ -290,14 +300,18 @@ fn read_selected(
         // The decoder grows its buffers by doubling: give the slack back, so
         // that callers that keep what they read (a bucket from each of many
         // files) hold the data, not up to twice it.
-        let (_, columns, _) = batch.into_parts();
+        let (_, columns, rows) = batch.into_parts();
         let mut columns: Vec<Option<ArrayRef>> = columns.into_iter().map(Some).collect();
         let columns = position
             .iter()
-            .map(|&p| {
-                let mut column = columns[p].take().expect("each column once");
-                column.shrink_to_fit();
-                column
+            .zip(expected.fields())
+            .map(|(p, field)| match p {
+                Some(p) => {
+                    let mut column = columns[*p].take().expect("each column once");
+                    column.shrink_to_fit();
+                    column
+                }
+                None => arrow_array::new_null_array(field.data_type(), rows),
             })
             .collect();
         RecordBatch::try_new(expected.clone(), columns)

@@ -65,6 +65,12 @@ pub mod col {
     pub const ERROR_MESSAGE: &str = "error_message";
     /// The failure's counter name (`http_4xx`, `timeout`, `opt_out`, ...).
     pub const ERROR_REASON: &str = "error_reason";
+    /// The failure under the reason where the reason wraps one
+    /// (`robots_unreachable`: `connect`, `dns`, `timeout`, `http_5xx`, ...).
+    pub const ERROR_CAUSE: &str = "error_cause";
+    /// The last URL of a redirect chain: where the image came from, or
+    /// where it failed (null: no redirect).
+    pub const FINAL_URL: &str = "final_url";
     /// The image's size as decoded, before resizing.
     pub const ORIGINAL_WIDTH: &str = "original_width";
     /// See [`ORIGINAL_WIDTH`].
@@ -213,12 +219,14 @@ pub fn shard() -> SchemaRef {
             Field::new(col::STATUS, DataType::Utf8, false),
             Field::new(col::ERROR_MESSAGE, DataType::Utf8, true),
             Field::new(col::ERROR_REASON, DataType::Utf8, true),
+            Field::new(col::ERROR_CAUSE, DataType::Utf8, true),
             Field::new(col::WIDTH, DataType::UInt32, true),
             Field::new(col::HEIGHT, DataType::UInt32, true),
             Field::new(col::ORIGINAL_WIDTH, DataType::UInt32, true),
             Field::new(col::ORIGINAL_HEIGHT, DataType::UInt32, true),
             Field::new(col::SHA256, DataType::Utf8, true),
             Field::new(col::URL, DataType::Utf8, false),
+            Field::new(col::FINAL_URL, DataType::Utf8, true),
             Field::new(col::TEXT, DataType::Utf8, false),
             Field::new(col::UID, DataType::Utf8, false),
             Field::new(col::QUERY_IDS, query_ids_type(), false),

@@ -4,12 +4,16 @@
 //! - A sample is a run of **adjacent** tar members sharing a key: the key is
 //!   the member name up to the first `.` of its last path component, the rest
 //!   (lowercased) is the field: `000010005.jpg` is field `jpg` of sample
-//!   `000010005`. Keys therefore hold no dots.
+//!   `000010005`. Keys therefore hold no dots in their last component
+//!   (directories may: `a.b/c.jpg` is key `a.b/c`). Members whose last
+//!   component has no `.` or starts with one (macOS's `._0000.jpg`) are
+//!   skipped and counted, as webdataset skips them.
 //! - [`ShardWriter`] writes USTAR members, mode 0444, fields of a sample in
 //!   sorted order (as webdataset's `TarWriter` does), with a fixed mtime so
 //!   the same samples give the same bytes.
 //! - [`ShardReader`] reads plain or gzipped shards (`.tar`, `.tgz`,
-//!   `.tar.gz`), skips non-files and top-level `__*__` members, and never
+//!   `.tar.gz`), skips non-files and metadata (`__*__`, `__*__/...`), flags
+//!   samples whose key came earlier in the shard (not adjacent), and never
 //!   panics on damage: a truncated or corrupt shard ends with an error item
 //!   (the samples before it were returned; the one being read when the damage
 //!   came is dropped unless the damage is in a member of the next key), and
@@ -22,7 +26,9 @@
 //!   the sample shuffle, seeded.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// One sample: its key and its fields (extension → bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +37,40 @@ pub struct Sample {
     pub key: String,
     /// Field name (extension, lowercased) to bytes.
     pub fields: BTreeMap<String, Vec<u8>>,
+    /// The shard it came from (`__url__` in webdataset), as named to
+    /// [`ShardReader::named`] or [`ShardStream`]; empty if unnamed.
+    pub shard: Arc<str>,
+    /// Members of this key came earlier in the shard, apart from this run
+    /// of members: the tar is not grouped by key, so the sample is split
+    /// (webdataset yields each run as its own sample too).
+    pub split: bool,
 }
 
-/// Splits a member name into key and field (webdataset's rule).
+/// Splits a member name into key and field, as webdataset's
+/// `base_plus_ext` does (`^((?:.*/|)[^.]+)[.]([^/]*)$`): the key is the name
+/// up to the first `.` of its last path component, the field the rest.
+/// `None` (the member is skipped) when the last component has no `.` or
+/// starts with one: hidden files such as macOS's `._0000.jpg`.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {
     let last = name.rfind('/').map_or(0, |i| i + 1);
     let dot = name[last..].find('.')? + last;
+    if dot == last {
+        return None;
+    }
     Some((&name[..dot], &name[dot + 1..]))
+}
+
+/// Whether a member is webdataset metadata, skipped: a top-level
+/// `__name__`, or any name that starts with `__name__/`.
+pub fn is_meta(name: &str) -> bool {
+    let top = !name.contains('/') && name.starts_with("__") && name.ends_with("__");
+    let dir = name.strip_prefix("__").is_some_and(|rest| {
+        let first = rest.split('/').next().unwrap_or("");
+        // `__[^/]*__($|/)`: the first component ends with `__`, and the
+        // name ends there or goes on with `/`.
+        first.len() >= 2 && first.ends_with("__")
+    });
+    top || dir
 }
 
 /// Writes samples into one tar shard.
@@ -163,14 +196,30 @@ pub fn maybe_gunzip<R: Read + 'static>(mut input: R) -> io::Result<Box<dyn Read>
 /// Reads the samples of one shard, in order.
 pub struct ShardReader<R: Read> {
     archive: tar::Archive<R>,
+    shard: Arc<str>,
+    skipped: u64,
 }
 
 impl<R: Read> ShardReader<R> {
     /// A reader over the (already decompressed) tar stream `input`.
     pub fn new(input: R) -> Self {
+        Self::named(input, "")
+    }
+
+    /// A reader over `input` whose samples name `shard` as their source.
+    pub fn named(input: R, shard: &str) -> Self {
         ShardReader {
             archive: tar::Archive::new(input),
+            shard: Arc::from(shard),
+            skipped: 0,
         }
+    }
+
+    /// Regular-file members skipped so far because webdataset skips them:
+    /// no `.` in the last path component, or a hidden one (`._0000.jpg`).
+    /// Metadata (`__*__`) and non-files are not counted.
+    pub fn skipped_members(&self) -> u64 {
+        self.skipped
     }
 
     /// Calls `each` with every sample or error, in order, until the shard
@@ -185,6 +234,8 @@ impl<R: Read> ShardReader<R> {
         };
         let mut current: Option<Sample> = None;
         let mut broken: Option<String> = None; // key of a sample being skipped
+        let mut seen: HashSet<String> = HashSet::new(); // keys of earlier samples
+        let shard = self.shard.clone();
         let flush = |current: &mut Option<Sample>,
                      each: &mut dyn FnMut(Result<Sample, ReadError>)| {
             if let Some(s) = current.take() {
@@ -210,10 +261,11 @@ impl<R: Read> ShardReader<R> {
                     return;
                 }
             };
-            if !name.contains('/') && name.starts_with("__") {
+            if is_meta(&name) {
                 continue;
             }
             let Some((key, field)) = split_name(&name) else {
+                self.skipped += 1;
                 continue;
             };
             let (key, field) = (key.to_string(), field.to_ascii_lowercase());
@@ -234,8 +286,10 @@ impl<R: Read> ShardReader<R> {
                 flush(&mut current, &mut each);
             }
             let sample = current.get_or_insert_with(|| Sample {
+                split: !seen.insert(key.clone()),
                 key: key.clone(),
                 fields: BTreeMap::new(),
+                shard: shard.clone(),
             });
             if sample.fields.insert(field.clone(), bytes).is_some() {
                 current = None;
@@ -413,6 +467,11 @@ pub struct StreamCounts {
     pub corrupt: u64,
     /// Samples skipped because they repeat a field.
     pub bad_samples: u64,
+    /// Members skipped as webdataset skips them (hidden, no extension).
+    pub skipped_members: u64,
+    /// Samples handed out whose key came earlier in their shard, apart
+    /// (the shard is not grouped by key: each run is a sample of its own).
+    pub split_samples: u64,
 }
 
 /// Streams the samples of a list of shards, epoch by epoch: the shards in a
@@ -463,8 +522,12 @@ impl<'a> ShardStream<'a> {
                 }
             };
             let mut corrupt = false;
-            ShardReader::new(stream).for_each(|r| match r {
+            let mut reader = ShardReader::named(stream, name);
+            reader.for_each(|r| match r {
                 Ok(sample) if go_on => {
+                    if sample.split {
+                        counts.split_samples += 1;
+                    }
                     let out = if self.buffer > 1 {
                         shuffle.push(sample)
                     } else {
@@ -485,6 +548,7 @@ impl<'a> ShardStream<'a> {
                     corrupt = true;
                 }
             });
+            counts.skipped_members += reader.skipped_members();
             if corrupt {
                 counts.corrupt += 1;
             } else {
@@ -620,7 +684,9 @@ mod tests {
                 samples: 84,
                 unopenable: 1,
                 corrupt: 1,
-                bad_samples: 0
+                bad_samples: 0,
+                skipped_members: 0,
+                split_samples: 0,
             }
         );
         assert_eq!(seen[0], "0000");

@@ -47,7 +47,7 @@ use wit_contract::{
 };
 use wit_net::addr::AddressPolicy;
 use wit_net::http::{Client, ClientOptions, Failure, Head, Response};
-use wit_net::robots::{Robots, Rules};
+use wit_net::robots::{Fetched, Robots, Rules};
 
 use crate::frontier::{Entry, Frontier, Kind, Pushed};
 use crate::html::{ROBOTS_TOKEN, decode_html, extract};
@@ -358,6 +358,8 @@ enum Done {
         /// The rules, or why none came: the reason its URLs fail.
         rules: std::result::Result<Rules, &'static str>,
         outcome: &'static str,
+        /// Why robots.txt was unreachable ([`Failure::key`]).
+        cause: Option<&'static str>,
     },
 }
 
@@ -552,11 +554,12 @@ impl Crawler<'_> {
                     let tx = tx.clone();
                     let origin = origin.clone();
                     tokio::spawn(async move {
-                        let (rules, outcome) = fetch_robots(&client, &origin).await;
+                        let (rules, outcome, cause) = fetch_robots(&client, &origin).await;
                         let _ = tx.send(Done::Robots {
                             origin,
                             rules,
                             outcome,
+                            cause,
                         });
                     });
                     continue;
@@ -627,9 +630,13 @@ impl Crawler<'_> {
                 origin,
                 rules,
                 outcome,
+                cause,
             } => {
                 self.running -= 1;
                 bump(&mut self.part_counts, outcome, 1);
+                if let Some(cause) = cause {
+                    bump(&mut self.part_counts, &format!("{outcome}_{cause}"), 1);
+                }
                 let opts = self.opts;
                 let host = self
                     .hosts
@@ -929,9 +936,9 @@ async fn fetch_page(client: &Client, id: u64, url: Url, attempts: u32, limits: &
     if page.nofollow {
         bump(&mut counts, "pages_nofollow", 1);
     }
-    bump(&mut counts, "images", page.images);
-    bump(&mut counts, "images_tiny", page.tiny);
-    bump(&mut counts, "images_no_url", page.no_url);
+    for (name, n) in page.image_counts() {
+        bump(&mut counts, name, n);
+    }
     bump(&mut counts, "texts_boilerplate", page.boilerplate);
     bump(&mut counts, "texts_repeated", page.repeats);
     let rows = page
@@ -956,53 +963,47 @@ async fn fetch_page(client: &Client, id: u64, url: Url, attempts: u32, limits: &
 /// Fetches an origin's robots.txt: the rules, or the reason every URL of
 /// the origin fails (`fail_robots_unreachable`, or the fetch failure itself
 /// where it says the origin cannot be fetched at all: a refused address, DNS);
-/// and the outcome's counter name.
+/// the outcome's counter name; and, when unreachable, the underlying failure
+/// ([`Failure::key`]: `connect`, `timeout`, `http_5xx`...).
 async fn fetch_robots(
     client: &Client,
     origin: &str,
-) -> (std::result::Result<Rules, &'static str>, &'static str) {
-    const UNREACHABLE: (std::result::Result<Rules, &str>, &str) =
-        (Err("fail_robots_unreachable"), "robots_unreachable");
-    let none = |outcome| (Ok(Rules::default()), outcome);
-    let Ok(mut url) = Url::parse(&format!("{origin}/robots.txt")) else {
-        return UNREACHABLE;
+) -> (
+    std::result::Result<Rules, &'static str>,
+    &'static str,
+    Option<&'static str>,
+) {
+    let Ok(url) = Url::parse(origin) else {
+        return (
+            Err("fail_robots_unreachable"),
+            "robots_unreachable",
+            Some("bad_url"),
+        );
     };
-    for _ in 0..=5 {
-        let resp = match client
-            .get(&url, wit_net::robots::MAX_BYTES as u64, |_| Ok(()))
-            .await
-        {
-            Ok(r) => r,
-            Err(Failure::RefusedAddress(_)) => {
-                return (Err("fail_refused_address"), "robots_unreachable");
-            }
-            Err(Failure::Dns) => return (Err("fail_dns"), "robots_unreachable"),
-            Err(_) => return UNREACHABLE,
-        };
-        match resp.status {
-            200..=299 => {
-                let html =
-                    resp.header("content-type").is_some_and(is_html_type) || sniff_html(&resp.body);
-                let rules = Robots::parse(&resp.body).rules_for(ROBOTS_TOKEN);
-                return (
-                    Ok(rules),
-                    if html {
-                        "robots_html"
-                    } else {
-                        "robots_fetched"
-                    },
-                );
-            }
-            300..=399 => match resp.location(&url) {
-                Some(to) => url = to,
-                None => return none("robots_missing"),
-            },
-            429 => return UNREACHABLE,
-            400..=499 => return none("robots_missing"),
-            _ => return UNREACHABLE,
+    match wit_net::robots::fetch(client, &url).await {
+        Fetched::Found { body, content_type } => {
+            let html = content_type.as_deref().is_some_and(is_html_type) || sniff_html(&body);
+            let rules = Robots::parse(&body).rules_for(ROBOTS_TOKEN);
+            (
+                Ok(rules),
+                if html {
+                    "robots_html"
+                } else {
+                    "robots_fetched"
+                },
+                None,
+            )
+        }
+        Fetched::Unavailable => (Ok(Rules::default()), "robots_missing", None),
+        Fetched::Unreachable(f) => {
+            let fail = match f {
+                Failure::RefusedAddress(_) => "fail_refused_address",
+                Failure::Dns => "fail_dns",
+                _ => "fail_robots_unreachable",
+            };
+            (Err(fail), "robots_unreachable", Some(f.key()))
         }
     }
-    none("robots_missing")
 }
 
 #[cfg(test)]

@@ -190,6 +190,11 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
         add("http_not_ok", 1);
         return Vec::new();
     }
+    if let Some(why) = &http.undecodable {
+        add("undecodable_body", 1);
+        add(&format!("undecodable_body_{}", why.key()), 1);
+        return Vec::new();
+    }
     let content_type = http.header("Content-Type").map(str::to_string);
     let is_html = match &content_type {
         Some(ct) => {
@@ -209,9 +214,9 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
     add("html_pages", 1);
     let (text, _, _) = decode_html(&http.body, content_type.as_deref());
     let page = extract(&page_url, &text, http.header("Content-Language"));
-    add("images", page.images);
-    add("images_tiny", page.tiny);
-    add("images_no_url", page.no_url);
+    for (name, n) in page.image_counts() {
+        add(name, n);
+    }
     add("texts_boilerplate", page.boilerplate);
     add("pairs_repeated", page.repeats);
     page.candidates

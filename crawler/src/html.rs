@@ -1,9 +1,11 @@
 //! From an HTML page to image-text candidates: one extractor for crawled pages
 //! and archived ones.
 //!
-//! Each `<img>` gives its URL (`src`, else `data-src`/`data-lazy-src`, else the
-//! first `srcset` entry; resolved against `<base href>` and the page URL; http
-//! and https only) paired with each of its texts: `alt`, `title`, and the
+//! Each `<img>` gives its URL as a browser running the page's lazy-loading
+//! script would show it (a lazy attribute such as `data-src`, else `src`
+//! unless it is a placeholder, else the first `srcset` entry, else a
+//! `<noscript>` fallback right after it; resolved against `<base href>` and
+//! the page URL; http and https only) paired with each of its texts: `alt`, `title`, and the
 //! `<figcaption>` of the `<figure>` it sits in. Images declared smaller than
 //! 10 pixels on a side (tracking pixels) are skipped; texts are cleaned
 //! (whitespace collapsed, trailing pilcrows removed) and boilerplate is
@@ -99,6 +101,14 @@ pub struct PageCandidates {
     pub no_url: u64,
     /// Images skipped: declared tiny.
     pub tiny: u64,
+    /// Images skipped: their only URL is a placeholder (a `data:` URI, a
+    /// spacer such as `blank.gif`, or one `src` shared by several images
+    /// with different texts) and no lazy-loading attribute or `<noscript>`
+    /// fallback names the real one.
+    pub placeholder: u64,
+    /// Candidates whose URL came from a lazy-loading attribute or a
+    /// `<noscript>` fallback instead of `src`.
+    pub lazy: u64,
     /// Texts dropped as boilerplate or empty.
     pub boilerplate: u64,
     /// Pairs dropped as repeats on the page.
@@ -194,6 +204,21 @@ fn parse_dimension(v: Option<&str>) -> Option<u32> {
         .map(|d| d.min(u32::MAX as f64) as u32)
 }
 
+impl PageCandidates {
+    /// The image counters of the page, as the crawl and extract stages
+    /// name them: `images`, `images_tiny`, `images_no_url`,
+    /// `images_placeholder`, `candidates_lazy`.
+    pub fn image_counts(&self) -> [(&'static str, u64); 5] {
+        [
+            ("images", self.images),
+            ("images_tiny", self.tiny),
+            ("images_no_url", self.no_url),
+            ("images_placeholder", self.placeholder),
+            ("candidates_lazy", self.lazy),
+        ]
+    }
+}
+
 fn selector(s: &str) -> Selector {
     Selector::parse(s).expect("static selectors parse")
 }
@@ -273,8 +298,10 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
         return out;
     }
     let figcaption = selector("figcaption");
+    let img_selector = selector("img");
+    let shared = shared_sources(&doc, &img_selector);
     let mut seen: HashSet<(String, String)> = HashSet::new();
-    for img in doc.select(&selector("img")) {
+    for img in doc.select(&img_selector) {
         out.images += 1;
         let el = img.value();
         let width = parse_dimension(el.attr("width"));
@@ -283,9 +310,16 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
             out.tiny += 1;
             continue;
         }
-        let Some(url) = image_url(&img, &base) else {
-            out.no_url += 1;
-            continue;
+        let (url, lazy) = match image_url(&img, &base, &shared) {
+            Ok(found) => found,
+            Err(NoUrl::Placeholder) => {
+                out.placeholder += 1;
+                continue;
+            }
+            Err(NoUrl::None) => {
+                out.no_url += 1;
+                continue;
+            }
         };
         let mut texts: Vec<(&str, String)> = Vec::new();
         for (source, raw) in [("alt", el.attr("alt")), ("title", el.attr("title"))] {
@@ -313,6 +347,9 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
             if !seen.insert((url.clone(), text.clone())) {
                 out.repeats += 1;
                 continue;
+            }
+            if lazy {
+                out.lazy += 1;
             }
             let mut c = Candidate::new(url.clone(), text, source, page_url);
             c.page_title = title.clone();
@@ -354,27 +391,164 @@ fn link_url(raw: Option<&str>, base: &Url) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
-fn image_url(img: &ElementRef<'_>, base: &Url) -> Option<String> {
+/// Attributes where lazy-loading libraries keep an image's real URL while
+/// `src` holds a placeholder, in the order looked up: lazysizes, lozad and
+/// vanilla-lazyload (`data-src`), WordPress and Jetpack (`data-lazy-src`),
+/// jQuery lazyload (`data-original`), slick (`data-lazy`), echo.js
+/// (`data-echo`), and others seen on real pages. A browser running the
+/// page's scripts shows these, so they win over `src`.
+const LAZY_SRC: &[&str] = &[
+    "data-src",
+    "data-lazy-src",
+    "data-original",
+    "data-lazy",
+    "data-echo",
+    "data-original-src",
+    "data-hi-res-src",
+    "data-actualsrc",
+    "data-lazyload",
+    "data-url",
+];
+
+/// The `srcset` counterparts of [`LAZY_SRC`].
+const LAZY_SRCSET: &[&str] = &["data-srcset", "data-lazy-srcset", "data-original-set"];
+
+/// File names (their stem's words) of the spacer images pages put in `src`
+/// until a script swaps the real one in.
+const SPACER_WORDS: &[&str] = &[
+    "blank",
+    "spacer",
+    "pixel",
+    "px",
+    "transparent",
+    "trans",
+    "clear",
+    "empty",
+    "placeholder",
+    "lazy",
+    "lazyload",
+    "loading",
+    "loader",
+    "spinner",
+    "1x1",
+    "grey",
+    "gray",
+];
+
+/// Why an `<img>` gives no URL.
+enum NoUrl {
+    /// Only a placeholder.
+    Placeholder,
+    /// Nothing usable at all.
+    None,
+}
+
+/// The `src` values that several `<img>` of the page share with different
+/// texts: a spacer swapped out by a script, not an image of each text.
+fn shared_sources(doc: &Html, imgs: &Selector) -> HashSet<String> {
+    let mut by_src: std::collections::HashMap<&str, (u32, HashSet<&str>)> =
+        std::collections::HashMap::new();
+    for img in doc.select(imgs) {
+        if let Some(src) = img.value().attr("src").map(str::trim) {
+            let e = by_src.entry(src).or_default();
+            e.0 += 1;
+            if let Some(alt) = img.value().attr("alt") {
+                e.1.insert(alt.trim());
+            }
+        }
+    }
+    by_src
+        .into_iter()
+        .filter(|(_, (n, alts))| *n >= 3 && alts.len() >= 2)
+        .map(|(src, _)| src.to_string())
+        .collect()
+}
+
+/// Whether a `src` value is a stand-in for the real image.
+fn is_placeholder(src: &str, shared: &HashSet<String>) -> bool {
+    if src.starts_with("data:") || shared.contains(src) {
+        return true;
+    }
+    let name = src.split(['?', '#']).next().unwrap_or("");
+    let name = name.rsplit('/').next().unwrap_or("");
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+    let mut words = stem
+        .split(['-', '_', '.', ' '])
+        .filter(|w| !w.is_empty())
+        .peekable();
+    words.peek().is_some() && words.all(|w| SPACER_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+}
+
+/// The URL of an `<img>`, read as a browser running the page's lazy-loading
+/// script would show it, and whether it came from elsewhere than `src`
+/// and `srcset` (a lazy attribute, a `<noscript>` fallback): a lazy
+/// attribute; else `src` unless it is a placeholder; else `srcset`'s first
+/// candidate; else the `<img>` of a `<noscript>` right after it.
+fn image_url(
+    img: &ElementRef<'_>,
+    base: &Url,
+    shared: &HashSet<String>,
+) -> Result<(String, bool), NoUrl> {
     let el = img.value();
     let usable = |v: &&str| {
         let v = v.trim();
         !v.is_empty() && !v.starts_with("data:") && !v.starts_with("javascript:")
     };
-    let raw = el
-        .attr("src")
-        .filter(usable)
-        .or_else(|| el.attr("data-src").filter(usable))
-        .or_else(|| el.attr("data-lazy-src").filter(usable))
+    // The first candidate's URL is its first whitespace-separated token
+    // (URLs may hold commas); a trailing comma ends a bare URL.
+    let first_of_set = |set: &'_ str| -> Option<String> {
+        set.split_whitespace()
+            .next()
+            .map(|u| u.trim_end_matches(',').to_string())
+            .filter(|u| usable(&u.as_str()))
+    };
+    let resolve = |raw: &str| -> Option<String> {
+        let url = base.join(raw.trim()).ok()?;
+        matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+    };
+    let lazy = LAZY_SRC
+        .iter()
+        .find_map(|a| el.attr(a).filter(usable).map(str::to_string))
         .or_else(|| {
-            // The first candidate's URL is its first whitespace-separated token
-            // (URLs may hold commas); a trailing comma ends a bare URL.
-            el.attr("srcset")
-                .and_then(|s| s.split_whitespace().next())
-                .map(|u| u.trim_end_matches(','))
-                .filter(usable)
-        })?;
-    let url = base.join(raw.trim()).ok()?;
-    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+            LAZY_SRCSET
+                .iter()
+                .find_map(|a| el.attr(a).and_then(first_of_set))
+        });
+    if let Some(url) = lazy.as_deref().and_then(resolve) {
+        return Ok((url, true));
+    }
+    let src = el.attr("src").map(str::trim).filter(|s| !s.is_empty());
+    let placeholder = src.is_some_and(|s| is_placeholder(s, shared));
+    if let Some(url) = src.filter(|s| !placeholder && usable(s)).and_then(resolve) {
+        return Ok((url, false));
+    }
+    if let Some(url) = el
+        .attr("srcset")
+        .and_then(first_of_set)
+        .as_deref()
+        .and_then(resolve)
+    {
+        return Ok((url, false));
+    }
+    // `<img class="lazyload"><noscript><img src="real.jpg"></noscript>`.
+    if src.is_some() && !placeholder {
+        return Err(NoUrl::None);
+    }
+    let fallback = img
+        .next_siblings()
+        .filter_map(ElementRef::wrap)
+        .next()
+        .filter(|n| n.value().name() == "noscript")
+        .and_then(|n| n.select(&selector("img")).next())
+        .and_then(|i| i.value().attr("src").filter(usable).map(str::to_string))
+        .filter(|s| !is_placeholder(s.trim(), shared))
+        .as_deref()
+        .and_then(resolve);
+    match fallback {
+        Some(url) => Ok((url, true)),
+        None if placeholder => Err(NoUrl::Placeholder),
+        None => Err(NoUrl::None),
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +599,62 @@ mod tests {
         );
         // "logo" and the file name are boilerplate.
         assert_eq!(got.boilerplate, 2);
+    }
+
+    #[test]
+    fn lazy_loaded_images_pair_the_caption_with_the_real_url() {
+        // Each as a browser shows the page once its lazy-loading script ran.
+        let html = r#"<html><body>
+            <img src="/static/blank.gif" data-src="/photos/cat.jpg" alt="A cat sleeping on a sofa">
+            <img src="/img/spacer.gif" data-lazy-src="/photos/dog.jpg" alt="A dog in the snow">
+            <img src="/img/grey.gif" data-original="/photos/owl.jpg" alt="An owl at night">
+            <img src="data:image/svg+xml,%3Csvg%3E" data-srcset="/photos/fox-400.jpg 400w, /photos/fox-800.jpg 800w" alt="A fox in a field">
+            <img src="/photos/real.jpg" loading="lazy" alt="A real source, loaded natively">
+            <img class="lazyload" src="/static/lazy-placeholder.png" alt="A horse on a beach">
+            <noscript><img src="/photos/horse.jpg" alt="A horse on a beach"></noscript>
+            <img class="lazyload" data-sizes="auto" alt="A boat at sea">
+            <noscript><img src="/photos/boat.jpg"></noscript>
+            <img src="/static/blank.gif" alt="A spacer with no real image">
+            <img src="/s/p.gif" alt="First of a gallery">
+            <img src="/s/p.gif" alt="Second of a gallery">
+            <img src="/s/p.gif" alt="Third of a gallery">
+            <img src="/photos/loading-dock.jpg" alt="Trucks at a loading dock">
+        </body></html>"#;
+        let got = extract("http://example.org/page.html", html, None);
+        let pairs: Vec<(&str, &str)> = got
+            .candidates
+            .iter()
+            .map(|c| (c.url.as_str(), c.text.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (
+                    "http://example.org/photos/cat.jpg",
+                    "A cat sleeping on a sofa"
+                ),
+                ("http://example.org/photos/dog.jpg", "A dog in the snow"),
+                ("http://example.org/photos/owl.jpg", "An owl at night"),
+                ("http://example.org/photos/fox-400.jpg", "A fox in a field"),
+                (
+                    "http://example.org/photos/real.jpg",
+                    "A real source, loaded natively"
+                ),
+                ("http://example.org/photos/horse.jpg", "A horse on a beach"),
+                ("http://example.org/photos/boat.jpg", "A boat at sea"),
+                (
+                    "http://example.org/photos/loading-dock.jpg",
+                    "Trucks at a loading dock"
+                ),
+            ]
+        );
+        // The horse twice (the lazy <img> and its <noscript> one): kept once.
+        assert_eq!(got.repeats, 1);
+        // cat, dog, owl, fox, horse and boat from a lazy attribute or a fallback.
+        assert_eq!(got.lazy, 6);
+        // The lone spacer and the three images of one shared `src`.
+        assert_eq!(got.placeholder, 4);
+        assert_eq!(got.no_url, 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use flate2::bufread::GzDecoder;
 use wit_contract::{IoContext, Result};
+use wit_net::coding;
 
 /// One WARC record.
 #[derive(Debug, Clone)]
@@ -214,6 +215,9 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body, de-chunked and decompressed.
     pub body: Vec<u8>,
+    /// Why the body's `Content-Encoding` could not be undone (the body is
+    /// then as stored, and of no use); `None` if it was, or had none.
+    pub undecodable: Option<coding::Undecodable>,
 }
 
 impl HttpResponse {
@@ -251,6 +255,7 @@ pub fn parse_http(block: &[u8]) -> Option<HttpResponse> {
         status,
         headers,
         body: block[split.1..].to_vec(),
+        undecodable: None,
     };
     if resp
         .header("Transfer-Encoding")
@@ -259,30 +264,22 @@ pub fn parse_http(block: &[u8]) -> Option<HttpResponse> {
     {
         resp.body = body;
     }
-    let encoding = resp.header("Content-Encoding").map(str::to_ascii_lowercase);
-    let decoded = match encoding.as_deref() {
-        Some("gzip") | Some("x-gzip") => inflate(flate2::read::MultiGzDecoder::new(&resp.body[..])),
-        Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&resp.body[..])),
-        _ => None,
-    };
-    // Archives sometimes keep the header of a body they stored decoded: keep
-    // the body as it is when it does not decode at all.
-    if let Some(body) = decoded {
-        resp.body = body;
+    if let Some(codings) = resp.header("Content-Encoding").map(str::to_string)
+        && !coding::is_identity(&codings)
+    {
+        match coding::decode(&codings, &resp.body, MAX_BODY) {
+            Ok(body) => resp.body = body,
+            // Archives sometimes keep the header of a body they stored
+            // decoded: such a body is kept as it is.
+            Err(_) if coding::looks_decoded(&resp.body) => {}
+            Err(why) => resp.undecodable = Some(why),
+        }
     }
     Some(resp)
 }
 
 /// Bodies decode to at most this many bytes (a decompression bomb stops there).
 pub const MAX_BODY: u64 = 64 << 20;
-
-/// Decompresses up to [`MAX_BODY`] bytes; what decoded before an error (a
-/// truncated record) is kept. `None` if nothing decoded.
-fn inflate(reader: impl Read) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let _ = reader.take(MAX_BODY).read_to_end(&mut out);
-    (!out.is_empty()).then_some(out)
-}
 
 /// Decodes a chunked body; `None` if it is not validly chunked (some archives
 /// keep the header but store the body de-chunked).

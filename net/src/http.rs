@@ -12,7 +12,10 @@
 //! - a request has a connect timeout and a total timeout that covers the body,
 //!   so a server that drips one byte a second or never ends its body is cut
 //!   off; the body is read in chunks and abandoned past a size limit (after
-//!   gzip or brotli decoding, so a compression bomb is cut off too);
+//!   decoding, so a compression bomb is cut off too): the client undoes the
+//!   `gzip` and `br` it asks for, [`crate::coding`] any other coding a
+//!   server sends anyway (`deflate`, `zstd`, stacked); an unknown or corrupt
+//!   one fails as `undecodable_body`;
 //! - the caller can refuse a response from its status and headers alone
 //!   (a wrong content type, an `X-Robots-Tag`) before any body is read;
 //! - every failure is a [`Failure`] with a stable counter name.
@@ -54,12 +57,15 @@ pub enum Failure {
     Truncated,
     /// Not an http(s) URL with a host.
     BadUrl,
+    /// The body's `Content-Encoding` could not be undone: an unknown
+    /// coding or corrupt data ([`crate::coding::Undecodable::key`]).
+    UndecodableBody(String),
 }
 
 impl Failure {
     /// The counter name: `timeout`, `dns`, `connect`, `network`,
     /// `refused_address`, `http_4xx`, `http_5xx`, `too_large`, `wrong_type`,
-    /// `truncated`, `bad_url`.
+    /// `truncated`, `bad_url`, `undecodable_body`.
     pub fn key(&self) -> &'static str {
         match self {
             Failure::Timeout => "timeout",
@@ -73,6 +79,7 @@ impl Failure {
             Failure::WrongType => "wrong_type",
             Failure::Truncated => "truncated",
             Failure::BadUrl => "bad_url",
+            Failure::UndecodableBody(_) => "undecodable_body",
         }
     }
 
@@ -91,6 +98,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::RefusedAddress(r) => write!(f, "refused address ({r})"),
             Failure::Http4xx(s) | Failure::Http5xx(s) => write!(f, "HTTP status {s}"),
+            Failure::UndecodableBody(why) => write!(f, "undecodable body ({why})"),
             other => f.write_str(other.key()),
         }
     }
@@ -348,6 +356,20 @@ impl Client {
                     return Err(Failure::TooLarge);
                 }
                 body.extend_from_slice(&chunk);
+            }
+            // The client undoes the gzip and br it asks for; a server may
+            // send another coding regardless.
+            if let Some(codings) = resp
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .filter(|c| !crate::coding::is_identity(c))
+            {
+                body = crate::coding::decode(codings, &body, max_bytes.saturating_add(1))
+                    .map_err(|e| Failure::UndecodableBody(e.key()))?;
+                if body.len() as u64 > max_bytes {
+                    return Err(Failure::TooLarge);
+                }
             }
         }
         Ok(Response {

@@ -6,11 +6,13 @@
 //! # Brief overview
 //! - [`robots`]: robots.txt parsing and matching (RFC 9309, Google's reading).
 //! - [`addr`]: which resolved addresses may be fetched (SSRF protection).
+//! - [`coding`]: `Content-Encoding` undone (gzip, deflate, br, zstd, stacked).
 //! - [`http`]: one GET with the address policy, timeouts, size limits and
 //!   failure reasons.
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod coding;
 pub mod http;
 
 /// The product token wit answers to in robots.txt rules, robots meta tags

@@ -12,8 +12,70 @@
 //! 4 MiB are read: the RFC asks for at least 500 KiB, and real files exceed it
 //! (docs.oracle.com's is 1.6 MB, with rules past the first 500 KiB).
 
+use url::Url;
+
+use crate::http::{Client, Failure};
+
 /// Bytes of a robots.txt that are parsed.
 pub const MAX_BYTES: usize = 4 << 20;
+
+/// Redirects followed to reach a robots.txt (RFC 9309 section 2.3.1.2: "at
+/// least five consecutive redirects"); past them it counts as unavailable.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// What fetching an origin's robots.txt gave (RFC 9309 section 2.3.1).
+#[derive(Debug)]
+pub enum Fetched {
+    /// A `2xx` answer, after any redirects.
+    Found {
+        /// The body, at most [`MAX_BYTES`] of it parsed.
+        body: Vec<u8>,
+        /// The answer's `Content-Type`, if any.
+        content_type: Option<String>,
+    },
+    /// "Unavailable": a `4xx` other than `429`, a redirect with no target,
+    /// or more than [`MAX_REDIRECTS`] redirects. Every URL is allowed.
+    Unavailable,
+    /// "Unreachable": `429`, `5xx`, or no answer at all. Every URL is
+    /// disallowed; the failure says why (its [`Failure::key`] is the cause
+    /// callers record next to `robots_unreachable`).
+    Unreachable(Failure),
+}
+
+/// Fetches `/robots.txt` of `url`'s origin with `client` (its address
+/// policy, timeouts and size limit apply to every hop), following up to
+/// [`MAX_REDIRECTS`] redirects, to other hosts too.
+pub async fn fetch(client: &Client, url: &Url) -> Fetched {
+    let Ok(mut at) = url.join("/robots.txt") else {
+        return Fetched::Unreachable(Failure::BadUrl);
+    };
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = match client.get(&at, MAX_BYTES as u64, |_| Ok(())).await {
+            Ok(r) => r,
+            Err(f) => return Fetched::Unreachable(f),
+        };
+        match resp.status {
+            200..=299 => {
+                return Fetched::Found {
+                    content_type: resp.header("content-type").map(str::to_string),
+                    body: resp.body,
+                };
+            }
+            300..=399 => match resp.location(&at) {
+                Some(to) => at = to,
+                None => return Fetched::Unavailable,
+            },
+            429 => return Fetched::Unreachable(Failure::Http4xx(429)),
+            400..=499 => return Fetched::Unavailable,
+            s => {
+                return Fetched::Unreachable(
+                    Failure::from_status(s).unwrap_or(Failure::Http5xx(s)),
+                );
+            }
+        }
+    }
+    Fetched::Unavailable
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
@@ -75,7 +137,7 @@ impl Robots {
                     // An empty Disallow allows everything: no rule.
                     if !value.is_empty() {
                         let allow = key == "allow";
-                        let pattern = normalize_pattern(value);
+                        let pattern = canonical(value, true);
                         let group = current.as_mut().unwrap_or(&mut orphan);
                         // As Google does: allowing a directory's index page
                         // allows the directory's own URL too.
@@ -158,7 +220,7 @@ impl Rules {
         if path == "/robots.txt" {
             return true;
         }
-        let path = normalize_pattern(if path.is_empty() { "/" } else { path });
+        let path = canonical(if path.is_empty() { "/" } else { path }, false);
         let mut best: Option<(usize, bool)> = None;
         for rule in &self.rules {
             if matches(&rule.pattern, &path) {
@@ -173,11 +235,31 @@ impl Rules {
     }
 }
 
-/// Percent-encodes what needs it and upper-cases escapes, so that patterns and
-/// paths compare alike (`/caf%c3%a9`, `/café` and `/caf%C3%A9` are one path).
-fn normalize_pattern(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// RFC 3986's unreserved characters: letters, digits, `-`, `.`, `_`, `~`.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The form in which rule patterns and URL paths are compared (RFC 9309
+/// section 2.2.2, read as protego and Google read it): an escape of an
+/// unreserved character becomes the character (`%7E` is `~`); every other
+/// octet but `/` is percent-encoded with upper-case hex digits: reserved
+/// characters written literally (`*` in a path is `%2A`), their escapes in
+/// any case (`%2a` is `%2A`), non-ASCII characters as their UTF-8 octets
+/// (`é` is `%C3%A9`), and a `%` that starts no escape (`%25`). In a rule
+/// pattern (`pattern`), `*` and a final `$` written literally stay: they
+/// are the wildcard and the end anchor; written `%2A` and `%24` they are the
+/// characters. So `/caf%c3%a9`, `/café` and `/caf%C3%A9` are one path, and
+/// `Disallow: /a-%2A.html` keeps out `/a-*.html`.
+fn canonical(s: &str, pattern: bool) -> String {
     let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    let push_escape = |out: &mut String, v: u8| {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        out.push('%');
+        out.push(HEX[usize::from(v >> 4)] as char);
+        out.push(HEX[usize::from(v & 15)] as char);
+    };
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -185,23 +267,22 @@ fn normalize_pattern(s: &str) -> String {
             && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
             && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         {
-            // RFC 9309 2.2.2: escapes of unreserved characters equal the characters.
             let v = u8::from_str_radix(&s[i + 1..i + 3], 16).expect("two hex digits");
-            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+            if unreserved(v) {
                 out.push(v as char);
             } else {
-                out.push('%');
-                out.push(b[i + 1].to_ascii_uppercase() as char);
-                out.push(b[i + 2].to_ascii_uppercase() as char);
+                push_escape(&mut out, v);
             }
             i += 3;
-        } else if c >= 0x80 || c == b' ' {
-            out.push_str(&format!("%{c:02X}"));
-            i += 1;
-        } else {
-            out.push(c as char);
-            i += 1;
+            continue;
         }
+        let special = pattern && (c == b'*' || (c == b'$' && i + 1 == b.len()));
+        if unreserved(c) || c == b'/' || special {
+            out.push(c as char);
+        } else {
+            push_escape(&mut out, c);
+        }
+        i += 1;
     }
     out
 }
@@ -317,5 +398,33 @@ mod tests {
             "w",
             "/café"
         ));
+    }
+
+    #[test]
+    fn rules_and_paths_are_compared_in_one_percent_encoded_form() {
+        let d = |rule: &str| format!("User-agent: *\nDisallow: {rule}\n");
+        // RFC 9309 2.2.3: an escaped reserved character is the character.
+        let r = d("/path/file-with-a-%2A.html");
+        assert!(!allowed(&r, "w", "/path/file-with-a-*.html"));
+        assert!(!allowed(&r, "w", "/path/file-with-a-%2a.html"));
+        // ... but not a wildcard.
+        assert!(allowed(&r, "w", "/path/file-with-a-xyz.html"));
+        let r = d("/path/foo-%24");
+        assert!(!allowed(&r, "w", "/path/foo-$"));
+        assert!(allowed(&r, "w", "/path/foo-"), "%24 is no end anchor");
+        // A literal reserved character in the rule equals its escape in the path.
+        assert!(!allowed(&d("/a!b"), "w", "/a%21b"));
+        assert!(!allowed(&d("/a(b)"), "w", "/a%28b%29"));
+        // `$` anchors only at the end of a rule; elsewhere it is a character.
+        assert!(!allowed(&d("/a$b"), "w", "/a%24b"));
+        assert!(allowed(&d("/a$"), "w", "/ab") && !allowed(&d("/a$"), "w", "/a"));
+        // Unreserved escapes are the characters, both ways; `/` and its escape differ.
+        assert!(!allowed(&d("/%7Euser"), "w", "/~user"));
+        assert!(!allowed(&d("/~user"), "w", "/%7euser"));
+        assert!(allowed(&d("/a%2Fb"), "w", "/a/b"));
+        // Non-ASCII either way, a stray `%` is `%25`.
+        assert!(!allowed(&d("/日本"), "w", "/%E6%97%A5%E6%9C%AC"));
+        assert!(!allowed(&d("/%e6%97%a5"), "w", "/日本"));
+        assert!(!allowed(&d("/100%"), "w", "/100%25"));
     }
 }

@@ -46,7 +46,7 @@ use wit_contract::{
 };
 use wit_net::addr::AddressPolicy;
 use wit_net::http::{Client, ClientOptions, Failure, Head};
-use wit_net::robots::{Robots, Rules};
+use wit_net::robots::{Fetched, Robots, Rules};
 
 use crate::resize::{ImageOptions, process};
 
@@ -67,6 +67,10 @@ pub struct DownloadOptions {
     pub host_delay: Duration,
     /// Retries of a failed download (timeouts, connection errors, 429, 5xx).
     pub retries: u32,
+    /// Longest redirect chain followed to an image (0: none). Every hop is
+    /// checked as the first request is: scheme, address policy, the new
+    /// origin's robots.txt, `X-Robots-Tag`.
+    pub max_redirects: u32,
     /// The longest `Retry-After` waited for.
     pub max_retry_after: Duration,
     /// Time allowed to connect.
@@ -105,6 +109,7 @@ impl Default for DownloadOptions {
             per_host: 8,
             host_delay: Duration::ZERO,
             retries: 2,
+            max_redirects: 5,
             max_retry_after: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(20),
@@ -140,6 +145,7 @@ impl DownloadOptions {
             "min_side": i.min_side,
             "max_aspect_ratio": if i.max_aspect_ratio.is_finite() { Some(i.max_aspect_ratio) } else { None },
             "max_bytes": self.max_bytes,
+            "max_redirects": self.max_redirects,
             "robots": self.robots,
             "opt_out": self.opt_out,
             "allow_private": self.policy.allow_private,
@@ -354,7 +360,9 @@ fn reopen_failed(dir: &Path, s: u32, opts: &DownloadOptions) -> Result<bool> {
                 key: text(col::KEY, i).unwrap_or_default(),
                 status,
                 reason: text(col::ERROR_REASON, i),
+                error_cause: text(col::ERROR_CAUSE, i),
                 error_message: text(col::ERROR_MESSAGE, i),
+                final_url: text(col::FINAL_URL, i),
                 width: num(col::WIDTH, i),
                 height: num(col::HEIGHT, i),
                 original_width: num(col::ORIGINAL_WIDTH, i),
@@ -462,13 +470,21 @@ fn read_plan(path: &Path) -> Result<Vec<Planned>> {
 }
 
 /// The outcome of one sample, as the journal and the shard record it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Outcome {
     key: String,
     status: String,
     /// Counter name of the failure.
     reason: Option<String>,
+    /// The failure under `reason` where it wraps one (`robots_unreachable`:
+    /// why robots.txt could not be read).
+    #[serde(default)]
+    error_cause: Option<String>,
     error_message: Option<String>,
+    /// The last URL of the redirect chain: where the image came from, or
+    /// where it failed (none: no redirect).
+    #[serde(default)]
+    final_url: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
     original_width: Option<u32>,
@@ -491,7 +507,8 @@ struct Host {
     slots: Semaphore,
     /// No request starts before this.
     next_at: tokio::sync::Mutex<Instant>,
-    robots: OnceCell<Option<Rules>>,
+    /// The origin's rules, or why its robots.txt was unreachable.
+    robots: OnceCell<std::result::Result<Rules, Failure>>,
 }
 
 impl Shared {
@@ -575,13 +592,17 @@ async fn download_shard(
         bump(&o.status);
         if let Some(r) = &o.reason {
             bump(&format!("error_{r}"));
+            if let Some(c) = &o.error_cause {
+                bump(&format!("error_{r}_{c}"));
+            }
         }
         if let Some(m) = &o.error_message {
             *status_dict.entry(m.clone()).or_default() += 1;
         }
         if o.status == "success" {
             let meta = serde_json::json!({
-                "key": o.key, "url": p.pair.url, "caption": p.pair.text, "uid": p.pair.uid,
+                "key": o.key, "url": p.pair.url, "final_url": o.final_url,
+                "caption": p.pair.text, "uid": p.pair.uid,
                 "query_ids": p.pair.query_ids, "status": o.status,
                 "width": o.width, "height": o.height,
                 "original_width": o.original_width, "original_height": o.original_height,
@@ -649,6 +670,9 @@ fn write_shard_parquet(
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|(_, o)| o.reason.as_deref()),
             )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(_, o)| o.error_cause.as_deref()),
+            )),
             u32s(|o| o.width),
             u32s(|o| o.height),
             u32s(|o| o.original_width),
@@ -658,6 +682,9 @@ fn write_shard_parquet(
             )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|(p, _)| p.pair.url.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(_, o)| o.final_url.as_deref()),
             )),
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|(p, _)| p.pair.text.as_str()),
@@ -724,12 +751,8 @@ fn failed(
             status: status.to_string(),
             reason: Some(reason.to_string()),
             error_message: Some(message),
-            width: None,
-            height: None,
-            original_width: None,
-            original_height: None,
             sha256: sha,
-            image_len: 0,
+            ..Outcome::default()
         },
         Vec::new(),
     )
@@ -778,34 +801,32 @@ pub fn x_robots_opt_out<'a>(
     None
 }
 
-async fn robots_rules(shared: &Shared, host: &Host, url: &Url) -> Option<Rules> {
+async fn robots_rules(
+    shared: &Shared,
+    host: &Host,
+    url: &Url,
+) -> std::result::Result<Rules, Failure> {
     host.robots
         .get_or_init(|| async {
-            let robots_url = url.join("/robots.txt").ok()?;
-            match shared
-                .client
-                .get(&robots_url, wit_net::robots::MAX_BYTES as u64, |_| Ok(()))
-                .await
-            {
-                Ok(r) if (200..300).contains(&r.status) => {
-                    Some(Robots::parse(&r.body).rules_for(wit_net::ROBOTS_TOKEN))
+            match wit_net::robots::fetch(&shared.client, url).await {
+                Fetched::Found { body, .. } => {
+                    Ok(Robots::parse(&body).rules_for(wit_net::ROBOTS_TOKEN))
                 }
-                // No robots.txt (4xx but 429): everything allowed.
-                Ok(r) if (400..500).contains(&r.status) && r.status != 429 => {
-                    Some(Rules::default())
-                }
+                // No robots.txt: everything allowed.
+                Fetched::Unavailable => Ok(Rules::default()),
                 // 429, 5xx, no answer: nothing allowed (RFC 9309).
-                _ => None,
+                Fetched::Unreachable(f) => Err(f),
             }
         })
         .await
         .clone()
 }
 
+/// Downloads one planned image, following redirects, and decodes, resizes
+/// and encodes it: the sample's outcome and stored bytes.
 async fn fetch_sample(shared: &Shared, p: &Planned) -> (Outcome, Vec<u8>) {
-    let opts = &shared.opts;
     let key = p.key.as_str();
-    let Ok(url) = Url::parse(&p.pair.url) else {
+    let Ok(mut url) = Url::parse(&p.pair.url) else {
         return failed(
             key,
             "failed_to_download",
@@ -814,32 +835,100 @@ async fn fetch_sample(shared: &Shared, p: &Planned) -> (Outcome, Vec<u8>) {
             None,
         );
     };
-    let origin = url.origin().ascii_serialization();
-    let host = shared.host(&origin);
-    if opts.robots && matches!(url.scheme(), "http" | "https") {
-        match robots_rules(shared, &host, &url).await {
-            None => {
-                return failed(
+    let mut hops = 0u32;
+    let (mut outcome, img) = loop {
+        let resp = match fetch_once(shared, key, &url).await {
+            Ok(resp) => resp,
+            Err(failure) => break failure,
+        };
+        if (300..400).contains(&resp.status) {
+            let Some(to) = resp.location(&url) else {
+                break failed(
                     key,
                     "failed_to_download",
-                    "robots_unreachable",
-                    "the host's robots.txt could not be read: all disallowed".into(),
+                    "bad_redirect",
+                    format!("HTTP {} redirect without a usable Location", resp.status),
+                    None,
+                );
+            };
+            if hops >= shared.opts.max_redirects {
+                break failed(
+                    key,
+                    "failed_to_download",
+                    "too_many_redirects",
+                    format!(
+                        "HTTP {} redirect past the limit of {} (--max-redirects)",
+                        resp.status, shared.opts.max_redirects
+                    ),
                     None,
                 );
             }
-            Some(rules) => {
+            hops += 1;
+            url = to;
+            continue;
+        }
+        let sha = hex_sha256(&resp.body);
+        break match process(&resp.body, &shared.opts.image) {
+            Ok(img) => (
+                Outcome {
+                    key: key.to_string(),
+                    status: "success".into(),
+                    width: Some(img.width),
+                    height: Some(img.height),
+                    original_width: Some(img.original_width),
+                    original_height: Some(img.original_height),
+                    sha256: Some(sha),
+                    image_len: img.bytes.len() as u64,
+                    ..Outcome::default()
+                },
+                img.bytes,
+            ),
+            Err(e) => failed(key, "failed_to_resize", e.key(), e.to_string(), Some(sha)),
+        };
+    };
+    if hops > 0 {
+        outcome.final_url = Some(url.to_string());
+    }
+    (outcome, img)
+}
+
+/// One request for `url` (one hop of a redirect chain), checked as every
+/// hop is: the scheme and the address policy (by the client), the origin's
+/// robots.txt, `X-Robots-Tag`; retried on timeouts, connection errors, 429
+/// and 5xx. A `2xx` or `3xx` answer, or the sample's failure.
+async fn fetch_once(
+    shared: &Shared,
+    key: &str,
+    url: &Url,
+) -> std::result::Result<wit_net::http::Response, (Outcome, Vec<u8>)> {
+    let opts = &shared.opts;
+    let host = shared.host(&url.origin().ascii_serialization());
+    if opts.robots && matches!(url.scheme(), "http" | "https") {
+        match robots_rules(shared, &host, url).await {
+            Err(cause) => {
+                let (mut o, img) = failed(
+                    key,
+                    "failed_to_download",
+                    "robots_unreachable",
+                    format!("the host's robots.txt could not be read ({cause}): all disallowed"),
+                    None,
+                );
+                o.error_cause = Some(cause.key().to_string());
+                return Err((o, img));
+            }
+            Ok(rules) => {
                 let path = match url.query() {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_string(),
                 };
                 if !rules.allowed(&path) {
-                    return failed(
+                    return Err(failed(
                         key,
                         "failed_to_download",
                         "robots",
                         "disallowed by robots.txt".into(),
                         None,
-                    );
+                    ));
                 }
             }
         }
@@ -869,62 +958,53 @@ async fn fetch_sample(shared: &Shared, p: &Planned) -> (Outcome, Vec<u8>) {
             }
             Ok(())
         };
-        let result = shared.client.get(&url, opts.max_bytes, accept).await;
+        let result = shared.client.get(url, opts.max_bytes, accept).await;
         if let Some(d) = opted_out.into_inner().expect("no panics") {
-            return failed(
+            return Err(failed(
                 key,
                 "failed_to_download",
                 "opt_out",
                 format!("use of image disallowed by X-Robots-Tag: {d}"),
                 None,
-            );
+            ));
         }
         let (retry_after, why) = match result {
-            Ok(resp) if (200..300).contains(&resp.status) => {
-                let sha = hex_sha256(&resp.body);
-                return match process(&resp.body, &opts.image) {
-                    Ok(img) => (
-                        Outcome {
-                            key: key.to_string(),
-                            status: "success".into(),
-                            reason: None,
-                            error_message: None,
-                            width: Some(img.width),
-                            height: Some(img.height),
-                            original_width: Some(img.original_width),
-                            original_height: Some(img.original_height),
-                            sha256: Some(sha),
-                            image_len: img.bytes.len() as u64,
-                        },
-                        img.bytes,
-                    ),
-                    Err(e) => failed(key, "failed_to_resize", e.key(), e.to_string(), Some(sha)),
-                };
-            }
-            Ok(resp) if resp.status == 429 || resp.status == 503 || resp.status >= 500 => (
+            Ok(resp) if (200..400).contains(&resp.status) => return Ok(resp),
+            Ok(resp) if resp.status == 429 || resp.status >= 500 => (
                 resp.retry_after(),
-                Failure::from_status(resp.status).expect("an error status"),
+                Failure::from_status(resp.status).unwrap_or(Failure::Http5xx(resp.status)),
             ),
-            Ok(resp) if (300..400).contains(&resp.status) => {
-                return failed(
-                    key,
-                    "failed_to_download",
-                    "redirect",
-                    format!("HTTP {} redirect (not followed)", resp.status),
-                    None,
-                );
-            }
             Ok(resp) => {
                 let f = Failure::from_status(resp.status).unwrap_or(Failure::Http4xx(resp.status));
-                return failed(key, "failed_to_download", f.key(), f.to_string(), None);
+                return Err(failed(
+                    key,
+                    "failed_to_download",
+                    f.key(),
+                    f.to_string(),
+                    None,
+                ));
             }
             Err(
                 f @ (Failure::Timeout | Failure::Connect | Failure::Network | Failure::Truncated),
             ) => (None, f),
-            Err(f) => return failed(key, "failed_to_download", f.key(), f.to_string(), None),
+            Err(f) => {
+                return Err(failed(
+                    key,
+                    "failed_to_download",
+                    f.key(),
+                    f.to_string(),
+                    None,
+                ));
+            }
         };
         if attempt >= opts.retries {
-            return failed(key, "failed_to_download", why.key(), why.to_string(), None);
+            return Err(failed(
+                key,
+                "failed_to_download",
+                why.key(),
+                why.to_string(),
+                None,
+            ));
         }
         // Back off: Retry-After, else 1, 2, 4 s... plus up to 50% jitter; the
         // whole host waits.
@@ -932,8 +1012,8 @@ async fn fetch_sample(shared: &Shared, p: &Planned) -> (Outcome, Vec<u8>) {
         let noise = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let jitter = base
-            .mul_f64((splitmix64(u64::from(noise) ^ p.key.len() as u64) % 1000) as f64 / 2000.0);
+        let jitter =
+            base.mul_f64((splitmix64(u64::from(noise) ^ key.len() as u64) % 1000) as f64 / 2000.0);
         let wait = retry_after
             .unwrap_or(base + jitter)
             .min(opts.max_retry_after);

@@ -402,6 +402,16 @@ pub fn report(root: &Path) -> Result<Report> {
             50,
             "failure reasons",
         )?;
+        // The failures under reasons that wrap another (robots_unreachable:
+        // connect, dns, timeout, http_5xx...).
+        let causes = top_counts(
+            lf.clone()
+                .filter(col("error_cause").is_not_null())
+                .filter(col("error_reason").is_not_null()),
+            col("error_reason") + lit(": ") + col("error_cause"),
+            50,
+            "failure causes",
+        )?;
         let total: u64 = by_status.iter().map(|s| s.1).sum();
         let stored = by_status
             .iter()
@@ -413,6 +423,7 @@ pub fn report(root: &Path) -> Result<Report> {
             "samples": total,
             "by_status": by_status.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "failures_by_reason": reasons.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "failures_by_cause": causes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
     }
     let first = funnel.first().map_or(0, |f| f.1);
@@ -636,6 +647,14 @@ impl Report {
             let _ = writeln!(s, "\nDownload failures by reason");
             for (k, v) in r {
                 let _ = writeln!(s, "  {k:<22} {v:>12}");
+            }
+        }
+        if let Some(r) = j["downloads"]["failures_by_cause"].as_object()
+            && !r.is_empty()
+        {
+            let _ = writeln!(s, "\nDownload failures by underlying cause");
+            for (k, v) in r {
+                let _ = writeln!(s, "  {k:<32} {v:>12}");
             }
         }
         let b = &j["balance"];

@@ -14,6 +14,7 @@
 
 pub use error::{Error, Result};
 
+pub mod clean;
 mod error;
 pub mod eval;
 pub mod loader;

@@ -15,7 +15,9 @@
 //!   stream order before batching, so a seed gives the same batches whatever
 //!   the number of workers.
 //! - **Damage**: samples without an image or a caption, or whose image does
-//!   not decode, are skipped and counted ([`LoaderCounts`]).
+//!   not decode, are skipped and counted by reason with the first example
+//!   ([`LoaderCounts`], [`LoaderCounts::explain`]), as are what the shard
+//!   stream skipped (damaged shards, hidden members, split samples).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -99,6 +101,70 @@ pub struct LoaderCounts {
     pub no_text: u64,
     /// Images that did not decode.
     pub bad_image: u64,
+    /// The first unusable sample of each reason (`no_image`, `no_text`,
+    /// `bad_image`): its shard, its key, and whether its key's members were
+    /// apart in the shard (not grouped by key).
+    pub first: BTreeMap<&'static str, (String, String, bool)>,
+    /// What the shard stream met: shards, damage, skipped members, split samples.
+    pub stream: wit_contract::wds::StreamCounts,
+}
+
+impl LoaderCounts {
+    /// Unusable samples in all.
+    pub fn unusable(&self) -> u64 {
+        self.no_image + self.no_text + self.bad_image
+    }
+
+    /// Why samples were unusable, reason by reason with the first example
+    /// (shard and key), and what the shards held that was skipped; empty if
+    /// nothing was.
+    pub fn explain(&self) -> String {
+        let mut parts = Vec::new();
+        for (n, reason, what) in [
+            (
+                self.no_image,
+                "no_image",
+                "without an image member (.jpg, .jpeg, .png, .webp)",
+            ),
+            (self.no_text, "no_text", "without a .txt member"),
+            (self.bad_image, "bad_image", "whose image does not decode"),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let mut line = format!("{n} sample(s) {what}");
+            if let Some((shard, key, split)) = self.first.get(reason) {
+                line.push_str(&format!(" (first: key {key:?} in {shard})"));
+                if *split {
+                    line.push_str(", its members apart in the tar");
+                }
+            }
+            parts.push(line);
+        }
+        let st = &self.stream;
+        if st.split_samples > 0 {
+            parts.push(format!(
+                "{} sample(s) whose key's members are not adjacent in their shard: a WebDataset tar keeps each sample's members together (sort the members by key, e.g. `tar --sort=name`)",
+                st.split_samples
+            ));
+        }
+        if st.skipped_members > 0 {
+            parts.push(format!(
+                "{} member(s) skipped as webdataset skips them (hidden, such as macOS's ._ files, or without an extension)",
+                st.skipped_members
+            ));
+        }
+        if st.unopenable > 0 {
+            parts.push(format!("{} shard(s) could not be opened", st.unopenable));
+        }
+        if st.corrupt > 0 {
+            parts.push(format!("{} shard(s) truncated or corrupt", st.corrupt));
+        }
+        if st.bad_samples > 0 {
+            parts.push(format!("{} sample(s) repeat a member", st.bad_samples));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Turns one image into `3 x size x size` normalised values.
@@ -233,18 +299,15 @@ pub fn epoch(
         // Reader -> workers: (index, sample); workers -> here: (index, result).
         let (sample_tx, sample_rx) = sync_channel::<(u64, Sample)>(opts.queue * workers);
         let sample_rx = std::sync::Arc::new(std::sync::Mutex::new(sample_rx));
-        let (done_tx, done_rx) = sync_channel::<(
-            u64,
-            Result<(String, Vec<f32>, Vec<u32>), &'static str>,
-        )>(opts.queue * workers);
-        scope.spawn(move || {
+        let (done_tx, done_rx) = sync_channel::<(u64, Prepared)>(opts.queue * workers);
+        let reader = scope.spawn(move || {
             let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle);
             let mut i = 0u64;
             stream.epoch(epoch, |s| {
                 let ok = i < opts.skip || sample_tx.send((i, s)).is_ok();
                 i += 1;
                 ok && !stop.load(std::sync::atomic::Ordering::Relaxed)
-            });
+            })
         });
         for _ in 0..workers {
             let (rx, tx) = (sample_rx.clone(), done_tx.clone());
@@ -261,22 +324,38 @@ pub fn epoch(
         }
         drop(done_tx);
         gather(done_rx, opts, &mut counts, &mut each, stop);
+        counts.stream = reader.join().expect("the shard reader does not panic");
     });
     counts
 }
 
-type Prepared = Result<(String, Vec<f32>, Vec<u32>), &'static str>;
+/// A sample the loader could not use: why, and which.
+#[derive(Debug)]
+struct Unusable {
+    reason: &'static str,
+    shard: String,
+    key: String,
+    split: bool,
+}
+
+type Prepared = Result<(String, Vec<f32>, Vec<u32>), Unusable>;
 
 fn prepare(s: &Sample, opts: &LoaderOptions, epoch: u64, tokenizer: &Tokenizer) -> Prepared {
+    let unusable = |reason| Unusable {
+        reason,
+        shard: s.shard.to_string(),
+        key: s.key.clone(),
+        split: s.split,
+    };
     let Some(img) = IMAGE_FIELDS.iter().find_map(|k| s.fields.get(*k)) else {
-        return Err("no_image");
+        return Err(unusable("no_image"));
     };
     let Some(text) = s.fields.get("txt") else {
-        return Err("no_text");
+        return Err(unusable("no_text"));
     };
     let key_hash = wit_contract::wds::fnv1a(&s.key);
     let seed = opts.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key_hash;
-    let pixels = preprocess(img, opts.size, opts.mode, seed).map_err(|_| "bad_image")?;
+    let pixels = preprocess(img, opts.size, opts.mode, seed).map_err(|_| unusable("bad_image"))?;
     let tokens = tokenizer.context_of(&String::from_utf8_lossy(text), opts.context);
     Ok((s.key.clone(), pixels, tokens))
 }
@@ -309,9 +388,17 @@ fn gather(
             batch.keys.push(key);
             counts.samples += 1;
         }
-        Err("no_image") => counts.no_image += 1,
-        Err("no_text") => counts.no_text += 1,
-        Err(_) => counts.bad_image += 1,
+        Err(u) => {
+            match u.reason {
+                "no_image" => counts.no_image += 1,
+                "no_text" => counts.no_text += 1,
+                _ => counts.bad_image += 1,
+            }
+            counts
+                .first
+                .entry(u.reason)
+                .or_insert((u.shard, u.key, u.split));
+        }
     };
     for (i, r) in rx.iter() {
         if !go_on {
@@ -422,13 +509,15 @@ mod tests {
         let (b, cb) = run(3, 5);
         assert_eq!(ca, cb);
         assert_eq!(
-            ca,
-            LoaderCounts {
-                samples: 43,
-                no_image: 0,
-                no_text: 1,
-                bad_image: 1
-            }
+            (ca.samples, ca.no_image, ca.no_text, ca.bad_image),
+            (43, 0, 1, 1)
+        );
+        assert_eq!(ca.stream.shards, 1);
+        let explained = ca.explain();
+        assert!(
+            explained.contains("1 sample(s) without a .txt member (first: key ")
+                && explained.contains("1 sample(s) whose image does not decode"),
+            "{explained}"
         );
         assert_eq!(a.len(), 5);
         assert_eq!(a.last().unwrap().len(), 3);

@@ -4,11 +4,9 @@
 //!   `trainer/assets/` with its licence: the 256 byte symbols, the same with
 //!   an end-of-word mark `</w>`, the first 48,894 merges, then
 //!   `<start_of_text>` and `<end_of_text>`: 49,408 ids.
-//! - **Cleaning** (open_clip's default, "lower"): a subset of ftfy's
-//!   `fix_text` (UTF-8 read as Latin-1 or Windows-1252, line breaks, control
-//!   characters, curly quotes, Latin ligatures, full-width forms, NFC), HTML
-//!   entities decoded twice (numeric ones and the common named ones),
-//!   whitespace runs collapsed, lowercase.
+//! - **Cleaning** (open_clip's default, "lower"): ftfy 6.3.1's `fix_text`
+//!   with its defaults, Python's `html.unescape` twice, whitespace runs
+//!   collapsed, lowercase ([`crate::clean`]).
 //! - **Pre-tokens**: the two special tokens, English contractions, letter
 //!   runs, single digits, and runs of other non-space characters, without
 //!   regard to case; each is UTF-8 encoded, mapped to byte symbols and merged
@@ -20,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
-use unicode_normalization::UnicodeNormalization;
 
 /// The vocabulary file, gzipped, as OpenAI published it.
 const VOCAB_GZ: &[u8] = include_bytes!("../assets/bpe_simple_vocab_16e6.txt.gz");
@@ -213,179 +210,7 @@ impl Tokenizer {
     }
 }
 
-/// open_clip's "lower" cleaning (see the module documentation).
-pub fn clean(text: &str) -> String {
-    let fixed = fix_text(text);
-    let unescaped = unescape_html(&unescape_html(&fixed));
-    let collapsed: Vec<&str> = unescaped
-        .split(is_python_space)
-        .filter(|s| !s.is_empty())
-        .collect();
-    collapsed.join(" ").to_lowercase()
-}
-
-/// Python's `str.split()` whitespace: Unicode White_Space plus the
-/// information separators U+001C..U+001F.
-fn is_python_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Windows-1252's characters for bytes 0x80..0x9f (where it differs from Latin-1).
-const CP1252: [char; 32] = [
-    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
-    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
-];
-
-/// The commonest mojibake, which ftfy repairs: UTF-8 bytes that were decoded
-/// as Latin-1 or Windows-1252 ("Ã©" for "é"). The whole text is turned back
-/// into those bytes; if they are valid UTF-8 that differs, it is the repair.
-fn fix_mojibake(text: &str) -> Option<String> {
-    if !text.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        let b = match c as u32 {
-            n @ 0..=0xff => n as u8,
-            _ => 0x80 + CP1252.iter().position(|&x| x == c)? as u8,
-        };
-        bytes.push(b);
-    }
-    String::from_utf8(bytes).ok().filter(|fixed| fixed != text)
-}
-
-/// The parts of ftfy's `fix_text` that apply to short texts: the commonest
-/// mojibake, line breaks, control characters, curly quotes, ligatures,
-/// full-width forms, NFC.
-fn fix_text(text: &str) -> String {
-    let repaired = fix_mojibake(text);
-    let text = repaired.as_deref().unwrap_or(text);
-    let mut s = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                s.push('\n');
-            }
-            '\u{2028}' | '\u{2029}' | '\u{85}' => s.push('\n'),
-            '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' => s.push('\''),
-            '\u{201c}' | '\u{201d}' | '\u{201e}' | '\u{201f}' => s.push('"'),
-            '\u{fb00}' => s.push_str("ff"),
-            '\u{fb01}' => s.push_str("fi"),
-            '\u{fb02}' => s.push_str("fl"),
-            '\u{fb03}' => s.push_str("ffi"),
-            '\u{fb04}' => s.push_str("ffl"),
-            '\u{fb05}' | '\u{fb06}' => s.push_str("st"),
-            '\u{3000}' => s.push(' '),
-            '\u{ff01}'..='\u{ff5e}' => {
-                s.push(char::from_u32(c as u32 - 0xff01 + 0x21).expect("ASCII"))
-            }
-            // Control characters ftfy removes (keeping tab, newline, form feed).
-            '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' => {}
-            '\u{200b}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {}
-            c => s.push(c),
-        }
-    }
-    s.nfc().collect()
-}
-
-/// Decodes numeric character references and the common named entities, as
-/// Python's `html.unescape` does for them.
-fn unescape_html(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    const NAMED: &[(&str, &str)] = &[
-        ("amp", "&"),
-        ("lt", "<"),
-        ("gt", ">"),
-        ("quot", "\""),
-        ("apos", "'"),
-        ("nbsp", "\u{a0}"),
-        ("copy", "©"),
-        ("reg", "®"),
-        ("trade", "™"),
-        ("hellip", "…"),
-        ("mdash", "—"),
-        ("ndash", "–"),
-        ("lsquo", "‘"),
-        ("rsquo", "’"),
-        ("ldquo", "“"),
-        ("rdquo", "”"),
-        ("laquo", "«"),
-        ("raquo", "»"),
-        ("euro", "€"),
-        ("pound", "£"),
-        ("yen", "¥"),
-        ("cent", "¢"),
-        ("deg", "°"),
-        ("times", "×"),
-        ("divide", "÷"),
-        ("middot", "·"),
-        ("bull", "•"),
-        ("para", "¶"),
-        ("sect", "§"),
-        ("eacute", "é"),
-        ("egrave", "è"),
-        ("agrave", "à"),
-        ("aacute", "á"),
-        ("uuml", "ü"),
-        ("ouml", "ö"),
-        ("auml", "ä"),
-        ("szlig", "ß"),
-        ("ccedil", "ç"),
-        ("ntilde", "ñ"),
-        ("iacute", "í"),
-        ("oacute", "ó"),
-        ("uacute", "ú"),
-    ];
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let decoded = if let Some(num) = rest.strip_prefix("&#") {
-            let (hex, digits) = match num.strip_prefix(['x', 'X']) {
-                Some(h) => (true, h),
-                None => (false, num),
-            };
-            let n = digits
-                .find(|c: char| !c.is_ascii_hexdigit() || (!hex && !c.is_ascii_digit()))
-                .unwrap_or(digits.len());
-            let value = u32::from_str_radix(&digits[..n], if hex { 16 } else { 10 }).ok();
-            match (n > 0, value.and_then(char::from_u32)) {
-                (true, Some(c)) => {
-                    let consumed =
-                        2 + usize::from(hex) + n + usize::from(digits[n..].starts_with(';'));
-                    Some((c.to_string(), consumed))
-                }
-                _ => None,
-            }
-        } else {
-            NAMED.iter().find_map(|(name, text)| {
-                rest[1..]
-                    .strip_prefix(name)
-                    .and_then(|r| r.strip_prefix(';'))
-                    .map(|_| (text.to_string(), name.len() + 2))
-            })
-        };
-        match decoded {
-            Some((text, consumed)) => {
-                out.push_str(&text);
-                rest = &rest[consumed..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::clean::clean;
 
 #[cfg(test)]
 mod tests {
@@ -419,6 +244,9 @@ mod tests {
             clean("  A  “Big”\tDOG &amp;amp; ﬁsh\r\n"),
             "a \"big\" dog & fish"
         );
-        assert_eq!(unescape_html("&#39;&#x41;&unknown;&"), "'A&unknown;&");
+        assert_eq!(
+            crate::clean::html_unescape("&#39;&#x41;&unknown;&"),
+            "'A&unknown;&"
+        );
     }
 }

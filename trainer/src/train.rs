@@ -26,7 +26,7 @@
 //! whole batch's contrastive loss (the negatives of all micro-batches),
 //! at the cost of a second forward pass.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -380,7 +380,10 @@ impl<'a> Trainer<'a> {
                     }
                 }
             });
-            summary.skipped += counts.no_image + counts.no_text + counts.bad_image;
+            summary.skipped += counts.unusable();
+            if counts.unusable() > 0 || !counts.explain().is_empty() {
+                tracing::warn!("epoch {}: {}", self.position.epoch, counts.explain());
+            }
             if let Some(e) = failure.take() {
                 self.progress.finish();
                 return Err(e);
@@ -392,12 +395,27 @@ impl<'a> Trainer<'a> {
             // whole epoch without one step means the data is too small.
             if steps_this_epoch == 0 && opts.skip == 0 {
                 self.progress.finish();
-                return Err(TrainError::Invalid(format!(
-                    "one epoch of the {} shard(s) gives fewer than {} usable samples (batch size {}): add data or lower --batch-size",
-                    shards.len(),
-                    self.config.batch_size,
-                    self.config.batch_size
-                )));
+                let why = counts.explain();
+                return Err(TrainError::Invalid(
+                    if counts.samples == 0 && !why.is_empty() {
+                        format!(
+                            "one epoch of the {} shard(s) gives no usable sample: {why}",
+                            shards.len()
+                        )
+                    } else {
+                        format!(
+                            "one epoch of the {} shard(s) gives {} usable sample(s), fewer than the batch size {}: add data or lower --batch-size{}",
+                            shards.len(),
+                            counts.samples,
+                            self.config.batch_size,
+                            if why.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({why})")
+                            }
+                        )
+                    },
+                ));
             }
             self.position.epoch += 1;
             self.position.offset = 0;
@@ -785,7 +803,52 @@ fn save(path: &Path, tensors: Vec<(String, Tensor)>, meta: HashMap<String, Strin
     let tmp = path.with_file_name(name);
     safetensors::tensor::serialize_to_file(tensors, Some(meta), &tmp)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", tmp.display())))?;
+    sort_header(&tmp)?;
     std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Rewrites the JSON header of the safetensors file at `path` with its keys
+/// in sorted order, in place. The `safetensors` crate writes `__metadata__`
+/// from a `HashMap`, in an order that changes from run to run; sorted, the
+/// same model gives the same bytes. The header keeps its length (the same
+/// keys and values, compact JSON; padded with spaces, as the format allows,
+/// were it ever shorter).
+///
+/// # Errors
+/// An unreadable file or a bad header.
+fn sort_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let bad = |e: &dyn std::fmt::Display| {
+        TrainError::Invalid(format!("{}: bad safetensors header: {e}", path.display()))
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io(path))?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| bad(&e))?;
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).map_err(io(path))?;
+    let mut v: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(&e))?;
+    if let Some(meta) = v.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(meta.take()).map_err(|e| bad(&e))?;
+        *meta = serde_json::to_value(sorted).map_err(|e| bad(&e))?;
+    }
+    let mut sorted = serde_json::to_vec(&v).map_err(|e| bad(&e))?;
+    if sorted.len() > len {
+        return Err(bad(&format!(
+            "{} bytes sorted against {len} as written",
+            sorted.len()
+        )));
+    }
+    sorted.resize(len, b' ');
+    f.seek(SeekFrom::Start(8)).map_err(io(path))?;
+    f.write_all(&sorted).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
 }
 
 /// The `__metadata__` of a safetensors file, read from its header only.
