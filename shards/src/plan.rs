@@ -11,9 +11,13 @@
 //! commits, resume, `--parts/--part`, backup tasks: [`run_stage_to_end`]):
 //!
 //! - *Scatter* (`shards/_shuffle/`, one part per balanced part): each pair,
-//!   with h, its input index and its bucket (B ranges of equal width of h),
-//!   sorted by bucket, one row group per bucket:
-//!   `_shuffle/part-PPPPP.parquet`.
+//!   with h and its input index, by bucket (B ranges of equal width of h),
+//!   one record batch per bucket, in bucket order, in an Arrow IPC file
+//!   (zstd): `_shuffle/part-PPPPP.arrow`. IPC, not Parquet: a task opens
+//!   every scatter file for its one bucket, and an IPC file's footer is a
+//!   list of batch offsets read without decoding, where a Parquet footer of
+//!   B row groups is decoded whole each time (B tasks x P files x B row
+//!   groups: a cost that grew with the square of the pairs).
 //! - *Plan* (`shards/_plan/`, one part per group of K consecutive shards):
 //!   the buckets that hold the group's places (their sizes, summed from the
 //!   scatter's sidecars, give each bucket's first place) are read one at a
@@ -33,6 +37,9 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use wit_contract::layout::{part_file_name, part_stats_name};
 use wit_contract::manifest::read_part_stats;
+use arrow_ipc::CompressionType;
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use wit_contract::pq::write_error;
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
@@ -60,10 +67,9 @@ pub(crate) struct PlanSpec<'a> {
     pub memory_budget: u64,
 }
 
-/// The rows of a scatter part, bucket by bucket, a row group each.
+/// The rows of a scatter part, bucket by bucket, a record batch each.
 fn scattered() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("bucket", DataType::UInt32, false),
         Field::new("h", DataType::UInt64, false),
         Field::new("index", DataType::UInt64, false),
         Field::new(col::UID, DataType::Utf8, false),
@@ -134,6 +140,7 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             "balanced_params_hash": upstream.params_hash,
             "seed": p.seed,
             "buckets": buckets,
+            "format": "arrow_ipc",
         }),
     };
     let shuffled = run_stage_to_end(&scatter, run, |ctx| {
@@ -160,19 +167,30 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             batches.push(batch);
         }
         let mut counts = Counts::from([("pairs".to_string(), index - offsets[part as usize])]);
-        let output = ctx.output(&part_file_name(part));
-        let mut writer = pq::ParquetWriter::create_bucketed(&output, scattered(), "bucket")?;
+        let output = ctx.output(&scatter_name(part));
+        let file = std::fs::File::create(&output).map_err(|e| Error::io(&output, e))?;
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))
+            .map_err(|e| write_error(&output, e))?;
+        let mut writer = FileWriter::try_new_with_options(
+            std::io::BufWriter::new(file),
+            &scattered(),
+            options,
+        )
+        .map_err(|e| write_error(&output, e))?;
+        // One batch per bucket, empty ones too: batch b is bucket b.
         for (b, rows) in rows.iter().enumerate() {
             counts.insert(format!("bucket_{b:05}"), rows.len() as u64);
-            if rows.is_empty() {
-                continue;
-            }
-            let batch =
-                scatter_batch(b as u32, &batches, rows).map_err(|e| write_error(&output, e))?;
-            writer.write(&batch)?;
-            writer.flush()?;
+            let batch = scatter_batch(&batches, rows).map_err(|e| write_error(&output, e))?;
+            writer.write(&batch).map_err(|e| write_error(&output, e))?;
         }
-        writer.finish()?;
+        writer.finish().map_err(|e| write_error(&output, e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| write_error(&output, e))?
+            .into_inner()
+            .map_err(|e| Error::io(&output, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&output, e))?;
         Ok(counts)
     })?;
 
@@ -216,16 +234,14 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
             let mut batches = Vec::new();
             let mut order: Vec<(u64, u64, usize, usize)> = Vec::with_capacity((hi - lo) as usize);
             for part in 0..upstream.parts {
-                let path = scatter.dir.join(part_file_name(part));
-                for batch in pq::read_row_groups_where(&path, &scattered(), "bucket", b as u32)? {
-                    let batch = batch?;
-                    let h = batch.column(1).as_primitive::<UInt64Type>();
-                    let index = batch.column(2).as_primitive::<UInt64Type>();
-                    for i in 0..batch.num_rows() {
-                        order.push((h.value(i), index.value(i), batches.len(), i));
-                    }
-                    batches.push(batch);
+                let path = scatter.dir.join(scatter_name(part));
+                let batch = read_bucket(&path, b as u32, buckets)?;
+                let h = batch.column(0).as_primitive::<UInt64Type>();
+                let index = batch.column(1).as_primitive::<UInt64Type>();
+                for i in 0..batch.num_rows() {
+                    order.push((h.value(i), index.value(i), batches.len(), i));
                 }
+                batches.push(batch);
             }
             if order.len() as u64 != hi - lo {
                 return Err(Error::bad_input(
@@ -257,12 +273,60 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
     })
 }
 
-/// A scatter part's rows of bucket `bucket`: (h, index, batch, row) in input order.
+/// The scatter file of balanced part `part`.
+fn scatter_name(part: u32) -> String {
+    format!("part-{part:05}.arrow")
+}
+
+/// Bucket `bucket` of a scatter file: its batch of that index, the file's
+/// other batches left unread.
+///
+/// # Errors
+/// [`Error::BadInput`] naming the file if it is not a scatter file of
+/// `buckets` buckets.
+fn read_bucket(path: &Path, bucket: u32, buckets: u32) -> Result<RecordBatch> {
+    wit_contract::store::local(path)?;
+    let bad = |m: String| Error::bad_input(path, m);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = FileReader::try_new_buffered(file, None)
+        .map_err(|e| bad(format!("not a readable Arrow IPC file: {e}")))?;
+    if reader.schema() != scattered() {
+        return Err(bad(format!("not a scatter file: schema {}", reader.schema())));
+    }
+    if reader.num_batches() != buckets as usize {
+        return Err(bad(format!(
+            "holds {} buckets, the plan has {buckets}",
+            reader.num_batches()
+        )));
+    }
+    reader
+        .set_index(bucket as usize)
+        .map_err(|e| bad(format!("bucket {bucket}: {e}")))?;
+    let batch = reader
+        .next()
+        .ok_or_else(|| bad(format!("bucket {bucket} is missing")))?
+        .map_err(|e| bad(format!("bucket {bucket} is corrupt: {e}")))?;
+    // What the reader decompressed, not a buffer it grew.
+    let (schema, mut columns, rows) = batch.into_parts();
+    for c in &mut columns {
+        c.shrink_to_fit();
+    }
+    RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| bad(e.to_string()))
+}
+
+/// A scatter part's rows of one bucket: (h, index, batch, row) in input order.
 fn scatter_batch(
-    bucket: u32,
     batches: &[RecordBatch],
     rows: &[(u64, u64, usize, usize)],
 ) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    if rows.is_empty() {
+        return Ok(RecordBatch::new_empty(scattered()));
+    }
     let pick = |name: &str| -> std::result::Result<ArrayRef, arrow_schema::ArrowError> {
         let arrays: Vec<&dyn Array> = batches
             .iter()
@@ -287,7 +351,6 @@ fn scatter_batch(
     RecordBatch::try_new(
         scattered(),
         vec![
-            Arc::new(arrow_array::UInt32Array::from(vec![bucket; rows.len()])),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.1))),
             pick(col::UID)?,
@@ -337,10 +400,10 @@ impl ShardBuilder {
         let s = |c: usize| -> &StringArray { batch.column(c).as_string::<i32>() };
         self.keys
             .append_value(sample_key(self.shard, self.len, self.size));
-        self.uids.append_value(s(3).value(i));
-        self.urls.append_value(s(4).value(i));
-        self.texts.append_value(s(5).value(i));
-        let l = batch.column(6).as_list::<i32>().value(i);
+        self.uids.append_value(s(2).value(i));
+        self.urls.append_value(s(3).value(i));
+        self.texts.append_value(s(4).value(i));
+        let l = batch.column(5).as_list::<i32>().value(i);
         self.lists
             .values()
             .append_slice(l.as_primitive::<arrow_array::types::UInt32Type>().values());
