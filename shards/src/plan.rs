@@ -34,12 +34,12 @@ use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use wit_contract::layout::{part_file_name, part_stats_name};
-use wit_contract::manifest::read_part_stats;
 use arrow_ipc::CompressionType;
 use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use wit_contract::layout::{part_file_name, part_stats_name};
+use wit_contract::manifest::read_part_stats;
 use wit_contract::pq::write_error;
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
@@ -172,12 +172,9 @@ pub(crate) fn make_plan(p: &PlanSpec<'_>, run: &RunOptions<'_>) -> Result<Summar
         let options = IpcWriteOptions::default()
             .try_with_compression(Some(CompressionType::ZSTD))
             .map_err(|e| write_error(&output, e))?;
-        let mut writer = FileWriter::try_new_with_options(
-            std::io::BufWriter::new(file),
-            &scattered(),
-            options,
-        )
-        .map_err(|e| write_error(&output, e))?;
+        let mut writer =
+            FileWriter::try_new_with_options(std::io::BufWriter::new(file), &scattered(), options)
+                .map_err(|e| write_error(&output, e))?;
         // One batch per bucket, empty ones too: batch b is bucket b.
         for (b, rows) in rows.iter().enumerate() {
             counts.insert(format!("bucket_{b:05}"), rows.len() as u64);
@@ -291,7 +288,10 @@ fn read_bucket(path: &Path, bucket: u32, buckets: u32) -> Result<RecordBatch> {
     let mut reader = FileReader::try_new_buffered(file, None)
         .map_err(|e| bad(format!("not a readable Arrow IPC file: {e}")))?;
     if reader.schema() != scattered() {
-        return Err(bad(format!("not a scatter file: schema {}", reader.schema())));
+        return Err(bad(format!(
+            "not a scatter file: schema {}",
+            reader.schema()
+        )));
     }
     if reader.num_batches() != buckets as usize {
         return Err(bad(format!(
