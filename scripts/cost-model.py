@@ -39,9 +39,9 @@ def flags():
     a("--extract-speedup", type=float, default=1.27,
       help="wit extract's speed over cc2dataset's way (FastWARC + simdjson) per byte of WAT, "
            "one core each, same run (scripts/wat-rate.py: 1.27x)")
-    a("--match-us", type=float, default=4.7, help="wit match, µs CPU per candidate (bench-scale, 100M rows)")
-    a("--balance-us", type=float, default=5.0, help="wit balance, µs CPU per candidate row (bench-scale, 100M)")
-    a("--plan-us", type=float, default=11.6, help="wit download plan, µs CPU per candidate row (bench-scale, 100M)")
+    a("--match-us", type=float, default=4.4, help="wit match, µs CPU per candidate (bench-scale, 100M rows)")
+    a("--balance-us", type=float, default=5.4, help="wit balance, µs CPU per candidate row (bench-scale, 100M)")
+    a("--plan-us", type=float, default=7.1, help="wit download plan, µs CPU per candidate row (bench-scale, 100M)")
     a("--download-ms", type=float, default=3.80,
       help="wit download, ms CPU per image at 256 px (cargo bench -p wit-shards --bench download)")
     a("--stats-us", type=float, default=5.0, help="wit stats, µs CPU per candidate row (bench-scale, 100M)")
@@ -74,11 +74,11 @@ def main():
     rows = [
         # stage, rows in, core-hours, bytes out, memory per task
         ("extract (WAT files)", wats, wats * wat_s / h, candidates * f.candidate_bytes, "one archive streamed"),
-        ("match", candidates, candidates * f.match_us / 1e6 / h, matched * f.matched_bytes, "170 MiB"),
+        ("match", candidates, candidates * f.match_us / 1e6 / h, matched * f.matched_bytes, "170-200 MiB"),
         ("balance", matched, matched * f.balance_us / 1e6 / h, matched * f.balanced_bytes,
-         "150-310 MiB (--memory-budget 32M)"),
+         "150-190 MiB (--memory-budget 32M)"),
         ("download plan", balanced, balanced * f.plan_us / 1e6 / h, balanced * f.plan_bytes,
-         "270-420 MiB (--memory-budget 128M)"),
+         "240-320 MiB (--memory-budget 128M)"),
         ("download", balanced, balanced * f.download_ms / 1e3 / h, f.pairs * f.image_bytes, "about 100 MiB"),
         ("stats", candidates, candidates * f.stats_us / 1e6 / h, 0.0, "about 100 MiB"),
     ]
