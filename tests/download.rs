@@ -69,9 +69,9 @@ fn balanced_dataset_of(ds: &Path, urls: &[String]) {
 /// A shard row: key, status, error message, width, height.
 type Row = (String, String, Option<String>, Option<u32>, Option<u32>);
 
-/// Every row of the shards' Parquet files, by URL.
-fn shard_rows(dir: &Path) -> BTreeMap<String, Row> {
-    let mut out = BTreeMap::new();
+/// Every batch of the shards' Parquet files in `dir` (`shard` schema).
+fn shard_batches(dir: &Path) -> Vec<arrow_array::RecordBatch> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -79,30 +79,38 @@ fn shard_rows(dir: &Path) -> BTreeMap<String, Row> {
             continue;
         }
         for batch in wit_contract::pq::read_file(&p, &schema::shard()).unwrap() {
-            let b = batch.unwrap();
-            let u32col = |n: &str| {
-                b.column_by_name(n)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<arrow_array::UInt32Array>()
-                    .unwrap()
-                    .clone()
-            };
-            let (w, h) = (u32col(col::WIDTH), u32col(col::HEIGHT));
-            let errs = string_column(&b, col::ERROR_MESSAGE);
-            use arrow_array::Array;
-            for i in 0..b.num_rows() {
-                out.insert(
-                    string_column(&b, col::URL).value(i).to_string(),
-                    (
-                        string_column(&b, col::KEY).value(i).to_string(),
-                        string_column(&b, col::STATUS).value(i).to_string(),
-                        errs.is_valid(i).then(|| errs.value(i).to_string()),
-                        w.is_valid(i).then(|| w.value(i)),
-                        h.is_valid(i).then(|| h.value(i)),
-                    ),
-                );
-            }
+            out.push(batch.unwrap());
+        }
+    }
+    out
+}
+
+/// Every row of the shards' Parquet files, by URL.
+fn shard_rows(dir: &Path) -> BTreeMap<String, Row> {
+    let mut out = BTreeMap::new();
+    for b in shard_batches(dir) {
+        let u32col = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::UInt32Array>()
+                .unwrap()
+                .clone()
+        };
+        let (w, h) = (u32col(col::WIDTH), u32col(col::HEIGHT));
+        let errs = string_column(&b, col::ERROR_MESSAGE);
+        use arrow_array::Array;
+        for i in 0..b.num_rows() {
+            out.insert(
+                string_column(&b, col::URL).value(i).to_string(),
+                (
+                    string_column(&b, col::KEY).value(i).to_string(),
+                    string_column(&b, col::STATUS).value(i).to_string(),
+                    errs.is_valid(i).then(|| errs.value(i).to_string()),
+                    w.is_valid(i).then(|| w.value(i)),
+                    h.is_valid(i).then(|| h.value(i)),
+                ),
+            );
         }
     }
     out
@@ -516,28 +524,20 @@ fn retry_failed_fetches_only_the_failures() {
 fn failure_columns(dir: &Path) -> BTreeMap<String, [Option<String>; 3]> {
     use arrow_array::Array;
     let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.ends_with(".parquet") || name.starts_with('_') {
-            continue;
-        }
-        for batch in wit_contract::pq::read_file(&p, &schema::shard()).unwrap() {
-            let b = batch.unwrap();
-            let get = |c: &str, i: usize| {
-                let a = string_column(&b, c);
-                a.is_valid(i).then(|| a.value(i).to_string())
-            };
-            for i in 0..b.num_rows() {
-                out.insert(
-                    get(col::URL, i).unwrap(),
-                    [
-                        get(col::ERROR_REASON, i),
-                        get(col::ERROR_CAUSE, i),
-                        get(col::FINAL_URL, i),
-                    ],
-                );
-            }
+    for b in shard_batches(dir) {
+        let get = |c: &str, i: usize| {
+            let a = string_column(&b, c);
+            a.is_valid(i).then(|| a.value(i).to_string())
+        };
+        for i in 0..b.num_rows() {
+            out.insert(
+                get(col::URL, i).unwrap(),
+                [
+                    get(col::ERROR_REASON, i),
+                    get(col::ERROR_CAUSE, i),
+                    get(col::FINAL_URL, i),
+                ],
+            );
         }
     }
     out

@@ -738,6 +738,11 @@ fn read_journal(path: &Path) -> Result<HashMap<String, (Outcome, Vec<u8>)>> {
     Ok(out)
 }
 
+/// A `failed_to_download` outcome for fetch failure `f`.
+fn download_failed(key: &str, f: &Failure) -> (Outcome, Vec<u8>) {
+    failed(key, "failed_to_download", f.key(), f.to_string(), None)
+}
+
 fn failed(
     key: &str,
     status: &str,
@@ -976,35 +981,15 @@ async fn fetch_once(
             ),
             Ok(resp) => {
                 let f = Failure::from_status(resp.status).unwrap_or(Failure::Http4xx(resp.status));
-                return Err(failed(
-                    key,
-                    "failed_to_download",
-                    f.key(),
-                    f.to_string(),
-                    None,
-                ));
+                return Err(download_failed(key, &f));
             }
             Err(
                 f @ (Failure::Timeout | Failure::Connect | Failure::Network | Failure::Truncated),
             ) => (None, f),
-            Err(f) => {
-                return Err(failed(
-                    key,
-                    "failed_to_download",
-                    f.key(),
-                    f.to_string(),
-                    None,
-                ));
-            }
+            Err(f) => return Err(download_failed(key, &f)),
         };
         if attempt >= opts.retries {
-            return Err(failed(
-                key,
-                "failed_to_download",
-                why.key(),
-                why.to_string(),
-                None,
-            ));
+            return Err(download_failed(key, &why));
         }
         // Back off: Retry-After, else 1, 2, 4 s... plus up to 50% jitter; the
         // whole host waits.

@@ -381,8 +381,9 @@ impl<'a> Trainer<'a> {
                 }
             });
             summary.skipped += counts.unusable();
-            if counts.unusable() > 0 || !counts.explain().is_empty() {
-                tracing::warn!("epoch {}: {}", self.position.epoch, counts.explain());
+            let why = counts.explain();
+            if !why.is_empty() {
+                tracing::warn!("epoch {}: {why}", self.position.epoch);
             }
             if let Some(e) = failure.take() {
                 self.progress.finish();
@@ -395,7 +396,6 @@ impl<'a> Trainer<'a> {
             // whole epoch without one step means the data is too small.
             if steps_this_epoch == 0 && opts.skip == 0 {
                 self.progress.finish();
-                let why = counts.explain();
                 return Err(TrainError::Invalid(
                     if counts.samples == 0 && !why.is_empty() {
                         format!(
