@@ -13,7 +13,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Result, Tensor, Var, backprop::GradStore};
+use candle_core::{
+    CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, backprop::GradStore,
+};
+use rayon::prelude::*;
 
 /// The optimiser's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +81,138 @@ struct Slot {
     decay: bool,
 }
 
+/// Whether a parameter and its gradient take the fused in-place step: f32
+/// on the CPU (other devices and types take the composed one).
+fn fused(var: &Tensor, g: &Tensor) -> bool {
+    crate::model::fused::enabled(var) && g.dtype() == DType::F32 && g.device().is_cpu()
+}
+
+/// The sum of squares of `g`, in f64.
+fn squared_norm(g: &Tensor) -> Result<f64> {
+    if g.device().is_cpu() && g.dtype() == DType::F32 && g.is_contiguous() {
+        let (storage, layout) = g.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(v[a..b]
+                .par_chunks(1 << 16)
+                .map(|c| c.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>())
+                .sum());
+        }
+    }
+    Ok(f64::from(
+        g.sqr()?
+            .sum_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?,
+    ))
+}
+
+/// The contiguous f32 values of a CPU storage.
+fn host<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("AdamW: {what} is not contiguous f32"),
+    }
+}
+
+fn host_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("AdamW: {what} is not contiguous f32"),
+    }
+}
+
+/// Elements per parallel task of the in-place passes.
+const CHUNK: usize = 1 << 15;
+
+/// A moment updated in place from the gradient `g`: `m = beta m + (1 -
+/// beta) (scale g)` or, with `square`, `v = beta v + (1 - beta) (scale g)²`
+/// (Loshchilov and Hutter 2019, Algorithm 2).
+struct Moment {
+    beta: f32,
+    scale: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "wit-adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (m, g) = (host_mut(s1, l1, "a moment")?, host(s2, l2, "a gradient")?);
+        if m.len() != g.len() {
+            candle_core::bail!(
+                "AdamW: moment of {} values, gradient of {}",
+                m.len(),
+                g.len()
+            );
+        }
+        let (beta, scale, square) = (self.beta, self.scale, self.square);
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                for (m, g) in m.iter_mut().zip(g) {
+                    let g = g * scale;
+                    let x = if square { g * g } else { g };
+                    *m = *m * beta + x * (1.0 - beta);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// The weight updated in place from the moments: `theta = keep theta - lr
+/// (m / bc1) / (sqrt(v / bc2) + eps)`, `keep` being 1 - lr · weight decay
+/// (decoupled) or 1.
+struct Update {
+    keep: f32,
+    lr: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "wit-adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let theta = host_mut(s1, l1, "a parameter")?;
+        let (m, v) = (host(s2, l2, "a moment")?, host(s3, l3, "a moment")?);
+        if m.len() != theta.len() || v.len() != theta.len() {
+            candle_core::bail!("AdamW: moments and parameter differ in size");
+        }
+        let u = self;
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(t, (m, v))| {
+                for ((t, m), v) in t.iter_mut().zip(m).zip(v) {
+                    let step = (m / u.bc1) / ((v / u.bc2).sqrt() + u.eps);
+                    *t = *t * u.keep - step * u.lr;
+                }
+            });
+        Ok(())
+    }
+}
+
 /// AdamW over named variables.
 pub struct AdamW {
     slots: Vec<Slot>,
@@ -94,12 +229,12 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Two buffers: the fused step updates them in place.
                 Ok(Slot {
                     decay: decays(&name, var.rank()),
                     name,
-                    m: zeros.clone(),
-                    v: zeros,
+                    m: var.as_tensor().zeros_like()?,
+                    v: var.as_tensor().zeros_like()?,
                     var,
                 })
             })
@@ -130,16 +265,17 @@ impl AdamW {
     /// # Errors
     /// Candle's errors.
     pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
+        self.step_with(grads, true)
+    }
+
+    /// [`AdamW::step`], in place where `allow_fused` and [`fused`] allow,
+    /// with Candle's tensor ops otherwise.
+    fn step_with(&mut self, grads: &GradStore, allow_fused: bool) -> Result<f64> {
         let c = self.config;
         let mut sq = 0f64;
         for s in &self.slots {
             if let Some(g) = grads.get(s.var.as_tensor()) {
-                sq += f64::from(
-                    g.sqr()?
-                        .sum_all()?
-                        .to_dtype(DType::F32)?
-                        .to_scalar::<f32>()?,
-                );
+                sq += squared_norm(g)?;
             }
         }
         let norm = sq.sqrt();
@@ -155,19 +291,49 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            // A variable's gradient still records the ops that made it (and
-            // through them this step's forward graph): detached, the moments
-            // do not chain every step's graph to the next (a leak of the
-            // whole graph per step).
-            let g = (g.detach() * clip)?;
-            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
-            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
-            let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
-            let mut theta = s.var.as_tensor().clone();
-            if s.decay {
-                theta = (&theta * (1.0 - lr * c.weight_decay))?;
+            let decay = if s.decay { lr * c.weight_decay } else { 0.0 };
+            if allow_fused && fused(s.var.as_tensor(), g) {
+                // Three passes in place, no buffers: m, v, then the weight.
+                let g = g.contiguous()?;
+                s.m.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: c.beta1 as f32,
+                        scale: clip as f32,
+                        square: false,
+                    },
+                )?;
+                s.v.inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: c.beta2 as f32,
+                        scale: clip as f32,
+                        square: true,
+                    },
+                )?;
+                let update = Update {
+                    keep: (1.0 - decay) as f32,
+                    lr: lr as f32,
+                    bc1: bc1 as f32,
+                    bc2: bc2 as f32,
+                    eps: c.eps as f32,
+                };
+                s.var.as_tensor().inplace_op3(&s.m, &s.v, &update)?;
+            } else {
+                // A variable's gradient still records the ops that made it
+                // (and through them this step's forward graph): detached,
+                // the moments do not chain every step's graph to the next
+                // (a leak of the whole graph per step).
+                let g = (g.detach() * clip)?;
+                s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
+                s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
+                let update = ((&s.m / bc1)? / ((&s.v / bc2)?.sqrt()? + c.eps)?)?;
+                let mut theta = s.var.as_tensor().clone();
+                if s.decay {
+                    theta = (&theta * (1.0 - decay))?;
+                }
+                s.var.set(&(theta - (update * lr)?)?)?;
             }
-            s.var.set(&(theta - (update * lr)?)?)?;
             if s.name == "logit_scale" {
                 let clamped = s.var.as_tensor().clamp(f32::NEG_INFINITY, 100f32.ln())?;
                 s.var.set(&clamped)?;
@@ -208,7 +374,11 @@ impl AdamW {
                         s.var.shape()
                     );
                 }
-                *slot = t.to_dtype(s.var.dtype())?.to_device(s.var.device())?;
+                // A copy of its own: the fused step writes it in place.
+                *slot = t
+                    .to_dtype(s.var.dtype())?
+                    .to_device(s.var.device())?
+                    .copy()?;
             }
         }
         self.step = step;
@@ -264,6 +434,73 @@ mod tests {
             for s in &opt.slots {
                 assert!(!s.m.track_op() && !s.v.track_op());
             }
+        }
+    }
+
+    /// The in-place step equals the composed one (to f32 rounding) over
+    /// several steps, with decay, clipping and bias correction at work.
+    #[test]
+    fn the_fused_step_equals_the_composed_one() {
+        let dev = Device::Cpu;
+        let make = || {
+            let w = Var::from_tensor(
+                &Tensor::arange(0f32, 70_000f32, &dev)
+                    .unwrap()
+                    .affine(1e-4, -3.0)
+                    .unwrap()
+                    .reshape((700, 100))
+                    .unwrap(),
+            )
+            .unwrap();
+            let b = Var::from_tensor(&Tensor::new(&[0.5f32, -0.25], &dev).unwrap()).unwrap();
+            let cfg = AdamWConfig {
+                lr: 0.01,
+                warmup: 2,
+                total: 10,
+                clip_norm: Some(5.0),
+                ..Default::default()
+            };
+            let opt = AdamW::new(
+                vec![("w".into(), w.clone()), ("b.bias".into(), b.clone())],
+                cfg,
+            )
+            .unwrap();
+            (w, b, opt)
+        };
+        let (w1, b1, mut fused) = make();
+        let (w2, b2, mut composed) = make();
+        for _ in 0..4 {
+            let loss = |w: &Var, b: &Var| {
+                let t = (w.as_tensor().sin().unwrap().sum_all().unwrap()
+                    + b.as_tensor().sqr().unwrap().sum_all().unwrap())
+                .unwrap();
+                t.backward().unwrap()
+            };
+            let n1 = fused.step_with(&loss(&w1, &b1), true).unwrap();
+            let n2 = composed.step_with(&loss(&w2, &b2), false).unwrap();
+            // The composed norm sums in f32.
+            assert!((n1 - n2).abs() < 1e-6 * n2, "{n1} {n2}");
+        }
+        for (a, b) in [(&w1, &w2), (&b1, &b2)] {
+            let d = (a.as_tensor() - b.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            let d = d.to_scalar::<f32>().unwrap();
+            assert!(d < 1e-6, "{d}");
+        }
+        for ((n1, t1), (_, t2)) in fused.state().iter().zip(composed.state().iter()) {
+            let d = (t1 - t2)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "{n1}: {d}");
         }
     }
 

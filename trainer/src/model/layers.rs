@@ -7,6 +7,8 @@
 use candle_core::{D, DType, Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use super::fused;
+
 /// The activation inside Transformer MLPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -57,6 +59,9 @@ impl LayerNorm {
 impl Module for LayerNorm {
     /// Half precision is computed in f32 (as autocast does), then cast back.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::enabled(x) {
+            return fused::layer_norm(x, &self.weight, &self.bias, 1e-5);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(wide(dtype))?;
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -192,9 +197,53 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)
+        linear(x, &self.weight, Some(&self.bias))
     }
+}
+
+impl Linear {
+    /// `act(x · weightᵀ + bias)`, the bias and activation fused where
+    /// [`fused::enabled`].
+    fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if fused::enabled(x) {
+            let zero = Tensor::zeros(self.bias.dims(), x.dtype(), x.device())?;
+            let y = fused::linear(x, &self.weight, &zero)?;
+            return fused::bias_act(&y, &self.bias, act);
+        }
+        act.apply(&linear(x, &self.weight, Some(&self.bias))?)
+    }
+}
+
+/// `x · weightᵀ + bias` for `x` of shape (..., in) and `weight` (out x
+/// in), as one 2-D matrix product over all leading dimensions: a batched
+/// product against a broadcast weight would make the backward pass compute
+/// one weight gradient per batch row and then sum them.
+///
+/// # Errors
+/// Candle's errors, such as mismatched widths.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if fused::enabled(x) {
+        return match bias {
+            Some(b) => fused::linear(x, weight, b),
+            None => fused::linear(
+                x,
+                weight,
+                &Tensor::zeros(weight.dim(0)?, x.dtype(), x.device())?,
+            ),
+        };
+    }
+    let dims = x.dims();
+    let inp = *dims.last().unwrap_or(&1);
+    let rows = x.elem_count() / inp.max(1);
+    let mut y = x.reshape((rows, inp))?.matmul(&weight.t()?)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = weight.dim(0)?;
+    }
+    y.reshape(out)
 }
 
 /// A normal initialiser with mean 0.
@@ -203,8 +252,10 @@ pub(crate) fn normal(stdev: f64) -> Init {
 }
 
 /// Multi-head attention of queries `q` (batch x m x width) over keys `k` and
-/// values `v` (batch x n x width), with `mask` (m x n) added to the scores.
-pub(crate) fn attention(
+/// values `v` (batch x n x width), with `mask` (m x n) added to the scores,
+/// composed from Candle's differentiable primitives (the reference the
+/// fused [`fused::attention`] is tested against).
+pub(crate) fn attention_composed(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -275,20 +326,21 @@ impl Block {
         })
     }
 
-    /// `x`: batch x tokens x width; `mask`: tokens x tokens, added to scores.
+    /// `x`: batch x tokens x width; `mask`: the causal mask (tokens x
+    /// tokens, -inf above the diagonal), added to the scores.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let w = x.dim(D::Minus1)?;
         let h = self.ln_1.forward(x)?;
-        let qkv = h
-            .broadcast_matmul(&self.in_proj_weight.t()?)?
-            .broadcast_add(&self.in_proj_bias)?;
-        let part = |i: usize| qkv.narrow(D::Minus1, i * w, w);
-        let attn = attention(&part(0)?, &part(1)?, &part(2)?, self.heads, mask)?;
+        let qkv = linear(&h, &self.in_proj_weight, Some(&self.in_proj_bias))?;
+        let attn = if fused::enabled(&qkv) {
+            fused::attention(&qkv, self.heads, mask.is_some())?
+        } else {
+            let part = |i: usize| qkv.narrow(D::Minus1, i * w, w);
+            attention_composed(&part(0)?, &part(1)?, &part(2)?, self.heads, mask)?
+        };
         let x = (x + self.out_proj.forward(&attn)?)?;
         let h = self.ln_2.forward(&x)?;
-        let h = self
-            .c_proj
-            .forward(&self.act.apply(&self.c_fc.forward(&h)?)?)?;
+        let h = self.c_proj.forward(&self.c_fc.forward_act(&h, self.act)?)?;
         x + h
     }
 }

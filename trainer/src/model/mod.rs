@@ -10,6 +10,7 @@
 //! differentiable primitives; a test checks that every parameter of every
 //! preset receives a gradient.
 
+pub mod fused;
 pub mod layers;
 pub mod resnet;
 pub mod text;
@@ -518,11 +519,26 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 
 /// CLIP's loss: the mean of the cross-entropies of the image-to-text and
 /// text-to-image logits `exp(log_scale) · images · textsᵀ`, where row i of
-/// each matches row i of the other.
+/// each matches row i of the other (fused where [`fused::enabled`]).
 ///
 /// # Errors
 /// Candle's errors.
 pub fn contrastive_loss(images: &Tensor, texts: &Tensor, log_scale: &Tensor) -> Result<Tensor> {
+    if fused::enabled(images) && texts.dtype() == DType::F32 && log_scale.dtype() == DType::F32 {
+        return fused::contrastive_loss(images, texts, log_scale);
+    }
+    contrastive_loss_composed(images, texts, log_scale)
+}
+
+/// [`contrastive_loss`] composed from Candle's primitives.
+///
+/// # Errors
+/// Candle's errors.
+pub fn contrastive_loss_composed(
+    images: &Tensor,
+    texts: &Tensor,
+    log_scale: &Tensor,
+) -> Result<Tensor> {
     let logits = images
         .matmul(&texts.t()?)?
         .broadcast_mul(&log_scale.to_dtype(images.dtype())?.exp()?)?;

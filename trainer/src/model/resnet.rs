@@ -9,7 +9,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{BatchNorm, Linear, attention, normal};
+use super::layers::{BatchNorm, Linear, attention_composed, normal};
 
 /// The modified ResNet's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl AttentionPool {
         let q = self.q_proj.forward(&x.narrow(1, 0, 1)?)?;
         let k = self.k_proj.forward(&x)?;
         let v = self.v_proj.forward(&x)?;
-        attention(&q, &k, &v, self.heads, None)?.squeeze(1)
+        attention_composed(&q, &k, &v, self.heads, None)?.squeeze(1)
     }
 }
 

@@ -91,7 +91,7 @@ impl VisionTransformer {
             .contiguous()?
             .reshape((b, gh * gw, c * p * p))?;
         let kernel = self.conv1.reshape((width, c * p * p))?;
-        x.broadcast_matmul(&kernel.t()?)
+        super::layers::linear(&x, &kernel, None)
     }
 
     /// Projects [`VisionTransformer::features`] into the shared space.
