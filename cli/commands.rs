@@ -485,6 +485,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
+    wit_trainer::alloc::retain_freed_memory();
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
     let model = args.model.replace('/', "-");
     if wit_trainer::model::ClipConfig::preset(&model).is_none() {

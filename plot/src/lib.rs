@@ -55,6 +55,36 @@ pub struct Series<'a> {
     pub points: &'a [(f64, f64)],
 }
 
+/// A tick label as people write numbers: integers without a decimal point
+/// (`1000`, not `1000.0`), others with at most three significant decimals
+/// and no trailing zeros (`0.25`).
+pub fn tick(v: &f64) -> String {
+    if !v.is_finite() {
+        return String::new();
+    }
+    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) {
+        return format!("{}", v.round() as i64);
+    }
+    let t = format!("{v:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A tick label on a log axis: only 1, 2 and 5 times a power of ten are
+/// labelled (plotters puts a tick at every integer too, whose labels would
+/// overlap, as `9` and `10` did); the others are left blank.
+pub fn log_tick(v: &f64) -> String {
+    if !v.is_finite() || *v <= 0.0 {
+        return String::new();
+    }
+    let p = 10f64.powf(v.log10().floor());
+    let lead = v / p;
+    if [1.0, 2.0, 5.0].iter().any(|l| (lead - l).abs() < 1e-6) {
+        tick(v)
+    } else {
+        String::new()
+    }
+}
+
 const COLOURS: [RGBColor; 4] = [
     RGBColor(70, 110, 180),
     RGBColor(200, 90, 60),
@@ -62,7 +92,8 @@ const COLOURS: [RGBColor; 4] = [
     RGBColor(140, 90, 170),
 ];
 
-/// A line chart of `series` with a legend; `log_y` puts y on a log scale
+/// A line chart of `series` with a legend in the upper right corner (where
+/// falling curves such as a loss leave room); `log_y` puts y on a log scale
 /// (points at or below zero are left out there).
 ///
 /// # Errors
@@ -100,6 +131,8 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: 
                     .configure_mesh()
                     .x_desc(x_desc)
                     .y_desc(y_desc)
+                    .x_label_formatter(&tick)
+                    .y_label_formatter(if log_y { &log_tick } else { &tick })
                     .label_style(("sans-serif", 14))
                     .draw()
                     .map_err(|x| e(&x))?;
@@ -119,6 +152,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: 
                 }
                 chart
                     .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 14))
@@ -205,6 +239,21 @@ pub fn heatmap(title: &str, labels: &[String], counts: &[Vec<u32>]) -> Drawn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_read_as_people_write_numbers() {
+        assert_eq!(tick(&1000.0), "1000");
+        assert_eq!(tick(&50.0), "50");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&2.5), "2.5");
+        assert_eq!(tick(&-3.0), "-3");
+        assert_eq!(log_tick(&10.0), "10");
+        assert_eq!(log_tick(&20.0), "20");
+        assert_eq!(log_tick(&9.0), "");
+        assert_eq!(log_tick(&5.0), "5");
+        assert_eq!(log_tick(&0.5), "0.5");
+        assert_eq!(log_tick(&3000.0), "");
+    }
 
     #[test]
     fn a_line_chart_has_ink_in_each_colour() {

@@ -26,6 +26,8 @@ pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
             .configure_mesh()
             .x_desc("rank")
             .y_desc("pairs")
+            .x_label_formatter(&wit_plot::log_tick)
+            .y_label_formatter(&wit_plot::log_tick)
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| e.to_string())?;
@@ -50,8 +52,10 @@ pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
                     PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
                 });
         }
+        // Counts fall with rank: the lower left corner stays empty.
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
             .label_font(("sans-serif", 14))
             .border_style(BLACK)
             .background_style(WHITE)
@@ -61,7 +65,17 @@ pub(crate) fn rank_count(before: &[u64], after: &[u64]) -> Drawn {
     })
 }
 
-/// Rows per stage of the funnel, as bars.
+/// What a funnel bar counts, in words where its key is terse: every
+/// balanced pair is attempted, and only some are stored.
+fn funnel_label(key: &str) -> &str {
+    match key {
+        "downloaded" => "download attempted",
+        "stored" => "stored in shards",
+        other => other,
+    }
+}
+
+/// Rows per stage of the funnel, as bars, one slot per stage.
 pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
     wit_plot::draw(|root| {
         let max = stages.iter().map(|s| s.1).max().unwrap_or(1).max(1) as f64;
@@ -71,9 +85,13 @@ pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0u32..n).into_segmented(), 0f64..max * 1.1)
+            // A segmented 0..k has k + 1 slots (its ends included).
+            .build_cartesian_2d((0u32..n - 1).into_segmented(), 0f64..max * 1.1)
             .map_err(|e| e.to_string())?;
-        let labels: Vec<String> = stages.iter().map(|s| s.0.clone()).collect();
+        let labels: Vec<String> = stages
+            .iter()
+            .map(|s| funnel_label(&s.0).to_string())
+            .collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -81,6 +99,8 @@ pub(crate) fn funnel(stages: &[(String, u64)]) -> Drawn {
                 SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
+            .y_label_formatter(&wit_plot::tick)
+            .y_desc("rows")
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
@@ -117,6 +137,8 @@ pub(crate) fn histogram(buckets: &[(u64, u64)]) -> Drawn {
             .configure_mesh()
             .x_desc("characters")
             .y_desc("candidates")
+            .x_label_formatter(&wit_plot::tick)
+            .y_label_formatter(&wit_plot::tick)
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| e.to_string())?;

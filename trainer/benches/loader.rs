@@ -12,6 +12,9 @@
 
 use std::time::Instant;
 
+#[path = "venv.rs"]
+mod venv;
+
 use wit_contract::wds::{LocalOpener, ShardWriter};
 use wit_trainer::loader::{LoaderOptions, Mode, epoch};
 
@@ -67,7 +70,11 @@ fn main() {
             counts.samples
         );
     }
-    let Some(py) = python() else {
+    let Some(py) = venv::python(
+        "python-venv",
+        "webdataset, PIL, numpy",
+        &["webdataset", "pillow", "numpy"],
+    ) else {
         println!("python reference: skipped (no venv with webdataset, Pillow and numpy)");
         return;
     };
@@ -94,40 +101,4 @@ fn main() {
         n / secs,
         per_core / (n / secs)
     );
-}
-
-/// The tests' Python venv, with webdataset, Pillow and numpy installed
-/// once; `None` where pip cannot reach a registry.
-fn python() -> Option<std::path::PathBuf> {
-    let venv = std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/wit/python-venv");
-    let py = venv.join("bin/python");
-    let ready = |py: &std::path::Path| {
-        std::process::Command::new(py)
-            .args(["-c", "import webdataset, PIL, numpy"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ready(&py) {
-        return Some(py);
-    }
-    let made = py.exists()
-        || std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-    let installed = made
-        && std::process::Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "webdataset",
-                "pillow",
-                "numpy",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    (installed && ready(&py)).then_some(py)
 }

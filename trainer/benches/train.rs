@@ -2,11 +2,20 @@
 //! `tiny` and `ViT-S-32` presets in f32 on random images and real token
 //! ids, samples per second after one warm-up step.
 //!
-//! Run: `cargo bench -p wit-trainer --bench train` (part of `make bench`).
-//! PyTorch is not installed on these machines (CI needs no torch), so no
-//! reference runs beside it; the GPU comparison with open_clip is issue 11's.
+//! Beside it, in the same run: open_clip's own step on PyTorch's CPU build
+//! for the same shapes (`train_reference.py`, in the venv
+//! ~/.cache/wit/bench-venv, made from the registry the first time), with
+//! the same threads; each side's peak resident memory is the process's
+//! high-water mark after the model (VmHWM), so it grows along the list.
+//!
+//! Run: `cargo bench -p wit-trainer --bench train` (part of `make bench`);
+//! `WIT_TRAIN_BENCH="demo:64:10 ViT-S-32:32:3"` picks models, batches and
+//! timed steps.
 
 use std::time::Instant;
+
+#[path = "venv.rs"]
+mod venv;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -18,16 +27,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if std::env::var("WIT_MALLOPT").is_ok() {
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
+    // As `wit train` does.
+    wit_trainer::alloc::retain_freed_memory();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let models =
         std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:10 tiny:64:20 ViT-S-32:32:3".into());
+    let mut rows = Vec::new();
     for m in models.split_whitespace() {
         let mut it = m.split(':');
         let name = it.next().unwrap();
@@ -80,11 +85,79 @@ fn main() {
             secs / steps as f64,
             c.parameter_count() as f64 / 1e6
         );
+        rows.push((
+            name.to_string(),
+            batch,
+            (batch * steps) as f64 / secs,
+            peak_rss_mib(),
+        ));
         println!(
             "  per step: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms",
             phases[0] * 1e3 / steps as f64,
             phases[1] * 1e3 / steps as f64,
             phases[2] * 1e3 / steps as f64
+        );
+    }
+    reference(&models, &rows);
+}
+
+/// The process's peak resident memory so far, MiB (VmHWM, as the
+/// reference reads its own).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Runs open_clip on the same `models` and prints both side by side.
+fn reference(models: &str, rows: &[(String, usize, f64, f64)]) {
+    let Some(py) = venv::python(
+        "bench-venv",
+        "torch, open_clip",
+        &["torch", "open_clip_torch"],
+    ) else {
+        println!("open_clip reference: skipped (no venv with torch and open_clip)");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_reference.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args(models.split_whitespace())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        println!(
+            "open_clip reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    println!(
+        "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip | wit peak RSS MiB | open_clip peak RSS MiB |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (line, (name, batch, rate, rss)) in text.lines().zip(rows) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let theirs = r["samples_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {batch} | {rate:.1} | {theirs:.1} | {:.2}x | {rss:.0} | {:.0} |",
+            rate / theirs,
+            r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(r) = text
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        println!(
+            "open_clip {} on torch {}, {} threads",
+            r["open_clip"], r["torch"], r["threads"]
         );
     }
 }

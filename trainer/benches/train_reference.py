@@ -7,14 +7,13 @@ forward, `ClipLoss`, backward and an `AdamW` step (betas 0.9/0.98, eps 1e-6,
 weight decay 0.2) in f32 on random images and random token ids, after one
 warm-up step, with torch's threads set to the machine's cores. Prints one
 JSON line per model: samples/s, s/step and the peak resident memory of the
-process so far (MiB, from getrusage).
+process so far (MiB, VmHWM).
 
 Usage: python train_reference.py demo:64:10 tiny:64:20 ViT-S-32:32:3
 Needs torch and open_clip_torch (the bench venv ~/.cache/wit/bench-venv).
 """
 import json
 import os
-import resource
 import sys
 import time
 
@@ -28,7 +27,7 @@ from open_clip.model import CLIP
 MODELS = {
     "demo": dict(
         embed_dim=64,
-        vision_cfg={"image_size": 48, "patch_size": 8, "width": 64, "layers": 3, "head_width": 16},
+        vision_cfg={"image_size": 64, "patch_size": 8, "width": 64, "layers": 3, "head_width": 16},
         text_cfg={"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
     ),
     "tiny": dict(
@@ -42,6 +41,16 @@ MODELS = {
         text_cfg={"context_length": 77, "vocab_size": 49408, "width": 384, "heads": 6, "layers": 12},
     ),
 }
+
+
+def peak_rss_mib():
+    """The process's peak resident memory so far (VmHWM; getrusage's
+    ru_maxrss would include the parent's, inherited across fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def bench(name, batch, steps):
@@ -77,7 +86,7 @@ def bench(name, batch, steps):
     for _ in range(steps):
         step()
     secs = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     params = sum(p.numel() for p in model.parameters())
     print(
         json.dumps(

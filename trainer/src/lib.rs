@@ -1,19 +1,21 @@
 //! The `train` and `eval` stages: the CLIP dual encoder in Candle.
 //!
-//! It will train a CLIP model (ViT or modified ResNet image encoder, text
-//! Transformer, learned temperature, symmetric contrastive loss) on the shards
-//! of `DATASET/shards/`, and evaluate checkpoints by zero-shot classification,
-//! linear probes and retrieval. Built so far: [`tokenizer`], CLIP's BPE
-//! tokenizer (`wit tokenize`); [`loader`], the deterministic multi-thread
-//! data loader over shards; [`model`], the trainable CLIP models (ViT and
-//! modified ResNet, the paper's presets) with open_clip's parameter names
-//! and differentiable layer norm, batch norm and softmax; and [`optim`], CLIP's AdamW (weight-decay groups, warmup and cosine,
-//! clipping, logit-scale clamp, saved state).
-//! `wit train` and `wit eval` say they are not built yet.
+//! It trains a CLIP model (ViT or modified ResNet image encoder, text
+//! Transformer, learned temperature, symmetric contrastive loss) on the
+//! shards of `DATASET/shards/` ([`train`]), and evaluates checkpoints by
+//! zero-shot classification, linear probes and retrieval ([`eval`]). The
+//! parts: [`tokenizer`] and [`clean`], CLIP's BPE tokenizer and open_clip's
+//! caption cleaning; [`loader`], the deterministic multi-thread data loader
+//! over shards; [`model`], the trainable CLIP models (ViT and modified
+//! ResNet, the paper's presets) with open_clip's parameter names, their
+//! fused CPU kernels in [`model::fused`]; [`optim`], CLIP's AdamW
+//! (weight-decay groups, warmup and cosine, clipping, logit-scale clamp,
+//! saved state); [`alloc`], the allocator's settings for training.
 #![deny(missing_docs)]
 
 pub use error::{Error, Result};
 
+pub mod alloc;
 pub mod clean;
 mod error;
 pub mod eval;

@@ -113,9 +113,11 @@ impl ClipConfig {
     /// A preset by open_clip's model name: the CLIP paper's eight (RN50,
     /// RN101, RN50x4, RN50x16, RN50x64, ViT-B-32, ViT-B-16, ViT-L-14; its
     /// Tables 19 and 20), ViT-L-14-336, ViT-S-32, `tiny` and `tiny-RN` for
-    /// tests, and `demo` (`make train`'s minutes on a CPU: 48 px, patch 8,
-    /// width 64, 3 layers in each tower, a context of 32 tokens). A `-quickgelu` suffix selects OpenAI's activation;
-    /// without it the activation is GELU, as open_clip's configs.
+    /// tests, and `demo` (`make train`'s minutes on a CPU: 64 px, the size
+    /// `make train` stores, patch 8, width 64, 3 layers in each tower, a
+    /// context of 32 tokens). A `-quickgelu` suffix selects OpenAI's
+    /// activation; without it the activation is GELU, as open_clip's
+    /// configs.
     pub fn preset(name: &str) -> Option<ClipConfig> {
         let (base, activation) = match name.strip_suffix("-quickgelu") {
             Some(b) => (b, Activation::QuickGelu),
@@ -134,7 +136,7 @@ impl ClipConfig {
             "ViT-L-14-336" => (768, vit(336, 14, 1024, 24), text(768, 12)),
             "tiny" => (16, tiny_vit(32, 8), tiny_text()),
             "tiny-RN" => (16, resnet(64, [1, 1, 1, 1], 8), tiny_text()),
-            "demo" => (64, small_vit(48, 8, 64, 3), small_text(64, 3, 32)),
+            "demo" => (64, small_vit(64, 8, 64, 3), small_text(64, 3, 32)),
             _ => return None,
         };
         Some(ClipConfig {

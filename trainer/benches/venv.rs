@@ -1,0 +1,44 @@
+//! The benches' Python venvs under ~/.cache/wit, made once from the
+//! registry.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The venv `~/.cache/wit/NAME` where `import IMPORTS` succeeds, with
+/// `packages` installed by pip the first time; `None` where it cannot be
+/// made (no registry), the reason printed.
+pub fn python(name: &str, imports: &str, packages: &[&str]) -> Option<PathBuf> {
+    let venv = PathBuf::from(std::env::var_os("HOME")?)
+        .join(".cache/wit")
+        .join(name);
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", &format!("import {imports}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&py) {
+        return Some(py);
+    }
+    let made = py.exists()
+        || Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !(installed && ready(&py)) {
+        println!(
+            "{}: could not install {packages:?} from the registry",
+            venv.display()
+        );
+        return None;
+    }
+    Some(py)
+}
