@@ -1,8 +1,9 @@
 //! Training throughput on the CPU: forward, backward and AdamW step of the
-//! `tiny` and `ViT-S-32` presets in f32 on random images and real token
-//! ids, samples per second after one warm-up step.
+//! `demo`, `tiny` and `ViT-S-32` presets in f32 on random images and real
+//! token ids, samples per second after one warm-up step, and the time of
+//! each phase.
 //!
-//! Beside it, in the same run: open_clip's own step on PyTorch's CPU build
+//! Beside it, in the same run: open_clip's own step on PyTorch (from PyPI, on the CPU)
 //! for the same shapes (`train_reference.py`, in the venv
 //! ~/.cache/wit/bench-venv, made from the registry the first time), with
 //! the same threads; each side's peak resident memory is the process's
