@@ -11,7 +11,8 @@
 //!
 //! Run: `cargo bench -p wit-trainer --bench train` (part of `make bench`);
 //! `WIT_TRAIN_BENCH="demo:64:10 ViT-S-32:32:3"` picks models, batches and
-//! timed steps.
+//! timed steps; `WIT_TRAIN_BENCH_REFERENCE=0` leaves open_clip out (to
+//! profile wit alone).
 
 use std::time::Instant;
 
@@ -116,6 +117,10 @@ fn peak_rss_mib() -> f64 {
 
 /// Runs open_clip on the same `models` and prints both side by side.
 fn reference(models: &str, rows: &[(String, usize, f64, f64)]) {
+    if std::env::var("WIT_TRAIN_BENCH_REFERENCE").is_ok_and(|v| v == "0") {
+        println!("open_clip reference: left out (WIT_TRAIN_BENCH_REFERENCE=0)");
+        return;
+    }
     let Some(py) = venv::python(
         "bench-venv",
         "torch, open_clip",
