@@ -485,8 +485,8 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
-    wit_trainer::alloc::retain_freed_memory();
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
+    wit_trainer::alloc::retain_freed_memory();
     let model = args.model.replace('/', "-");
     if wit_trainer::model::ClipConfig::preset(&model).is_none() {
         bail!(BadUsage(format!(

@@ -58,8 +58,13 @@ def bench(name, batch, steps):
     cfg = MODELS[name]
     model = CLIP(quick_gelu=False, **cfg)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not any(s in n for s in ("bn", "ln", "bias", "logit_scale"))]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not any(s in n for s in ("bn", "ln", "bias", "logit_scale")))]
+    # open_clip's rule (and wit's optim::decays): no decay on gains, biases,
+    # the logit scale and other parameters of rank < 2.
+    def decays(n, p):
+        return p.ndim >= 2 and not any(s in n for s in ("bn", "ln", "bias", "logit_scale"))
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    rest = [p for n, p in model.named_parameters() if not decays(n, p)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.2}, {"params": rest, "weight_decay": 0.0}],
         lr=5e-4,

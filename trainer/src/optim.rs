@@ -18,6 +18,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::model::fused;
+
 /// The optimiser's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -83,22 +85,19 @@ struct Slot {
 
 /// Whether a parameter and its gradient take the fused in-place step: f32
 /// on the CPU (other devices and types take the composed one).
-fn fused(var: &Tensor, g: &Tensor) -> bool {
-    crate::model::fused::enabled(var) && g.dtype() == DType::F32 && g.device().is_cpu()
+fn in_place(var: &Tensor, g: &Tensor) -> bool {
+    fused::enabled(var) && g.dtype() == DType::F32 && g.device().is_cpu()
 }
 
 /// The sum of squares of `g`, in f64.
 fn squared_norm(g: &Tensor) -> Result<f64> {
-    if g.device().is_cpu() && g.dtype() == DType::F32 && g.is_contiguous() {
-        let (storage, layout) = g.storage_and_layout();
-        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return Ok(v[a..b]
+    if in_place(g, g) {
+        return fused::with_values(&[g], "AdamW", |v| {
+            Ok(v[0]
                 .par_chunks(1 << 16)
                 .map(|c| c.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>())
-                .sum());
-        }
+                .sum())
+        });
     }
     Ok(f64::from(
         g.sqr()?
@@ -106,14 +105,6 @@ fn squared_norm(g: &Tensor) -> Result<f64> {
             .to_dtype(DType::F32)?
             .to_scalar::<f32>()?,
     ))
-}
-
-/// The contiguous f32 values of a CPU storage.
-fn host<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("AdamW: {what} is not contiguous f32"),
-    }
 }
 
 fn host_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
@@ -147,7 +138,10 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (m, g) = (host_mut(s1, l1, "a moment")?, host(s2, l2, "a gradient")?);
+        let (m, g) = (
+            host_mut(s1, l1, "a moment")?,
+            fused::values(s2, l2, "AdamW: a gradient")?,
+        );
         if m.len() != g.len() {
             candle_core::bail!(
                 "AdamW: moment of {} values, gradient of {}",
@@ -195,7 +189,10 @@ impl InplaceOp3 for Update {
         l3: &Layout,
     ) -> Result<()> {
         let theta = host_mut(s1, l1, "a parameter")?;
-        let (m, v) = (host(s2, l2, "a moment")?, host(s3, l3, "a moment")?);
+        let (m, v) = (
+            fused::values(s2, l2, "AdamW: a moment")?,
+            fused::values(s3, l3, "AdamW: a moment")?,
+        );
         if m.len() != theta.len() || v.len() != theta.len() {
             candle_core::bail!("AdamW: moments and parameter differ in size");
         }
@@ -268,7 +265,7 @@ impl AdamW {
         self.step_with(grads, true)
     }
 
-    /// [`AdamW::step`], in place where `allow_fused` and [`fused`] allow,
+    /// [`AdamW::step`], in place where `allow_fused` and [`in_place`] allow,
     /// with Candle's tensor ops otherwise.
     fn step_with(&mut self, grads: &GradStore, allow_fused: bool) -> Result<f64> {
         let c = self.config;
@@ -292,7 +289,7 @@ impl AdamW {
                 continue;
             };
             let decay = if s.decay { lr * c.weight_decay } else { 0.0 };
-            if allow_fused && fused(s.var.as_tensor(), g) {
+            if allow_fused && in_place(s.var.as_tensor(), g) {
                 // Three passes in place, no buffers: m, v, then the weight.
                 let g = g.contiguous()?;
                 s.m.inplace_op2(

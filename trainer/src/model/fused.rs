@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the Transformer's hot spots, each a Candle custom
-//! op with its own backward pass: layer norm, bias + GELU, multi-head
-//! attention and CLIP's contrastive loss.
+//! op with its own backward pass: linear, layer norm, bias + GELU,
+//! multi-head attention and CLIP's contrastive loss.
 //!
 //! Composed from Candle's primitives (what [`super::layers`] does on other
 //! devices and in half precision), each of these is 5 to 20 small ops, each
@@ -35,7 +35,7 @@ fn disabled() -> bool {
 }
 
 /// The contiguous f32 values of a CPU storage under `layout`.
-fn values<'a>(s: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn values<'a>(s: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     match (s, layout.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         (CpuStorage::F32(_), None) => bail!("{op}: input is not contiguous"),
@@ -45,7 +45,11 @@ fn values<'a>(s: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]>
 
 /// Runs `f` on the contiguous f32 values of each tensor (made contiguous
 /// first), for the backward passes, which receive tensors.
-fn with_values<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_values<R>(
+    ts: &[&Tensor],
+    op: &str,
+    f: impl FnOnce(&[&[f32]]) -> Result<R>,
+) -> Result<R> {
     let ts: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices = Vec::with_capacity(ts.len());
@@ -113,13 +117,22 @@ fn rows_per_task(rows: usize, width: usize) -> usize {
 // -------------------------------------------------------------------- linear
 
 /// `x · weightᵀ + bias` for `x` (..., in), `weight` (out x in) and `bias`
-/// (out): one matrix product straight into the bias rows, and two in the
-/// backward (`dx = dy · weight`, `dweight = dyᵀ · x`), with no transposed
-/// copies and no per-node gradient buffers in between. Returns (..., out).
+/// (out; zeros where `None`): one matrix product straight into the bias
+/// rows, and two in the backward (`dx = dy · weight`, `dweight = dyᵀ · x`),
+/// with no transposed copies and no per-node gradient buffers in between.
+/// Returns (..., out).
 ///
 /// # Errors
 /// Mismatched shapes, or a tensor not f32 on the CPU.
-pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let zero;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zero = Tensor::zeros(weight.dim(0)?, x.dtype(), x.device())?;
+            &zero
+        }
+    };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, bias, LinearOp)
 }
@@ -1039,7 +1052,7 @@ mod tests {
         let b = randn(&[40], 13);
         check(
             vec![x, w, b],
-            |t| linear(&t[0], &t[1], &t[2]).unwrap(),
+            |t| linear(&t[0], &t[1], Some(&t[2])).unwrap(),
             |t| {
                 t[0].broadcast_matmul(&t[1].t().unwrap())
                     .unwrap()

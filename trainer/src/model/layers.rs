@@ -206,8 +206,7 @@ impl Linear {
     /// [`fused::enabled`].
     fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         if fused::enabled(x) {
-            let zero = Tensor::zeros(self.bias.dims(), x.dtype(), x.device())?;
-            let y = fused::linear(x, &self.weight, &zero)?;
+            let y = fused::linear(x, &self.weight, None)?;
             return fused::bias_act(&y, &self.bias, act);
         }
         act.apply(&linear(x, &self.weight, Some(&self.bias))?)
@@ -223,14 +222,7 @@ impl Linear {
 /// Candle's errors, such as mismatched widths.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if fused::enabled(x) {
-        return match bias {
-            Some(b) => fused::linear(x, weight, b),
-            None => fused::linear(
-                x,
-                weight,
-                &Tensor::zeros(weight.dim(0)?, x.dtype(), x.device())?,
-            ),
-        };
+        return fused::linear(x, weight, bias);
     }
     let dims = x.dims();
     let inp = *dims.last().unwrap_or(&1);
