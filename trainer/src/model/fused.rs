@@ -464,6 +464,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// `act(z)` and its derivative.
+#[inline(always)]
 fn act_and_slope(act: Activation, z: f32) -> (f32, f32) {
     match act {
         // Phi(z) = (1 + erf(z / sqrt 2)) / 2; d/dz z Phi(z) = Phi + z phi.
@@ -480,6 +481,7 @@ fn act_and_slope(act: Activation, z: f32) -> (f32, f32) {
     }
 }
 
+#[inline(always)]
 fn act_value(act: Activation, z: f32) -> f32 {
     match act {
         Activation::Gelu => 0.5 * z * (1.0 + erf(z * FRAC_1_SQRT_2)),
