@@ -856,7 +856,9 @@ mod tests {
         for name in ["tiny", "tiny-RN"] {
             let c = ClipConfig::preset(name).unwrap();
             let vars = VarMap::new();
-            let model = Clip::fresh(c, &vars, &Device::Cpu).unwrap();
+            // Seeded: Candle's own random init is not, and an unlucky draw
+            // once started far from ln 8.
+            let model = Clip::seeded(c, &vars, &Device::Cpu, 0).unwrap();
             let (images, tokens) = batch(&c, DType::F32, 8);
             let mut opt = crate::optim::AdamW::new(
                 named_vars(&vars),
