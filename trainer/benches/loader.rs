@@ -78,24 +78,13 @@ fn main() {
         println!("python reference: skipped (no venv with webdataset, Pillow and numpy)");
         return;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/loader_reference.py");
-    let out = std::process::Command::new(py)
-        .arg(script)
-        .args(&shards)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(text) = venv::run(&py, "loader_reference.py", &shards, "python reference") else {
+        return;
+    };
     let mut f = text
         .split_whitespace()
         .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
     let (n, secs) = (f.next().unwrap_or(f64::NAN), f.next().unwrap_or(f64::NAN));
-    if !out.status.success() {
-        println!(
-            "python reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
     println!(
         "python webdataset + Pillow, 1 process: {n} samples in {secs:.2} s: {:.0} samples/s; wit's loader per core: {:.2}x",
         n / secs,

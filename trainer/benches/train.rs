@@ -129,24 +129,18 @@ fn reference(models: &str, rows: &[(String, usize, f64, f64)]) {
         println!("open_clip reference: skipped (no venv with torch and open_clip)");
         return;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_reference.py");
-    let out = std::process::Command::new(py)
-        .arg(script)
-        .args(models.split_whitespace())
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        println!(
-            "open_clip reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let Some(text) = venv::run(
+        &py,
+        "train_reference.py",
+        models.split_whitespace(),
+        "open_clip reference",
+    ) else {
         return;
-    }
+    };
     println!(
         "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip | wit peak RSS MiB | open_clip peak RSS MiB |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let text = String::from_utf8_lossy(&out.stdout);
     for (line, (name, batch, rate, rss)) in text.lines().zip(rows) {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         let theirs = r["samples_per_s"].as_f64().unwrap_or(f64::NAN);

@@ -42,3 +42,22 @@ pub fn python(name: &str, imports: &str, packages: &[&str]) -> Option<PathBuf> {
     }
     Some(py)
 }
+
+/// Runs `benches/SCRIPT` under `py` with `args` and returns its stdout;
+/// `None` where it failed, its stderr printed after `what`.
+pub fn run<S: AsRef<std::ffi::OsStr>>(
+    py: &Path,
+    script: &str,
+    args: impl IntoIterator<Item = S>,
+    what: &str,
+) -> Option<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(script);
+    let out = Command::new(py).arg(script).args(args).output().unwrap();
+    if !out.status.success() {
+        println!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
