@@ -19,6 +19,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
 };
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::layers::Activation;
@@ -67,7 +68,7 @@ fn tensor(v: Vec<f32>, shape: impl Into<Shape>, like: &Tensor) -> Result<Tensor>
 }
 
 /// a · b, in eight partial sums so that it vectorises.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -88,7 +89,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `x` folded by `f` from `init` in eight interleaved lanes, then the
 /// lanes folded: a reduction the compiler can vectorise (a plain fold over
 /// f32 must keep its order). For sums and maxima.
-#[inline]
+#[inline(always)]
 fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; 8];
     let chunks = x.chunks_exact(8);
@@ -101,12 +102,18 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().fold(tail, |a, &b| f(a, b))
 }
 
-/// y += a x.
-#[inline]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
+/// The sum of `g(v)` over `x`, in eight interleaved lanes (as [`lanes`]).
+#[inline(always)]
+fn sum_of(x: &[f32], g: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| g(v)).sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += g(c[k]);
+        }
     }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Rows per parallel task: enough work per task to pay for the split.
@@ -139,24 +146,44 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 struct LinearOp;
 
-/// `dst (m x n, row-major) = [dst +] a · b`, where `a` is m x k and `b` is
-/// k x n, each given with its row and column strides.
+/// A matrix inside a slice: element (r, c) at `v[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    v: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn new(v: &'a [f32], rs: usize, cs: usize) -> View<'a> {
+        View { v, rs, cs }
+    }
+
+    /// Whether an r x c matrix fits.
+    fn holds(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || self.v.len() > (r - 1) * self.rs + (c - 1) * self.cs
+    }
+}
+
+/// `dst = [dst +] scale · a · b`, where `a` is m x k, `b` is k x n and
+/// `dst` m x n with rows `dst_rs` apart, by the `gemm` crate; on rayon's
+/// threads when `threads` and the product is large enough to pay for it.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
+    dst_rs: usize,
     accumulate: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    a: View,
+    b: View,
+    scale: f32,
+    threads: bool,
 ) {
-    assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k > 32_768 {
-        gemm::Parallelism::Rayon(threads)
+    assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * dst_rs + n);
+    assert!(a.holds(m, k) && b.holds(k, n));
+    let t = rayon::current_num_threads();
+    let parallelism = if threads && t > 1 && m * n * k > 32_768 {
+        gemm::Parallelism::Rayon(t)
     } else {
         gemm::Parallelism::None
     };
@@ -169,16 +196,16 @@ fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
+            a.v.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.v.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -223,7 +250,8 @@ impl CustomOp3 for LinearOp {
         for _ in 0..m {
             y.extend_from_slice(b);
         }
-        matmul((m, out, inp), &mut y, true, x, (inp, 1), w, (1, inp));
+        let (x, w) = (View::new(x, inp, 1), View::new(w, 1, inp));
+        matmul((m, out, inp), &mut y, out, true, x, w, 1.0, true);
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = out;
@@ -244,9 +272,11 @@ impl CustomOp3 for LinearOp {
             let (x, w, g) = (v[0], v[1], v[2]);
             let m = x.len() / inp.max(1);
             let mut dx = vec![0f32; m * inp];
-            matmul((m, inp, out), &mut dx, false, g, (out, 1), w, (inp, 1));
+            let (gv, gt) = (View::new(g, out, 1), View::new(g, 1, out));
+            let (w, x) = (View::new(w, inp, 1), View::new(x, inp, 1));
+            matmul((m, inp, out), &mut dx, inp, false, gv, w, 1.0, true);
             let mut dw = vec![0f32; out * inp];
-            matmul((out, inp, m), &mut dw, false, g, (1, out), x, (inp, 1));
+            matmul((out, inp, m), &mut dw, inp, false, gt, x, 1.0, true);
             let mut db = vec![0f32; out];
             for row in g.chunks_exact(out) {
                 for (d, v) in db.iter_mut().zip(row) {
@@ -280,10 +310,11 @@ struct LayerNormOp {
 }
 
 /// Mean and 1/std of one row.
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = lanes(x, 0.0, |s, v| s + v) / d;
+    let var = sum_of(x, |v| (v - mean) * (v - mean)) / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -315,14 +346,7 @@ impl CustomOp3 for LayerNormOp {
         let chunk = rows_per_task(x.len() / d, d) * d;
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    for i in 0..d {
-                        y[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+            .for_each(|(y, x)| layer_norm_rows(y, x, w, b, self.eps));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -343,31 +367,7 @@ impl CustomOp3 for LayerNormOp {
             let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
-                .map(|(dx, (x, g))| {
-                    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                    let mut xhat = vec![0f32; d];
-                    for ((dx, x), g) in dx
-                        .chunks_exact_mut(d)
-                        .zip(x.chunks_exact(d))
-                        .zip(g.chunks_exact(d))
-                    {
-                        let (mean, rstd) = row_stats(x, self.eps);
-                        let (mut a, mut c) = (0f32, 0f32);
-                        for i in 0..d {
-                            xhat[i] = (x[i] - mean) * rstd;
-                            let gh = g[i] * w[i];
-                            a += gh;
-                            c += gh * xhat[i];
-                            dw[i] += g[i] * xhat[i];
-                            db[i] += g[i];
-                        }
-                        let (a, c) = (a / d as f32, c / d as f32);
-                        for i in 0..d {
-                            dx[i] = rstd * (g[i] * w[i] - a - xhat[i] * c);
-                        }
-                    }
-                    (dw, db)
-                })
+                .map(|(dx, (x, g))| layer_norm_rows_bwd(dx, x, g, w, self.eps))
                 .collect();
             let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
             for (pw, pb) in partial {
@@ -452,13 +452,16 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds to an integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    // n itself sits in t's low mantissa bits (|n| < 2^22): an integer
+    // subtraction, where `n as i32` would saturate lane by lane.
+    let bits = (t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23;
     let e = p * f32::from_bits(bits);
     if x <= -87.3 { 0.0 } else { e }
 }
@@ -511,13 +514,7 @@ impl CustomOp2 for BiasActOp {
         let chunk = rows_per_task(x.len() / d, d) * d;
         y.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
-            .for_each(|(y, x)| {
-                for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    for i in 0..d {
-                        y[i] = act_value(self.act, x[i] + b[i]);
-                    }
-                }
-            });
+            .for_each(|(y, x)| bias_act_rows(y, x, b, self.act));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -536,20 +533,7 @@ impl CustomOp2 for BiasActOp {
             let partial: Vec<Vec<f32>> = dx
                 .par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
-                .map(|(dx, (x, g))| {
-                    let mut db = vec![0f32; d];
-                    for ((dx, x), g) in dx
-                        .chunks_exact_mut(d)
-                        .zip(x.chunks_exact(d))
-                        .zip(g.chunks_exact(d))
-                    {
-                        for i in 0..d {
-                            dx[i] = g[i] * act_and_slope(self.act, x[i] + b[i]).1;
-                            db[i] += dx[i];
-                        }
-                    }
-                    db
-                })
+                .map(|(dx, (x, g))| bias_act_rows_bwd(dx, x, g, b, self.act))
                 .collect();
             let mut db = vec![0f32; d];
             for p in partial {
@@ -604,30 +588,41 @@ struct Head {
 
 impl Head {
     /// Keys position `i` attends to.
+    #[inline(always)]
     fn keys(&self, i: usize) -> usize {
         if self.causal { i + 1 } else { self.n }
     }
 
-    /// The softmax probabilities `p` (n x n, row i filled up to
-    /// [`Head::keys`]) of one sample's packed `qkv` (n x 3w), using `kt`
-    /// (hd x n) as scratch for the transposed keys.
-    fn probabilities(&self, qkv: &[f32], p: &mut [f32], kt: &mut [f32]) {
-        let (n, w3, hd) = (self.n, 3 * self.w, self.hd);
-        for j in 0..n {
-            for c in 0..hd {
-                kt[c * n + j] = qkv[j * w3 + self.w + self.col + c];
-            }
-        }
-        for i in 0..n {
-            let m = self.keys(i);
-            let row = &mut p[i * n..i * n + m];
-            row.fill(0.0);
-            for c in 0..hd {
-                let q = qkv[i * w3 + self.col + c] * self.scale;
-                for (r, k) in row.iter_mut().zip(&kt[c * n..c * n + m]) {
-                    *r += q * k;
-                }
-            }
+    /// This head's queries in one sample's packed `qkv` (n x 3w): n x hd.
+    fn queries<'a>(&self, qkv: &'a [f32]) -> View<'a> {
+        View::new(&qkv[self.col..], 3 * self.w, 1)
+    }
+
+    /// This head's keys, transposed: hd x n.
+    fn keys_t<'a>(&self, qkv: &'a [f32]) -> View<'a> {
+        View::new(&qkv[self.w + self.col..], 1, 3 * self.w)
+    }
+
+    /// This head's keys: n x hd.
+    fn keys_of<'a>(&self, qkv: &'a [f32]) -> View<'a> {
+        View::new(&qkv[self.w + self.col..], 3 * self.w, 1)
+    }
+
+    /// This head's values: n x hd.
+    fn values<'a>(&self, qkv: &'a [f32]) -> View<'a> {
+        View::new(&qkv[2 * self.w + self.col..], 3 * self.w, 1)
+    }
+
+    /// The softmax probabilities `p` (n x n; zero past [`Head::keys`] in
+    /// each row) of one sample's packed `qkv` (n x 3w).
+    #[inline(always)]
+    fn probabilities(&self, qkv: &[f32], p: &mut [f32]) {
+        let n = self.n;
+        let (q, kt) = (self.queries(qkv), self.keys_t(qkv));
+        matmul((n, n, self.hd), p, n, false, q, kt, self.scale, false);
+        for (i, row) in p.chunks_exact_mut(n).enumerate() {
+            let (row, masked) = row.split_at_mut(self.keys(i));
+            masked.fill(0.0);
             let max = lanes(row, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
             for r in row.iter_mut() {
                 *r = exp(*r - max);
@@ -676,27 +671,7 @@ impl CustomOp1 for AttentionOp {
         let mut out = vec![0f32; b * n * w];
         out.par_chunks_mut(n * w)
             .zip(qkv.par_chunks(n * 3 * w))
-            .for_each(|(out, qkv)| {
-                let hd = heads[0].hd;
-                let (mut p, mut kt) = (vec![0f32; n * n], vec![0f32; hd * n]);
-                let mut vt = vec![0f32; hd * n];
-                for h in &heads {
-                    h.probabilities(qkv, &mut p, &mut kt);
-                    for j in 0..n {
-                        for c in 0..hd {
-                            vt[c * n + j] = qkv[j * 3 * w + 2 * w + h.col + c];
-                        }
-                    }
-                    // O_ic = sum_j P_ij V_jc.
-                    for i in 0..n {
-                        let m = h.keys(i);
-                        let pi = &p[i * n..i * n + m];
-                        for c in 0..hd {
-                            out[i * w + h.col + c] = dot(pi, &vt[c * n..c * n + m]);
-                        }
-                    }
-                }
-            });
+            .for_each(|(out, qkv)| attention_sample(out, qkv, &heads));
         Ok((CpuStorage::F32(out), Shape::from((b, n, w))))
     }
 
@@ -710,59 +685,162 @@ impl CustomOp1 for AttentionOp {
                 .zip(qkv.par_chunks(n * 3 * w))
                 .zip(out.par_chunks(n * w).zip(g.par_chunks(n * w)))
                 .for_each(|((dqkv, qkv), (out, g))| {
-                    let hd = heads[0].hd;
-                    let w3 = 3 * w;
-                    // Per head: P, and the keys, values and their
-                    // gradients transposed (hd x n), so that every inner
-                    // loop runs along positions, contiguous.
-                    let mut p = vec![0f32; n * n];
-                    let [mut kt, mut vt, mut dkt, mut dvt] = [0; 4].map(|_| vec![0f32; hd * n]);
-                    let (mut dp, mut ds) = (vec![0f32; n], vec![0f32; n]);
-                    for h in &heads {
-                        h.probabilities(qkv, &mut p, &mut kt);
-                        for j in 0..n {
-                            for c in 0..hd {
-                                vt[c * n + j] = qkv[j * w3 + 2 * w + h.col + c];
-                            }
-                        }
-                        dkt.fill(0.0);
-                        dvt.fill(0.0);
-                        for i in 0..n {
-                            let m = h.keys(i);
-                            let gi = &g[i * w + h.col..][..hd];
-                            let oi = &out[i * w + h.col..][..hd];
-                            let pi = &p[i * n..i * n + m];
-                            // dP_ij = dO_i . V_j; dV_j += P_ij dO_i.
-                            let dp = &mut dp[..m];
-                            dp.fill(0.0);
-                            for (c, &gc) in gi.iter().enumerate() {
-                                axpy(gc, &vt[c * n..c * n + m], dp);
-                                axpy(gc, pi, &mut dvt[c * n..c * n + m]);
-                            }
-                            // dS_ij = P_ij (dP_ij - dO_i . O_i), scaled.
-                            let di = dot(gi, oi);
-                            let ds = &mut ds[..m];
-                            for ((s, &pij), &d) in ds.iter_mut().zip(pi).zip(dp.iter()) {
-                                *s = pij * (d - di) * h.scale;
-                            }
-                            // dQ_i = sum_j dS_ij K_j; dK_j += dS_ij Q_i.
-                            for c in 0..hd {
-                                dqkv[i * w3 + h.col + c] = dot(ds, &kt[c * n..c * n + m]);
-                                let qc = qkv[i * w3 + h.col + c];
-                                axpy(qc, ds, &mut dkt[c * n..c * n + m]);
-                            }
-                        }
-                        for j in 0..n {
-                            for c in 0..hd {
-                                dqkv[j * w3 + w + h.col + c] = dkt[c * n + j];
-                                dqkv[j * w3 + 2 * w + h.col + c] = dvt[c * n + j];
-                            }
-                        }
-                    }
+                    attention_sample_bwd(dqkv, qkv, out, g, &heads)
                 });
             Ok(dqkv)
         })?;
         Ok(Some(tensor(dqkv, qkv.shape(), qkv)?))
+    }
+}
+
+// ------------------------------------------------ vectorised per-task loops
+
+/// Layer norm of the rows of `x` (each `w.len()` long) into `y`.
+#[multiversion(targets = "simd")]
+fn layer_norm_rows(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = w.len();
+    for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+        }
+    }
+}
+
+/// The layer norm backward of the rows of `x` given the output gradient
+/// `g`: `dx`, and these rows' sums of `dy * xhat` and `dy`.
+#[multiversion(targets = "simd")]
+fn layer_norm_rows_bwd(
+    dx: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    w: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+    let (mut xhat, mut gh) = (vec![0f32; d], vec![0f32; d]);
+    for ((dx, x), g) in dx
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d))
+        .zip(g.chunks_exact(d))
+    {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            xhat[i] = (x[i] - mean) * rstd;
+            gh[i] = g[i] * w[i];
+            dw[i] += g[i] * xhat[i];
+            db[i] += g[i];
+        }
+        let a = lanes(&gh, 0.0, |s, v| s + v) / d as f32;
+        let c = dot(&gh, &xhat) / d as f32;
+        for i in 0..d {
+            dx[i] = rstd * (gh[i] - a - xhat[i] * c);
+        }
+    }
+    (dw, db)
+}
+
+/// `act(x + b)` of the rows of `x` (each `b.len()` long) into `y`.
+#[multiversion(targets = "simd")]
+fn bias_act_rows(y: &mut [f32], x: &[f32], b: &[f32], act: Activation) {
+    let d = b.len();
+    for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        for i in 0..d {
+            y[i] = act_value(act, x[i] + b[i]);
+        }
+    }
+}
+
+/// The bias + activation backward of the rows of `x`: `dx`, and these
+/// rows' sum of `dx` (the bias gradient).
+#[multiversion(targets = "simd")]
+fn bias_act_rows_bwd(dx: &mut [f32], x: &[f32], g: &[f32], b: &[f32], act: Activation) -> Vec<f32> {
+    let d = b.len();
+    let mut db = vec![0f32; d];
+    for ((dx, x), g) in dx
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d))
+        .zip(g.chunks_exact(d))
+    {
+        for i in 0..d {
+            dx[i] = g[i] * act_and_slope(act, x[i] + b[i]).1;
+            db[i] += dx[i];
+        }
+    }
+    db
+}
+
+/// Attention of one sample: `qkv` (n x 3w) to `out` (n x w), every head.
+#[multiversion(targets = "simd")]
+fn attention_sample(out: &mut [f32], qkv: &[f32], heads: &[Head]) {
+    let (n, w) = (heads[0].n, heads[0].w);
+    let mut p = vec![0f32; n * n];
+    for h in heads {
+        h.probabilities(qkv, &mut p);
+        // O = P V, into the head's columns.
+        let pv = View::new(&p, n, 1);
+        matmul(
+            (n, h.hd, n),
+            &mut out[h.col..],
+            w,
+            false,
+            pv,
+            h.values(qkv),
+            1.0,
+            false,
+        );
+    }
+}
+
+/// The attention backward of one sample: `dqkv` (n x 3w, zeros) from
+/// `qkv`, the forward's `out` and its gradient `g` (n x w).
+#[multiversion(targets = "simd")]
+fn attention_sample_bwd(dqkv: &mut [f32], qkv: &[f32], out: &[f32], g: &[f32], heads: &[Head]) {
+    let (n, w, hd) = (heads[0].n, heads[0].w, heads[0].hd);
+    let w3 = 3 * w;
+    let (mut p, mut ds) = (vec![0f32; n * n], vec![0f32; n * n]);
+    for h in heads {
+        h.probabilities(qkv, &mut p);
+        let dout = View::new(&g[h.col..], w, 1);
+        // dP = dO Vᵀ.
+        let vt = View::new(&qkv[2 * w + h.col..], 1, w3);
+        matmul((n, n, hd), &mut ds, n, false, dout, vt, 1.0, false);
+        // dV = Pᵀ dO.
+        let pt = View::new(&p, 1, n);
+        let dv = &mut dqkv[2 * w + h.col..];
+        matmul((n, hd, n), dv, w3, false, pt, dout, 1.0, false);
+        // dS_ij = P_ij (dP_ij - dO_i . O_i); the scale goes into dQ and dK.
+        for (i, (ds, p)) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
+            let di = dot(&g[i * w + h.col..][..hd], &out[i * w + h.col..][..hd]);
+            for (s, &pij) in ds.iter_mut().zip(p) {
+                *s = pij * (*s - di);
+            }
+        }
+        // dQ = scale dS K; dK = scale dSᵀ Q.
+        let (dsv, dst) = (View::new(&ds, n, 1), View::new(&ds, 1, n));
+        let dq = &mut dqkv[h.col..];
+        matmul(
+            (n, hd, n),
+            dq,
+            w3,
+            false,
+            dsv,
+            h.keys_of(qkv),
+            h.scale,
+            false,
+        );
+        let dk = &mut dqkv[w + h.col..];
+        matmul(
+            (n, hd, n),
+            dk,
+            w3,
+            false,
+            dst,
+            h.queries(qkv),
+            h.scale,
+            false,
+        );
     }
 }
 
