@@ -33,7 +33,7 @@ fn main() {
     wit_trainer::alloc::retain_freed_memory();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let models =
-        std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:10 tiny:64:20 ViT-S-32:32:3".into());
+        std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:30 tiny:64:60 ViT-S-32:32:5".into());
     let mut rows = Vec::new();
     for m in models.split_whitespace() {
         let mut it = m.split(':');
