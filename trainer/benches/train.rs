@@ -3,11 +3,13 @@
 //! token ids, samples per second after one warm-up step, and the time of
 //! each phase.
 //!
-//! Beside it, in the same run: open_clip's own step on PyTorch (from PyPI, on the CPU)
-//! for the same shapes (`train_reference.py`, in the venv
+//! Beside it, in the same run: open_clip's own step on PyTorch (from PyPI,
+//! on the CPU) for the same shapes (`train_reference.py`, in the venv
 //! ~/.cache/wit/bench-venv, made from the registry the first time), with
-//! the same threads; each side's peak resident memory is the process's
-//! high-water mark after the model (VmHWM), so it grows along the list.
+//! the same threads, each model's right after wit's so that both see the
+//! same load. Peak resident memory is the process's high-water mark after
+//! the model (VmHWM): open_clip's per model (a process each), wit's over
+//! the list so far (one process; the list goes from small to large).
 //!
 //! Run: `cargo bench -p wit-trainer --bench train` (part of `make bench`);
 //! `WIT_TRAIN_BENCH="demo:64:10 ViT-S-32:32:3"` picks models, batches and
@@ -31,76 +33,109 @@ fn main() {
     }
     // As `wit train` does.
     wit_trainer::alloc::retain_freed_memory();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let models =
         std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:30 tiny:64:60 ViT-S-32:32:5".into());
+    let py = reference_python();
+    // Each model's reference runs right after wit's on it, so that the two
+    // figures of a row see the same load on a noisy machine.
     let mut rows = Vec::new();
-    for m in models.split_whitespace() {
-        let mut it = m.split(':');
+    for spec in models.split_whitespace() {
+        let mut it = spec.split(':');
         let name = it.next().unwrap();
         let batch: usize = it.next().unwrap().parse().unwrap();
         let steps: usize = it.next().unwrap().parse().unwrap();
-        let c = ClipConfig::preset(name).unwrap();
-        let vars = VarMap::new();
-        let model = Clip::seeded(c, &vars, &Device::Cpu, 0).unwrap();
-        let mut opt = AdamW::new(named_vars(&vars), AdamWConfig::default()).unwrap();
-        let s = c.vision.image_size();
-        let images = Tensor::randn(0f32, 1f32, (batch, 3, s, s), &Device::Cpu).unwrap();
-        let t = Tokenizer::get();
-        let ids: Vec<u32> = (0..batch)
-            .flat_map(|i| {
-                t.context_of(
-                    &format!("a photo of a striped object number {i}"),
-                    c.text.context,
-                )
-            })
-            .collect();
-        let tokens = Tensor::from_vec(ids, (batch, c.text.context), &Device::Cpu).unwrap();
-        // Seconds spent in forward (with the loss), backward and the
-        // optimiser over the timed steps.
-        let mut phases = [0f64; 3];
-        let mut step = |phases: &mut [f64; 3]| {
-            let t0 = Instant::now();
-            let loss = model.loss(&images, &tokens).unwrap();
-            let t1 = Instant::now();
-            let grads = loss.backward().unwrap();
-            let t2 = Instant::now();
-            opt.step(&grads).unwrap();
-            let t3 = Instant::now();
-            phases[0] += (t1 - t0).as_secs_f64();
-            phases[1] += (t2 - t1).as_secs_f64();
-            phases[2] += (t3 - t2).as_secs_f64();
-            loss.to_dtype(DType::F32)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        step(&mut [0f64; 3]);
-        let t0 = Instant::now();
-        for _ in 0..steps {
-            step(&mut phases);
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let (rate, rss) = measure(name, batch, steps);
+        let theirs = py.as_ref().and_then(|py| {
+            let text = venv::run(py, "train_reference.py", [spec], "open_clip reference")?;
+            serde_json::from_str::<serde_json::Value>(text.lines().next()?).ok()
+        });
+        rows.push((name.to_string(), batch, rate, rss, theirs));
+    }
+    if py.is_none() {
+        return;
+    }
+    println!(
+        "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip | wit peak RSS MiB | open_clip peak RSS MiB |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, batch, rate, rss, r) in &rows {
+        let get = |k: &str| r.as_ref().and_then(|r| r[k].as_f64()).unwrap_or(f64::NAN);
+        let theirs = get("samples_per_s");
         println!(
-            "train {name} (f32, CPU, {threads} threads): batch {batch}, {steps} steps in {secs:.2} s: {:.1} samples/s ({:.2} s/step); {:.2}M parameters",
-            (batch * steps) as f64 / secs,
-            secs / steps as f64,
-            c.parameter_count() as f64 / 1e6
-        );
-        rows.push((
-            name.to_string(),
-            batch,
-            (batch * steps) as f64 / secs,
-            peak_rss_mib(),
-        ));
-        println!(
-            "  per step: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms",
-            phases[0] * 1e3 / steps as f64,
-            phases[1] * 1e3 / steps as f64,
-            phases[2] * 1e3 / steps as f64
+            "| {name} | {batch} | {rate:.1} | {theirs:.1} | {:.2}x | {rss:.0} | {:.0} |",
+            rate / theirs,
+            get("peak_rss_mib")
         );
     }
-    reference(&models, &rows);
+    if let Some(r) = rows.iter().find_map(|r| r.4.as_ref()) {
+        println!(
+            "open_clip {} on torch {}, {} threads; each open_clip figure from its own process, right after wit's",
+            r["open_clip"], r["torch"], r["threads"]
+        );
+    }
+}
+
+/// wit's training step on `name` at `batch`: samples/s over `steps` timed
+/// steps after one warm-up, printed with the time of each phase, and the
+/// process's peak memory (MiB) so far.
+fn measure(name: &str, batch: usize, steps: usize) -> (f64, f64) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let c = ClipConfig::preset(name).unwrap();
+    let vars = VarMap::new();
+    let model = Clip::seeded(c, &vars, &Device::Cpu, 0).unwrap();
+    let mut opt = AdamW::new(named_vars(&vars), AdamWConfig::default()).unwrap();
+    let s = c.vision.image_size();
+    let images = Tensor::randn(0f32, 1f32, (batch, 3, s, s), &Device::Cpu).unwrap();
+    let t = Tokenizer::get();
+    let ids: Vec<u32> = (0..batch)
+        .flat_map(|i| {
+            t.context_of(
+                &format!("a photo of a striped object number {i}"),
+                c.text.context,
+            )
+        })
+        .collect();
+    let tokens = Tensor::from_vec(ids, (batch, c.text.context), &Device::Cpu).unwrap();
+    // Seconds spent in forward (with the loss), backward and the
+    // optimiser over the timed steps.
+    let mut phases = [0f64; 3];
+    let mut step = |phases: &mut [f64; 3]| {
+        let t0 = Instant::now();
+        let loss = model.loss(&images, &tokens).unwrap();
+        let t1 = Instant::now();
+        let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads).unwrap();
+        let t3 = Instant::now();
+        phases[0] += (t1 - t0).as_secs_f64();
+        phases[1] += (t2 - t1).as_secs_f64();
+        phases[2] += (t3 - t2).as_secs_f64();
+        loss.to_dtype(DType::F32)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    step(&mut [0f64; 3]);
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step(&mut phases);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "train {name} (f32, CPU, {threads} threads): batch {batch}, {steps} steps in {secs:.2} s: {:.1} samples/s ({:.2} s/step); {:.2}M parameters",
+        (batch * steps) as f64 / secs,
+        secs / steps as f64,
+        c.parameter_count() as f64 / 1e6
+    );
+    let rate = (batch * steps) as f64 / secs;
+    let rss = peak_rss_mib();
+    println!(
+        "  per step: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms",
+        phases[0] * 1e3 / steps as f64,
+        phases[1] * 1e3 / steps as f64,
+        phases[2] * 1e3 / steps as f64
+    );
+    (rate, rss)
 }
 
 /// The process's peak resident memory so far, MiB (VmHWM, as the
@@ -115,49 +150,21 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Runs open_clip on the same `models` and prints both side by side.
-fn reference(models: &str, rows: &[(String, usize, f64, f64)]) {
+/// The bench venv's Python with torch and open_clip, or `None` where the
+/// reference is left out (`WIT_TRAIN_BENCH_REFERENCE=0`) or cannot be had
+/// (the reason printed).
+fn reference_python() -> Option<std::path::PathBuf> {
     if std::env::var("WIT_TRAIN_BENCH_REFERENCE").is_ok_and(|v| v == "0") {
         println!("open_clip reference: left out (WIT_TRAIN_BENCH_REFERENCE=0)");
-        return;
+        return None;
     }
-    let Some(py) = venv::python(
+    let py = venv::python(
         "bench-venv",
         "torch, open_clip",
         &["torch", "open_clip_torch"],
-    ) else {
-        println!("open_clip reference: skipped (no venv with torch and open_clip)");
-        return;
-    };
-    let Some(text) = venv::run(
-        &py,
-        "train_reference.py",
-        models.split_whitespace(),
-        "open_clip reference",
-    ) else {
-        return;
-    };
-    println!(
-        "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip | wit peak RSS MiB | open_clip peak RSS MiB |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (line, (name, batch, rate, rss)) in text.lines().zip(rows) {
-        let r: serde_json::Value = serde_json::from_str(line).unwrap();
-        let theirs = r["samples_per_s"].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "| {name} | {batch} | {rate:.1} | {theirs:.1} | {:.2}x | {rss:.0} | {:.0} |",
-            rate / theirs,
-            r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
-        );
+    if py.is_none() {
+        println!("open_clip reference: skipped (no venv with torch and open_clip)");
     }
-    if let Some(r) = text
-        .lines()
-        .next()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
-        println!(
-            "open_clip {} on torch {}, {} threads",
-            r["open_clip"], r["torch"], r["threads"]
-        );
-    }
+    py
 }

@@ -16,6 +16,7 @@ use std::path::Path;
 use candle_core::{
     CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var, backprop::GradStore,
 };
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::model::fused;
@@ -152,13 +153,7 @@ impl InplaceOp2 for Moment {
         let (beta, scale, square) = (self.beta, self.scale, self.square);
         m.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
-            .for_each(|(m, g)| {
-                for (m, g) in m.iter_mut().zip(g) {
-                    let g = g * scale;
-                    let x = if square { g * g } else { g };
-                    *m = *m * beta + x * (1.0 - beta);
-                }
-            });
+            .for_each(|(m, g)| moment_rows(m, g, beta, scale, square));
         Ok(())
     }
 }
@@ -200,13 +195,28 @@ impl InplaceOp3 for Update {
         theta
             .par_chunks_mut(CHUNK)
             .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-            .for_each(|(t, (m, v))| {
-                for ((t, m), v) in t.iter_mut().zip(m).zip(v) {
-                    let step = (m / u.bc1) / ((v / u.bc2).sqrt() + u.eps);
-                    *t = *t * u.keep - step * u.lr;
-                }
-            });
+            .for_each(|(t, (m, v))| update_rows(t, m, v, u));
         Ok(())
+    }
+}
+
+/// `m = beta m + (1 - beta) x` over a chunk, `x` the scaled gradient or its
+/// square; built for AVX2/AVX-512 too, as the fused kernels' loops.
+#[multiversion(targets = "simd")]
+fn moment_rows(m: &mut [f32], g: &[f32], beta: f32, scale: f32, square: bool) {
+    for (m, g) in m.iter_mut().zip(g) {
+        let g = g * scale;
+        let x = if square { g * g } else { g };
+        *m = *m * beta + x * (1.0 - beta);
+    }
+}
+
+/// [`Update`] over a chunk of a parameter and its moments.
+#[multiversion(targets = "simd")]
+fn update_rows(t: &mut [f32], m: &[f32], v: &[f32], u: &Update) {
+    for ((t, m), v) in t.iter_mut().zip(m).zip(v) {
+        let step = (m / u.bc1) / ((v / u.bc2).sqrt() + u.eps);
+        *t = *t * u.keep - step * u.lr;
     }
 }
 
