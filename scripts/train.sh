@@ -103,8 +103,9 @@ train() {
 
 evaluate() {
     # The ensemble: templates in the captions' own styles, chosen on the
-    # probe's training images (not the test images), as CLIP's prompts were
-    # chosen on validation data.
+    # probe's training images (not the test images) by
+    # scripts/choose-templates.sh, as CLIP's prompts were chosen on
+    # validation data.
     "$WIT" eval --checkpoint "$TRAIN_RUN/model.safetensors" \
         --data "$WEB/eval/test" --train "$WEB/eval/train" \
         --templates scripts/demo-templates.txt --out "$RUN_DIR/eval" --device "$DEMO_DEVICE"
