@@ -13,8 +13,10 @@
 //!
 //! Run: `cargo bench -p wit-trainer --bench train` (part of `make bench`);
 //! `WIT_TRAIN_BENCH="demo:64:10 ViT-S-32:32:3"` picks models, batches and
-//! timed steps; `WIT_TRAIN_BENCH_REFERENCE=0` leaves open_clip out (to
-//! profile wit alone).
+//! timed steps, `WIT_TRAIN_BENCH_ROUNDS` how many pairs of measurements per
+//! model (3; the table gives medians and each round's ratio);
+//! `WIT_TRAIN_BENCH_REFERENCE=0` leaves open_clip out (to profile wit
+//! alone).
 
 use std::time::Instant;
 
@@ -35,43 +37,74 @@ fn main() {
     wit_trainer::alloc::retain_freed_memory();
     let models =
         std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:30 tiny:64:60 ViT-S-32:32:5".into());
+    let rounds: usize = std::env::var("WIT_TRAIN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let py = reference_python();
     // Each model's reference runs right after wit's on it, so that the two
-    // figures of a row see the same load on a noisy machine.
+    // figures of a pair see the same load on a noisy machine; `rounds`
+    // pairs per model, and the table gives medians.
     let mut rows = Vec::new();
     for spec in models.split_whitespace() {
         let mut it = spec.split(':');
         let name = it.next().unwrap();
         let batch: usize = it.next().unwrap().parse().unwrap();
         let steps: usize = it.next().unwrap().parse().unwrap();
-        let (rate, rss) = measure(name, batch, steps);
-        let theirs = py.as_ref().and_then(|py| {
-            let text = venv::run(py, "train_reference.py", [spec], "open_clip reference")?;
-            serde_json::from_str::<serde_json::Value>(text.lines().next()?).ok()
-        });
-        rows.push((name.to_string(), batch, rate, rss, theirs));
+        let mut pairs = Vec::new();
+        let (mut rss, mut theirs_rss, mut versions) = (0f64, f64::NAN, None);
+        for _ in 0..rounds {
+            let (rate, peak) = measure(name, batch, steps);
+            rss = rss.max(peak);
+            let theirs = py.as_ref().and_then(|py| {
+                let text = venv::run(py, "train_reference.py", [spec], "open_clip reference")?;
+                serde_json::from_str::<serde_json::Value>(text.lines().next()?).ok()
+            });
+            let theirs_rate = theirs.as_ref().and_then(|r| r["samples_per_s"].as_f64());
+            if let Some(r) = &theirs {
+                theirs_rss = r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+                versions = Some(format!(
+                    "open_clip {} on torch {}, {} threads",
+                    r["open_clip"], r["torch"], r["threads"]
+                ));
+            }
+            pairs.push((rate, theirs_rate.unwrap_or(f64::NAN)));
+        }
+        rows.push((name.to_string(), batch, pairs, rss, theirs_rss, versions));
     }
     if py.is_none() {
         return;
     }
     println!(
-        "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip | wit peak RSS MiB | open_clip peak RSS MiB |"
+        "| model | batch | wit samples/s | open_clip samples/s | wit / open_clip (median; each round) | wit peak RSS MiB | open_clip peak RSS MiB |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (name, batch, rate, rss, r) in &rows {
-        let get = |k: &str| r.as_ref().and_then(|r| r[k].as_f64()).unwrap_or(f64::NAN);
-        let theirs = get("samples_per_s");
+    for (name, batch, pairs, rss, theirs_rss, _) in &rows {
+        let ours = median(pairs.iter().map(|p| p.0));
+        let theirs = median(pairs.iter().map(|p| p.1));
+        let ratios: Vec<String> = pairs.iter().map(|(a, b)| format!("{:.2}", a / b)).collect();
         println!(
-            "| {name} | {batch} | {rate:.1} | {theirs:.1} | {:.2}x | {rss:.0} | {:.0} |",
-            rate / theirs,
-            get("peak_rss_mib")
+            "| {name} | {batch} | {ours:.1} | {theirs:.1} | {:.2}x; {} | {rss:.0} | {theirs_rss:.0} |",
+            median(pairs.iter().map(|(a, b)| a / b)),
+            ratios.join(" ")
         );
     }
-    if let Some(r) = rows.iter().find_map(|r| r.4.as_ref()) {
+    if let Some(v) = rows.iter().find_map(|r| r.5.as_ref()) {
         println!(
-            "open_clip {} on torch {}, {} threads; each open_clip figure from its own process, right after wit's",
-            r["open_clip"], r["torch"], r["threads"]
+            "{v}; {rounds} rounds, each wit's figure and then open_clip's (its own process) on the same model"
         );
+    }
+}
+
+/// The median of `xs` (NaN for none).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
