@@ -781,7 +781,14 @@ mod tests {
         for name in ["tiny", "tiny-RN"] {
             let c = ClipConfig::preset(name).unwrap();
             let vars = VarMap::new();
-            let vb = VarBuilder::from_varmap(&vars, DType::F64, &Device::Cpu);
+            // Seeded: an unlucky draw of Candle's unseeded initialisation
+            // put a ReLU kink within the step of one checked element (CI,
+            // once: tiny-RN conv1, 2e-4 relative).
+            let seeded = Seeded {
+                vars: vars.clone(),
+                seed: 0,
+            };
+            let vb = VarBuilder::from_backend(Box::new(seeded), DType::F64, Device::Cpu);
             let model = Clip::new(c, vb).unwrap();
             // Move bn3's zero gains so every path carries gradient.
             for (n, v) in named_vars(&vars) {
