@@ -19,7 +19,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mapfile -t all < "$candidates"
 
-# The ensemble's top-1 (percent) of the templates given as arguments.
+# The ensemble's top-1 (a fraction) with the templates given as arguments.
 score() {
     printf '%s\n' "$@" > "$work/templates.txt"
     "$WIT" -q eval --checkpoint "$checkpoint" --data "$images" --train "$images" \

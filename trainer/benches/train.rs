@@ -154,13 +154,12 @@ fn measure(name: &str, batch: usize, steps: usize) -> (f64, f64) {
         step(&mut phases);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let rate = (batch * steps) as f64 / secs;
     println!(
-        "train {name} (f32, CPU, {threads} threads): batch {batch}, {steps} steps in {secs:.2} s: {:.1} samples/s ({:.2} s/step); {:.2}M parameters",
-        (batch * steps) as f64 / secs,
+        "train {name} (f32, CPU, {threads} threads): batch {batch}, {steps} steps in {secs:.2} s: {rate:.1} samples/s ({:.2} s/step); {:.2}M parameters",
         secs / steps as f64,
         c.parameter_count() as f64 / 1e6
     );
-    let rate = (batch * steps) as f64 / secs;
     let rss = peak_rss_mib();
     println!(
         "  per step: forward {:.1} ms, backward {:.1} ms, optimiser {:.1} ms",

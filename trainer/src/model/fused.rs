@@ -621,6 +621,11 @@ impl Head {
         View::new(&qkv[self.w + self.col..], 3 * self.w, 1)
     }
 
+    /// This head's values, transposed: hd x n.
+    fn values_t<'a>(&self, qkv: &'a [f32]) -> View<'a> {
+        View::new(&qkv[2 * self.w + self.col..], 1, 3 * self.w)
+    }
+
     /// This head's values: n x hd.
     fn values<'a>(&self, qkv: &'a [f32]) -> View<'a> {
         View::new(&qkv[2 * self.w + self.col..], 3 * self.w, 1)
@@ -806,8 +811,8 @@ fn attention_sample(out: &mut [f32], qkv: &[f32], heads: &[Head]) {
     }
 }
 
-/// The attention backward of one sample: `dqkv` (n x 3w, zeros) from
-/// `qkv`, the forward's `out` and its gradient `g` (n x w).
+/// The attention backward of one sample: `dqkv` (n x 3w, every element
+/// written) from `qkv`, the forward's `out` and its gradient `g` (n x w).
 #[multiversion(targets = "simd")]
 fn attention_sample_bwd(dqkv: &mut [f32], qkv: &[f32], out: &[f32], g: &[f32], heads: &[Head]) {
     let (n, w, hd) = (heads[0].n, heads[0].w, heads[0].hd);
@@ -817,7 +822,7 @@ fn attention_sample_bwd(dqkv: &mut [f32], qkv: &[f32], out: &[f32], g: &[f32], h
         h.probabilities(qkv, &mut p);
         let dout = View::new(&g[h.col..], w, 1);
         // dP = dO Vᵀ.
-        let vt = View::new(&qkv[2 * w + h.col..], 1, w3);
+        let vt = h.values_t(qkv);
         matmul((n, n, hd), &mut ds, n, false, dout, vt, 1.0, false);
         // dV = Pᵀ dO.
         let pt = View::new(&p, 1, n);
