@@ -486,7 +486,7 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
-    wit_trainer::alloc::retain_freed_memory();
+    wit_trainer::runtime::prepare_cpu_training();
     let model = args.model.replace('/', "-");
     if wit_trainer::model::ClipConfig::preset(&model).is_none() {
         bail!(BadUsage(format!(

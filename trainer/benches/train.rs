@@ -34,7 +34,7 @@ fn main() {
         return;
     }
     // As `wit train` does.
-    wit_trainer::alloc::retain_freed_memory();
+    wit_trainer::runtime::prepare_cpu_training();
     let models =
         std::env::var("WIT_TRAIN_BENCH").unwrap_or("demo:64:30 tiny:64:60 ViT-S-32:32:5".into());
     let rounds: usize = std::env::var("WIT_TRAIN_BENCH_ROUNDS")

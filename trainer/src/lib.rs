@@ -10,17 +10,17 @@
 //! ResNet, the paper's presets) with open_clip's parameter names, their
 //! fused CPU kernels in [`model::fused`]; [`optim`], CLIP's AdamW
 //! (weight-decay groups, warmup and cosine, clipping, logit-scale clamp,
-//! saved state); [`alloc`], the allocator's settings for training.
+//! saved state); [`runtime`], the process settings for training on the CPU.
 #![deny(missing_docs)]
 
 pub use error::{Error, Result};
 
-pub mod alloc;
 pub mod clean;
 mod error;
 pub mod eval;
 pub mod loader;
 pub mod model;
 pub mod optim;
+pub mod runtime;
 pub mod tokenizer;
 pub mod train;
