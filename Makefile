@@ -1,5 +1,6 @@
 # wit: the commands that work on a fresh machine with only the Rust toolchain.
-#   make test    build and run every test (what CI runs, via .ci/run)
+#   make test    build and run every test (what CI runs, via .ci/run); the
+#                data-parallel ones over Open MPI install it first (scripts/test-mpi.sh)
 #   make train   build wit (the dev build make test uses) and run the pipeline end to end
 #                on the embedded default, into runs/demo
 #   make bench   benchmarks (release builds; figures printed, not asserted)
@@ -15,6 +16,7 @@ RUN_DIR ?= runs/demo
 
 test:
 	$(CARGO) test --workspace
+	CARGO="$(CARGO)" scripts/test-mpi.sh
 
 release:
 	$(CARGO) build --release --bin wit

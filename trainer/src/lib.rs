@@ -10,12 +10,14 @@
 //! ResNet, the paper's presets) with open_clip's parameter names, their
 //! fused CPU kernels in [`model::fused`]; [`optim`], CLIP's AdamW
 //! (weight-decay groups, warmup and cosine, clipping, logit-scale clamp,
-//! saved state); [`runtime`], the process settings for training on the CPU.
+//! saved state); [`dist`], data parallelism over many processes (the loss over
+//! the global batch); [`runtime`], the process settings for training on the CPU.
 #![deny(missing_docs)]
 
 pub use error::{Error, Result};
 
 pub mod clean;
+pub mod dist;
 mod error;
 pub mod eval;
 pub mod loader;

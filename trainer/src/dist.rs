@@ -1,0 +1,513 @@
+//! Training on many processes: data parallelism with CLIP's loss over the
+//! global batch.
+//!
+//! Each process (a *rank*) runs the whole model on its own rows of the
+//! global batch. [`Ranks::from_env`] reads the rank and the world size from
+//! the launcher (`srun`, `mpirun`, `torchrun`); [`connect`] opens the
+//! [`Collective`] that moves data between ranks: [`Local`] for a world of
+//! one, or Open MPI (feature `mpi`).
+//!
+//! The loss sees every rank's features, as OpenCLIP's `gather_with_grad`
+//! does: [`gather_with_grad`] concatenates the ranks' rows in rank order,
+//! and its backward hands each rank the sum over ranks of the gradient
+//! of its own rows (a reduce-scatter). [`clip_loss`] then computes either
+//! the whole global loss on every rank, or with `local_loss` (OpenCLIP's
+//! `--local-loss`) only this rank's rows against every column; after
+//! [`average_gradients`] (an all-reduce over ranks, divided by the world
+//! size) both give every rank exactly the gradient of the one-process
+//! loss over the global batch:
+//!
+//! - whole loss L on every rank: rank s receives W · ∂L/∂f_s from the
+//!   reduce-scatter, and the average over ranks of W · ∂L/∂f_s · ∂f_s/∂θ
+//!   is ∂L/∂θ;
+//! - local loss L_r (rank r's rows; L = the mean of L_r over ranks when
+//!   the ranks' batches are equal): rank s receives Σ_r ∂L_r/∂f_s, and
+//!   the average over ranks of Σ_r ∂L_r/∂f_s · ∂f_s/∂θ is ∂L/∂θ.
+//!
+//! With identical initial weights (a seed) and identical averaged
+//! gradients, every rank's weights stay identical after each step.
+
+use std::sync::Arc;
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, Var, bail};
+
+use crate::model::{contrastive_loss, layers};
+
+/// This process's place among the processes of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranks {
+    /// 0 ..= world - 1.
+    pub rank: usize,
+    /// Processes in the job.
+    pub world: usize,
+    /// The rank among the processes on this machine (which GPU to take).
+    pub local_rank: usize,
+}
+
+/// The variables launchers set, in the order read: (rank, world size,
+/// local rank). torchrun's first, then Open MPI's (an `mpirun` inside a
+/// Slurm allocation also inherits the allocation's `SLURM_*`), MPICH's
+/// and Intel MPI's, and Slurm's (`srun`); the same names OpenCLIP reads
+/// (`open_clip_train/distributed.py`).
+const LAUNCHERS: [(&str, &str, &str); 4] = [
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    (
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+    ),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+];
+
+impl Ranks {
+    /// A world of one.
+    pub fn single() -> Ranks {
+        Ranks {
+            rank: 0,
+            world: 1,
+            local_rank: 0,
+        }
+    }
+
+    /// The ranks the launcher gave this process, from the environment (see
+    /// [`Ranks::from_vars`]); a world of one where no launcher set them.
+    ///
+    /// # Errors
+    /// A variable that is not a number, or a rank outside the world.
+    pub fn from_env() -> std::result::Result<Ranks, String> {
+        Ranks::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The ranks from the first launcher whose rank and world size `var`
+    /// has: torchrun's `RANK`/`WORLD_SIZE`/`LOCAL_RANK`, Open MPI's
+    /// `OMPI_COMM_WORLD_*`, `PMI_RANK`/`PMI_SIZE`, Slurm's
+    /// `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID`. A missing local
+    /// rank is 0.
+    ///
+    /// # Errors
+    /// A variable that is not a number, or a rank outside the world.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> std::result::Result<Ranks, String> {
+        let number = |k: &str| -> std::result::Result<Option<usize>, String> {
+            match var(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{k}={v:?} is not a number")),
+            }
+        };
+        for (rank, world, local) in LAUNCHERS {
+            let (Some(r), Some(w)) = (number(rank)?, number(world)?) else {
+                continue;
+            };
+            if w == 0 || r >= w {
+                return Err(format!("{rank}={r} is not a rank of {world}={w}"));
+            }
+            return Ok(Ranks {
+                rank: r,
+                world: w,
+                local_rank: number(local)?.unwrap_or(0),
+            });
+        }
+        Ok(Ranks::single())
+    }
+}
+
+/// Moves f32 values between the ranks of a job. Every rank calls the same
+/// methods in the same order with buffers of the same length; a call
+/// returns when every rank has made it.
+pub trait Collective: Send + Sync {
+    /// This rank.
+    fn rank(&self) -> usize;
+
+    /// Ranks in the job.
+    fn world(&self) -> usize;
+
+    /// Replaces `values` with their element-wise sum over ranks.
+    ///
+    /// # Errors
+    /// The transport's.
+    fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()>;
+
+    /// Every rank's `local` (equal lengths), concatenated in rank order.
+    ///
+    /// # Errors
+    /// The transport's.
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>>;
+
+    /// The element-wise sum over ranks of `full` (a length that the world
+    /// size divides), and of it this rank's block: the `full.len() /
+    /// world` values from `rank · full.len() / world` on.
+    ///
+    /// # Errors
+    /// The transport's.
+    fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>>;
+}
+
+/// The collective of a world of one: every operation returns its input.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+impl Collective for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn world(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum(&self, _values: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+
+    fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>> {
+        Ok(full.to_vec())
+    }
+}
+
+/// The collective for `ranks`: [`Local`] for a world of one, Open MPI
+/// otherwise (a build with the `mpi` feature, under `mpirun` or `srun`).
+///
+/// # Errors
+/// A world over one without the `mpi` feature; MPI that cannot start, or
+/// whose world differs from the launcher's variables (`srun` without
+/// `--mpi=pmix` starts each process as a world of its own).
+pub fn connect(ranks: Ranks) -> Result<Arc<dyn Collective>> {
+    if ranks.world == 1 {
+        return Ok(Arc::new(Local));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let m = mpi_backend::Mpi::start()?;
+        if (m.rank(), m.world()) != (ranks.rank, ranks.world) {
+            bail!(
+                "the launcher says rank {} of {}, but MPI started rank {} of {}: launch with `mpirun -n N` or `srun --mpi=pmix -n N`",
+                ranks.rank,
+                ranks.world,
+                m.rank(),
+                m.world()
+            );
+        }
+        Ok(Arc::new(m))
+    }
+    #[cfg(not(feature = "mpi"))]
+    bail!(
+        "this is rank {} of {}, but wit was built without MPI: build it with `--features mpi` (Open MPI's libopenmpi-dev and libclang-dev installed)",
+        ranks.rank,
+        ranks.world
+    )
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_backend {
+    use std::sync::Mutex;
+
+    use candle_core::{Result, bail};
+    use mpi::collective::SystemOperation;
+    use mpi::environment::{Threading, Universe};
+    use mpi::topology::SimpleCommunicator;
+    use mpi::traits::*;
+
+    /// Open MPI's world communicator, its calls one at a time.
+    pub struct Mpi {
+        world: SimpleCommunicator,
+        lock: Mutex<()>,
+        rank: usize,
+        size: usize,
+        // Last: finalises MPI when dropped, after the communicator.
+        _universe: Universe,
+    }
+
+    // SAFETY: MPI is started with MPI_THREAD_SERIALIZED (checked), which
+    // allows calls from any thread as long as no two run at once; every
+    // call below holds `lock`.
+    unsafe impl Send for Mpi {}
+    unsafe impl Sync for Mpi {}
+
+    impl Mpi {
+        pub fn start() -> Result<Mpi> {
+            let Some((universe, level)) = mpi::initialize_with_threading(Threading::Serialized)
+            else {
+                bail!("MPI was started already in this process");
+            };
+            if level < Threading::Serialized {
+                bail!(
+                    "this MPI library supports threads only up to {level:?}; wit needs Serialized"
+                );
+            }
+            let world = universe.world();
+            let (rank, size) = (world.rank() as usize, world.size() as usize);
+            Ok(Mpi {
+                world,
+                lock: Mutex::new(()),
+                rank,
+                size,
+                _universe: universe,
+            })
+        }
+    }
+
+    impl super::Collective for Mpi {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+
+        fn world(&self) -> usize {
+            self.size
+        }
+
+        fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
+            let _one = self.lock.lock().expect("no panics holding the MPI lock");
+            let mut sum = vec![0f32; values.len()];
+            self.world
+                .all_reduce_into(&values[..], &mut sum[..], SystemOperation::sum());
+            values.copy_from_slice(&sum);
+            Ok(())
+        }
+
+        fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+            let _one = self.lock.lock().expect("no panics holding the MPI lock");
+            let mut out = vec![0f32; local.len() * self.size];
+            self.world.all_gather_into(local, &mut out[..]);
+            Ok(out)
+        }
+
+        fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>> {
+            if !full.len().is_multiple_of(self.size) {
+                bail!(
+                    "reduce-scatter of {} values over {} ranks",
+                    full.len(),
+                    self.size
+                );
+            }
+            let _one = self.lock.lock().expect("no panics holding the MPI lock");
+            let mut out = vec![0f32; full.len() / self.size];
+            self.world
+                .reduce_scatter_block_into(full, &mut out[..], SystemOperation::sum());
+            Ok(out)
+        }
+    }
+}
+
+/// Every rank's rows of `t` (n x ..., the same shape on every rank),
+/// concatenated in rank order: (world · n) x ...; the gradient flows back
+/// to the rank that made each row, summed over the ranks that used it
+/// (OpenCLIP's `gather_with_grad`). f32.
+///
+/// # Errors
+/// A tensor that is not f32, or the transport's.
+pub fn gather_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tensor> {
+    if c.world() == 1 {
+        return Ok(t.clone());
+    }
+    t.contiguous()?.apply_op1(Gather(c.clone()))
+}
+
+struct Gather(Arc<dyn Collective>);
+
+impl CustomOp1 for Gather {
+    fn name(&self) -> &'static str {
+        "wit-all-gather"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let local = crate::model::fused::values(s, l, self.name())?;
+        let mut dims = l.dims().to_vec();
+        if dims.is_empty() {
+            bail!("{}: a scalar has no rows", self.name());
+        }
+        dims[0] *= self.0.world();
+        Ok((
+            CpuStorage::F32(self.0.all_gather(local)?),
+            Shape::from(dims),
+        ))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let full = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mine = self.0.reduce_scatter_sum(&full)?;
+        Ok(Some(Tensor::from_vec(mine, arg.shape(), arg.device())?))
+    }
+}
+
+/// CLIP's contrastive loss over the global batch, from this rank's
+/// L2-normalised `images` and `texts` (n x d, row i of each a pair; every
+/// rank the same n) at temperature `exp(log_scale)`.
+///
+/// Without `local_loss`, every rank computes the whole loss over the
+/// gathered (world · n) x (world · n) logits. With it, this rank's rows
+/// against every column (n x world · n, the labels offset by rank · n):
+/// the mean of those cross-entropies, whose mean over ranks is the whole
+/// loss (OpenCLIP's `--local-loss`; less memory and compute per rank for
+/// the same gradient). In a world of one both are [`contrastive_loss`].
+///
+/// # Errors
+/// Candle's errors, or the transport's.
+pub fn clip_loss(
+    images: &Tensor,
+    texts: &Tensor,
+    log_scale: &Tensor,
+    c: &Arc<dyn Collective>,
+    local_loss: bool,
+) -> Result<Tensor> {
+    if c.world() == 1 {
+        return contrastive_loss(images, texts, log_scale);
+    }
+    let (all_images, all_texts) = (gather_with_grad(images, c)?, gather_with_grad(texts, c)?);
+    if !local_loss {
+        return contrastive_loss(&all_images, &all_texts, log_scale);
+    }
+    let n = images.dim(0)?;
+    let scale = log_scale.to_dtype(images.dtype())?.exp()?;
+    let offset = (c.rank() * n) as u32;
+    let labels = Tensor::arange(offset, offset + n as u32, images.device())?.reshape((n, 1))?;
+    let cross_entropy = |rows: &Tensor, columns: &Tensor| -> Result<Tensor> {
+        let logits = rows.matmul(&columns.t()?)?.broadcast_mul(&scale)?;
+        let logp = logits.broadcast_sub(&layers::log_sum_exp(&logits)?)?;
+        logp.gather(&labels, 1)?.mean_all()?.neg()
+    };
+    (cross_entropy(images, &all_texts)? + cross_entropy(texts, &all_images)?)? / 2.0
+}
+
+/// Replaces each gradient of `params` in `grads` with its mean over ranks
+/// (one all-reduce of all of them); a parameter without a gradient counts
+/// as zeros, and gets the mean. A no-op in a world of one.
+///
+/// # Errors
+/// Candle's errors, or the transport's.
+pub fn average_gradients(
+    grads: &mut GradStore,
+    params: &[(String, Var)],
+    c: &Arc<dyn Collective>,
+) -> Result<()> {
+    if c.world() == 1 {
+        return Ok(());
+    }
+    let mut flat = Vec::new();
+    for (_, var) in params {
+        match grads.get(var.as_tensor()) {
+            Some(g) => flat.extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => flat.extend(std::iter::repeat_n(0f32, var.elem_count())),
+        }
+    }
+    c.all_reduce_sum(&mut flat)?;
+    let inverse = 1.0 / c.world() as f32;
+    let mut at = 0;
+    for (_, var) in params {
+        let t = var.as_tensor();
+        let n = t.elem_count();
+        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * inverse).collect();
+        at += n;
+        let g = Tensor::from_vec(mean, t.shape(), t.device())?.to_dtype(t.dtype())?;
+        grads.insert(t, g);
+    }
+    Ok(())
+}
+
+/// The mean over ranks of a value each rank has (a loss, for the log).
+///
+/// # Errors
+/// The transport's.
+pub fn mean_over_ranks(value: f32, c: &Arc<dyn Collective>) -> Result<f32> {
+    let mut v = [value];
+    c.all_reduce_sum(&mut v)?;
+    Ok(v[0] / c.world() as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn ranks_come_from_the_launcher_that_set_them() {
+        assert_eq!(Ranks::from_vars(vars(&[])).unwrap(), Ranks::single());
+        let srun = vars(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_LOCALID", "1"),
+        ]);
+        assert_eq!(
+            Ranks::from_vars(srun).unwrap(),
+            Ranks {
+                rank: 3,
+                world: 4,
+                local_rank: 1
+            }
+        );
+        // mpirun inside a Slurm allocation: Open MPI's numbers win over
+        // the allocation's.
+        let mpirun = vars(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "8"),
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+        ]);
+        assert_eq!(
+            Ranks::from_vars(mpirun).unwrap(),
+            Ranks {
+                rank: 1,
+                world: 2,
+                local_rank: 1
+            }
+        );
+        let torchrun = vars(&[
+            ("RANK", "5"),
+            ("WORLD_SIZE", "6"),
+            ("OMPI_COMM_WORLD_RANK", "0"),
+        ]);
+        assert_eq!(Ranks::from_vars(torchrun).unwrap().rank, 5);
+        let bad = Ranks::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2")])).unwrap_err();
+        assert!(
+            bad.contains("RANK=2") && bad.contains("WORLD_SIZE=2"),
+            "{bad}"
+        );
+        let nan = Ranks::from_vars(vars(&[("SLURM_PROCID", "x"), ("SLURM_NTASKS", "2")]));
+        assert!(nan.unwrap_err().contains("SLURM_PROCID"));
+    }
+
+    #[test]
+    fn a_world_of_one_needs_no_transport_and_changes_nothing() {
+        let c = connect(Ranks::single()).unwrap();
+        assert_eq!((c.rank(), c.world()), (0, 1));
+        let t = Tensor::new(&[[1f32, 2.], [3., 4.]], &candle_core::Device::Cpu).unwrap();
+        assert_eq!(
+            gather_with_grad(&t, &c).unwrap().to_vec2::<f32>().unwrap(),
+            t.to_vec2::<f32>().unwrap()
+        );
+        assert_eq!(mean_over_ranks(2.5, &c).unwrap(), 2.5);
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    #[test]
+    fn many_ranks_without_mpi_say_how_to_build_it() {
+        let e = connect(Ranks {
+            rank: 1,
+            world: 2,
+            local_rank: 0,
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("rank 1 of 2") && e.contains("--features mpi"),
+            "{e}"
+        );
+    }
+}
