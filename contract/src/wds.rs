@@ -482,6 +482,8 @@ pub struct ShardStream<'a> {
     opener: &'a dyn Opener,
     seed: u64,
     buffer: usize,
+    /// (this stream, streams): see [`ShardStream::part`].
+    part: (usize, usize),
 }
 
 impl<'a> ShardStream<'a> {
@@ -494,7 +496,23 @@ impl<'a> ShardStream<'a> {
             opener,
             seed,
             buffer,
+            part: (0, 1),
         }
+    }
+
+    /// Stream `stream` of `streams` (`stream < streams`): each epoch's shard
+    /// order dealt round-robin, this stream taking the shards at positions
+    /// `stream`, `stream + streams`, ... of it, through a shuffle buffer of
+    /// its own (seeded by the seed, the epoch and the stream). The streams
+    /// of an epoch are disjoint and together read its shards; stream 0 of
+    /// 1 is the whole stream. How data-parallel ranks split an epoch.
+    ///
+    /// # Panics
+    /// `stream >= streams`.
+    pub fn part(mut self, stream: usize, streams: usize) -> Self {
+        assert!(stream < streams, "stream {stream} of {streams}");
+        self.part = (stream, streams);
+        self
     }
 
     /// Hands every sample of epoch `epoch` to `each`; returns what it met.
@@ -506,7 +524,16 @@ impl<'a> ShardStream<'a> {
         } else {
             (0..self.shards.len()).collect()
         };
-        let mut shuffle = ShuffleBuffer::new(self.buffer.max(1), self.seed ^ epoch.rotate_left(17));
+        let (stream, streams) = self.part;
+        let order = order
+            .into_iter()
+            .enumerate()
+            .filter(|(at, _)| at % streams == stream)
+            .map(|(_, i)| i);
+        // Stream 0's buffer is seeded as the whole stream's.
+        let salt = (stream as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let mut shuffle =
+            ShuffleBuffer::new(self.buffer.max(1), self.seed ^ epoch.rotate_left(17) ^ salt);
         let mut go_on = true;
         for i in order {
             if !go_on {
@@ -713,6 +740,63 @@ mod tests {
             n < 5
         });
         assert_eq!(n, 5, "stops when asked");
+
+        // Streams: disjoint, whole shards each, together the epoch.
+        let keys = |stream: &ShardStream, e| {
+            let mut v = Vec::new();
+            stream.epoch(e, |s| {
+                v.push(s.key);
+                true
+            });
+            v
+        };
+        let shuffled = ShardStream::new(want_names(&dir), &LocalOpener, 1, 16);
+        assert_eq!(
+            keys(
+                &ShardStream::new(want_names(&dir), &LocalOpener, 1, 16).part(0, 1),
+                3
+            ),
+            keys(&shuffled, 3),
+            "stream 0 of 1 is the whole stream"
+        );
+        for e in [0, 1] {
+            let parts: Vec<Vec<String>> = (0..3)
+                .map(|p| {
+                    let part = ShardStream::new(want_names(&dir), &LocalOpener, 1, 16).part(p, 3);
+                    keys(&part, e)
+                })
+                .collect();
+            let mut all: Vec<String> = parts.concat();
+            all.sort();
+            assert_eq!(all, want, "epoch {e}: the streams together are the epoch");
+            for (p, keys) in parts.iter().enumerate() {
+                let shards: std::collections::BTreeSet<char> =
+                    keys.iter().map(|k| k.chars().next().unwrap()).collect();
+                for (q, other) in parts.iter().enumerate().filter(|(q, _)| *q != p) {
+                    assert!(
+                        other
+                            .iter()
+                            .all(|k| !shards.contains(&k.chars().next().unwrap())),
+                        "epoch {e}: streams {p} and {q} share a shard"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The four shards' and the missing shard's names, as the test above
+    /// made them.
+    fn want_names(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names: Vec<String> = (0..4)
+            .map(|s| {
+                dir.path()
+                    .join(format!("s-{s:02}.tar"))
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.push(dir.path().join("missing.tar").display().to_string());
+        names
     }
 
     #[test]
