@@ -474,6 +474,19 @@ pub struct StreamCounts {
     pub split_samples: u64,
 }
 
+impl StreamCounts {
+    /// Adds `other`'s counts to these (two streams' passes as one).
+    pub fn add(&mut self, other: &StreamCounts) {
+        self.shards += other.shards;
+        self.samples += other.samples;
+        self.unopenable += other.unopenable;
+        self.corrupt += other.corrupt;
+        self.bad_samples += other.bad_samples;
+        self.skipped_members += other.skipped_members;
+        self.split_samples += other.split_samples;
+    }
+}
+
 /// Streams the samples of a list of shards, epoch by epoch: the shards in a
 /// seeded order that changes every epoch, the samples through a shuffle
 /// buffer. Damage is counted and skipped, never fatal.

@@ -110,6 +110,19 @@ pub struct LoaderCounts {
 }
 
 impl LoaderCounts {
+    /// Adds `other`'s counts to these (two streams' epochs as one); the
+    /// first example of a reason stays these counts' where both have one.
+    pub fn add(&mut self, other: LoaderCounts) {
+        self.samples += other.samples;
+        self.no_image += other.no_image;
+        self.no_text += other.no_text;
+        self.bad_image += other.bad_image;
+        for (k, v) in other.first {
+            self.first.entry(k).or_insert(v);
+        }
+        self.stream.add(&other.stream);
+    }
+
     /// Unusable samples in all.
     pub fn unusable(&self) -> u64 {
         self.no_image + self.no_text + self.bad_image
@@ -263,6 +276,9 @@ pub struct LoaderOptions {
     pub skip: u64,
     /// Token ids per text: the model's context length (CLIP: 77).
     pub context: usize,
+    /// (stream, streams): read only that stream of the epoch's shards
+    /// ([`wit_contract::wds::ShardStream::part`]); (0, 1) reads them all.
+    pub part: (usize, usize),
 }
 
 impl Default for LoaderOptions {
@@ -277,6 +293,7 @@ impl Default for LoaderOptions {
             queue: 64,
             skip: 0,
             context: CONTEXT,
+            part: (0, 1),
         }
     }
 }
@@ -301,7 +318,8 @@ pub fn epoch(
         let sample_rx = std::sync::Arc::new(std::sync::Mutex::new(sample_rx));
         let (done_tx, done_rx) = sync_channel::<(u64, Prepared)>(opts.queue * workers);
         let reader = scope.spawn(move || {
-            let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle);
+            let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle)
+                .part(opts.part.0, opts.part.1);
             let mut i = 0u64;
             stream.epoch(epoch, |s| {
                 let ok = i < opts.skip || sample_tx.send((i, s)).is_ok();
@@ -325,6 +343,91 @@ pub fn epoch(
         drop(done_tx);
         gather(done_rx, opts, &mut counts, &mut each, stop);
         counts.stream = reader.join().expect("the shard reader does not panic");
+    });
+    counts
+}
+
+/// Calls `each` with the batches of epoch `epoch` drawn from several shard
+/// streams at once: `streams` holds (stream, samples of its epoch to skip)
+/// for streams of `count` ([`LoaderOptions::part`]), and every batch is
+/// `opts.batch_size` samples, an equal share from each stream
+/// concatenated in the order given, passed with each stream's position
+/// after it (its [`Batch::end`]). How a data-parallel rank reads its
+/// share of the global batch, and how one process reads what many ranks
+/// would. The epoch ends when a stream cannot fill its share; what the
+/// others hold then is dropped. Each stream runs its own reader and
+/// `opts.workers` preprocessing threads. Returns what was skipped.
+///
+/// # Panics
+/// `streams` empty, or a batch size it does not divide.
+pub fn epoch_of_streams(
+    shards: &[String],
+    opener: &dyn Opener,
+    opts: &LoaderOptions,
+    epoch_number: u64,
+    (count, streams): (usize, &[(usize, u64)]),
+    mut each: impl FnMut(Batch, &[u64]) -> bool,
+) -> LoaderCounts {
+    assert!(
+        !streams.is_empty() && opts.batch_size.is_multiple_of(streams.len()),
+        "{} streams for batches of {}",
+        streams.len(),
+        opts.batch_size
+    );
+    let share = opts.batch_size / streams.len();
+    let of = |(stream, skip): (usize, u64)| LoaderOptions {
+        batch_size: share,
+        part: (stream, count),
+        skip,
+        ..opts.clone()
+    };
+    if let [one] = streams {
+        return epoch(shards, opener, &of(*one), epoch_number, |b| {
+            let end = [b.end];
+            each(b, &end)
+        });
+    }
+    let mut counts = LoaderCounts::default();
+    std::thread::scope(|scope| {
+        let mut inputs = Vec::new();
+        let mut loaders = Vec::new();
+        for &part in streams {
+            let (tx, rx) = sync_channel::<Batch>(1);
+            let o = of(part);
+            loaders
+                .push(scope.spawn(move || {
+                    epoch(shards, opener, &o, epoch_number, |b| tx.send(b).is_ok())
+                }));
+            inputs.push(rx);
+        }
+        'batches: loop {
+            let mut batch = Batch {
+                images: Vec::new(),
+                tokens: Vec::new(),
+                keys: Vec::new(),
+                end: 0,
+            };
+            let mut ends = Vec::with_capacity(inputs.len());
+            for rx in &inputs {
+                match rx.recv() {
+                    Ok(b) if b.len() == share => {
+                        batch.images.extend(b.images);
+                        batch.tokens.extend(b.tokens);
+                        batch.keys.extend(b.keys);
+                        ends.push(b.end);
+                    }
+                    _ => break 'batches,
+                }
+            }
+            if !each(batch, &ends) {
+                break;
+            }
+        }
+        // The loaders still running stop at their next send.
+        drop(inputs);
+        for l in loaders {
+            counts.add(l.join().expect("a loader does not panic"));
+        }
     });
     counts
 }
@@ -549,5 +652,96 @@ mod tests {
             n < 2
         });
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn streams_share_the_batch_and_resume_each_from_its_own_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shards = Vec::new();
+        for s in 0..4u32 {
+            let mut w = wit_contract::wds::ShardWriter::new(Vec::new());
+            for i in 0..(12 + s) {
+                let img = jpeg(20 + i, 20, [s as u8 * 60, i as u8 * 9, 50]);
+                let txt = format!("shard {s} thing {i}");
+                w.write(
+                    &format!("{s}{i:03}"),
+                    &[("png", &img), ("txt", txt.as_bytes())],
+                )
+                .unwrap();
+            }
+            let path = dir.path().join(format!("s{s}.tar"));
+            std::fs::write(&path, w.finish().unwrap()).unwrap();
+            shards.push(path.display().to_string());
+        }
+        let opener = &wit_contract::wds::LocalOpener;
+        let opts = LoaderOptions {
+            size: 8,
+            batch_size: 8,
+            seed: 3,
+            shuffle: 5,
+            workers: 2,
+            ..LoaderOptions::default()
+        };
+        let run = |streams: &[(usize, u64)]| {
+            let mut out = Vec::new();
+            epoch_of_streams(&shards, opener, &opts, 1, (2, streams), |b, ends| {
+                out.push((b, ends.to_vec()));
+                true
+            });
+            out
+        };
+        let both = run(&[(0, 0), (1, 0)]);
+        // Each half of a batch is that stream's batch of 4, as one stream
+        // alone reads it (a rank with one stream).
+        let alone = |stream: usize| run_alone(&shards, &opts, stream);
+        let (zero, one) = (alone(0), alone(1));
+        let full = zero.len().min(one.len());
+        assert!(full >= 5, "{full}");
+        assert_eq!(both.len(), full, "ends with the shorter stream");
+        for (k, (b, ends)) in both.iter().enumerate() {
+            assert_eq!(b.keys[..4], zero[k].keys[..]);
+            assert_eq!(b.keys[4..], one[k].keys[..]);
+            assert_eq!(b.images[..4 * 3 * 64], zero[k].images[..]);
+            assert_eq!(ends, &vec![zero[k].end, one[k].end]);
+        }
+        let mut keys: Vec<&String> = both.iter().flat_map(|(b, _)| &b.keys).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 8 * full, "no sample twice");
+        // Resuming both streams from after batch 2.
+        let resumed = run(&[(0, both[1].1[0]), (1, both[1].1[1])]);
+        assert_eq!(resumed.len(), full - 2);
+        for ((r, re), (b, be)) in resumed.iter().zip(&both[2..]) {
+            assert_eq!((&r.keys, &r.images, re), (&b.keys, &b.images, be));
+        }
+        // One stream of one: the plain epoch.
+        let mut plain = Vec::new();
+        epoch(&shards, opener, &opts, 1, |b| {
+            plain.push(b.keys);
+            true
+        });
+        let mut single = Vec::new();
+        epoch_of_streams(&shards, opener, &opts, 1, (1, &[(0, 0)]), |b, _| {
+            single.push(b.keys);
+            true
+        });
+        assert_eq!(plain, single);
+    }
+
+    /// Stream `stream` of 2's batches of 4, read by itself.
+    fn run_alone(shards: &[String], opts: &LoaderOptions, stream: usize) -> Vec<Batch> {
+        let o = LoaderOptions {
+            batch_size: 4,
+            part: (stream, 2),
+            ..opts.clone()
+        };
+        let mut out = Vec::new();
+        epoch(shards, &wit_contract::wds::LocalOpener, &o, 1, |b| {
+            if b.len() == 4 {
+                out.push(b);
+            }
+            true
+        });
+        out
     }
 }
