@@ -789,7 +789,9 @@ pub struct TrainArgs {
     /// add -quickgelu for OpenAI's activation
     #[arg(long, value_name = "NAME", default_value = "ViT-B-32")]
     pub model: String,
-    /// Samples per optimiser step (CLIP: 32,768)
+    /// Samples per optimiser step, per rank where many processes train
+    /// (`mpirun`, `srun`; a build with the mpi feature): the global batch is
+    /// this times the ranks (CLIP: 32,768)
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub batch_size: usize,
     /// Micro-batches per step (gradient accumulation over the whole batch's
@@ -839,6 +841,17 @@ pub struct TrainArgs {
     /// [default: bf16 on cuda, f32 on cpu]
     #[arg(long, value_name = "P")]
     pub precision: Option<String>,
+    /// Many ranks: each computes the loss of its own rows against every
+    /// column (OpenCLIP's --local-loss) instead of the whole global loss;
+    /// the same gradient, less memory and compute per rank
+    #[arg(long)]
+    pub local_loss: bool,
+    /// Shard streams the global batch draws from in equal shares, each
+    /// reading every Nth shard of an epoch; the ranks split them. Fixed for
+    /// a run: keep it to resume with another number of ranks
+    /// [default: the number of ranks]
+    #[arg(long, value_name = "N")]
+    pub streams: Option<usize>,
 }
 
 /// `wit eval`

@@ -487,6 +487,12 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
     wit_trainer::runtime::prepare_cpu_training();
+    // Many ranks when a launcher (mpirun, srun, torchrun) started this one.
+    let ranks = wit_trainer::dist::Ranks::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let collective = wit_trainer::dist::connect(ranks)?;
+    let lead = ranks.rank == 0;
+    let quiet = wit_contract::progress::NoProgress;
+    let progress: &dyn Progress = if lead { progress } else { &quiet };
     let model = args.model.replace('/', "-");
     if wit_trainer::model::ClipConfig::preset(&model).is_none() {
         bail!(BadUsage(format!(
@@ -530,6 +536,8 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     config.checkpoint_every = args.checkpoint_every.max(1);
     config.keep = args.keep;
+    config.local_loss = args.local_loss;
+    config.streams = args.streams.unwrap_or(0);
     // A run under a dataset on a store comes down to resume and goes back up at the end.
     let run_rel = format!("runs/{model}");
     if args.run.is_none() {
@@ -538,11 +546,18 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     let run_dir = args
         .run
         .unwrap_or_else(|| dataset.root().join("runs").join(&model));
-    let mut trainer = Trainer::open(config, &run_dir, &device, args.resume, progress)?;
+    let mut trainer =
+        Trainer::open_rank(config, &run_dir, &device, args.resume, progress, collective)?;
     let from = trainer.position().step;
     let result = trainer.run(&shards, &wit_contract::store::StoreOpener, args.stop_at);
-    dataset.push(&run_rel)?;
+    // Rank 0 alone writes the run.
+    if lead {
+        dataset.push(&run_rel)?;
+    }
     let summary = result?;
+    if !lead {
+        return Ok(());
+    }
     println!(
         "train: {} step(s) now (from step {from} to {}), last loss {:.4}, {} sample(s) seen, {} unusable sample(s) skipped; run in {}",
         summary.steps_now,

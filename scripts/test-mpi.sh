@@ -34,5 +34,8 @@ if ! ready; then
     exit 0
 fi
 # The MPI code is compiled only here: lint it here too.
-$CARGO clippy -p wit-trainer --features mpi --all-targets -- -D warnings
-exec $CARGO test -p wit-trainer --features mpi --test dist
+$CARGO clippy -p wit -p wit-trainer --features mpi --all-targets -- -D warnings
+# The collectives and the loss over the global batch (the library), then
+# `wit train` itself on two ranks (the e2e binary's dist module).
+$CARGO test -p wit-trainer --features mpi --test dist
+exec $CARGO test --features mpi --test e2e -- dist::

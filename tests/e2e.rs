@@ -9,6 +9,9 @@ mod cli;
 mod compat;
 mod crawl;
 mod demo;
+// `make test` runs it with the mpi feature (scripts/test-mpi.sh).
+#[cfg(feature = "mpi")]
+mod dist;
 mod docs;
 mod download;
 mod eval;

@@ -61,7 +61,7 @@ fn write_shards_with(dataset: &Path, n: u32, side: u32, damaged: bool) {
     }
 }
 
-fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

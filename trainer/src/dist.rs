@@ -132,6 +132,13 @@ pub trait Collective: Send + Sync {
     /// The transport's.
     fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()>;
 
+    /// Replaces `values` with their element-wise sum over ranks (stream
+    /// positions and other counts, exact).
+    ///
+    /// # Errors
+    /// The transport's.
+    fn all_reduce_sum_u64(&self, values: &mut [u64]) -> Result<()>;
+
     /// Every rank's `local` (equal lengths), concatenated in rank order.
     ///
     /// # Errors
@@ -161,6 +168,10 @@ impl Collective for Local {
     }
 
     fn all_reduce_sum(&self, _values: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+
+    fn all_reduce_sum_u64(&self, _values: &mut [u64]) -> Result<()> {
         Ok(())
     }
 
@@ -267,6 +278,15 @@ mod mpi_backend {
         fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
             let _one = self.lock.lock().expect("no panics holding the MPI lock");
             let mut sum = vec![0f32; values.len()];
+            self.world
+                .all_reduce_into(&values[..], &mut sum[..], SystemOperation::sum());
+            values.copy_from_slice(&sum);
+            Ok(())
+        }
+
+        fn all_reduce_sum_u64(&self, values: &mut [u64]) -> Result<()> {
+            let _one = self.lock.lock().expect("no panics holding the MPI lock");
+            let mut sum = vec![0u64; values.len()];
             self.world
                 .all_reduce_into(&values[..], &mut sum[..], SystemOperation::sum());
             values.copy_from_slice(&sum);

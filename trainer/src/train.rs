@@ -31,11 +31,14 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use wit_contract::Progress;
 use wit_contract::wds::Opener;
 
+use crate::dist::{self, Collective, Local};
 use crate::loader::{self, Batch, LoaderOptions, Mode};
 use crate::model::{
     Clip, ClipConfig, contrastive_loss, l2_normalize, load_state_dict, named_buffers, named_vars,
@@ -96,6 +99,15 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Steps between checkpoints (the last step always gets one).
     pub checkpoint_every: u64,
+    /// Shard streams the global batch draws from in equal shares
+    /// ([`loader::epoch_of_streams`]); the ranks of a job split them. 0: one
+    /// per rank. Fixed for a run: keep it to resume with another number of
+    /// ranks.
+    pub streams: usize,
+    /// Each rank's loss over its own rows against every column (OpenCLIP's
+    /// `--local-loss`) instead of the whole global loss on every rank; the
+    /// same gradient.
+    pub local_loss: bool,
     /// Checkpoints kept (the newest).
     pub keep: usize,
 }
@@ -119,15 +131,19 @@ impl TrainConfig {
             workers: 2,
             checkpoint_every: 1000,
             keep: 2,
+            streams: 0,
+            local_loss: false,
         }
     }
 
-    /// The settings that shape the results, as stored in `config.json`; a
-    /// resumed run must have the same.
-    fn identity(&self) -> serde_json::Value {
-        serde_json::json!({
+    /// The settings that shape the results, as stored in `config.json`, for
+    /// a job of `world` ranks reading `streams` shard streams; a resumed run
+    /// must have the same. The batch size is the global one; the streams
+    /// are named only where there are more than one (as before them).
+    fn identity(&self, world: usize, streams: usize) -> serde_json::Value {
+        let mut doc = serde_json::json!({
             "model": self.model,
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size * world,
             "accum": self.accum,
             "steps": self.steps,
             "lr": self.lr,
@@ -137,7 +153,11 @@ impl TrainConfig {
             "precision": format!("{:?}", self.precision),
             "seed": self.seed,
             "shuffle": self.shuffle,
-        })
+        });
+        if streams > 1 {
+            doc["streams"] = serde_json::json!(streams);
+        }
+        doc
     }
 
     fn optimiser(&self, model: &ClipConfig) -> AdamWConfig {
@@ -161,14 +181,15 @@ impl TrainConfig {
 }
 
 /// Where a run stands: the state a checkpoint restores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Position {
     /// Optimiser steps taken.
     pub step: u64,
     /// The epoch being read.
     pub epoch: u64,
-    /// Samples of that epoch's stream consumed.
-    pub offset: u64,
+    /// Samples of that epoch consumed, per shard stream (one, unless
+    /// [`TrainConfig::streams`] says more).
+    pub offsets: Vec<u64>,
     /// Samples trained on, all epochs.
     pub samples: u64,
 }
@@ -198,6 +219,10 @@ pub struct Trainer<'a> {
     position: Position,
     device: Device,
     progress: &'a dyn Progress,
+    collective: Arc<dyn Collective>,
+    /// Shard streams in all, and this rank's.
+    streams: usize,
+    mine: Vec<usize>,
 }
 
 const CHECKPOINTS: &str = "checkpoints";
@@ -217,6 +242,44 @@ impl<'a> Trainer<'a> {
         resume: bool,
         progress: &'a dyn Progress,
     ) -> Result<Trainer<'a>> {
+        Trainer::open_rank(config, dir, device, resume, progress, Arc::new(Local))
+    }
+
+    /// [`Trainer::open`] for one rank of a data-parallel job whose ranks
+    /// talk through `collective`: `config.batch_size` is this rank's share
+    /// of the global batch, every rank opens the same `dir` (a shared file
+    /// system), and rank 0 alone writes in it.
+    ///
+    /// # Errors
+    /// Those of [`Trainer::open`]; streams that the ranks cannot split
+    /// evenly; gradient accumulation over many ranks (not yet).
+    pub fn open_rank(
+        config: TrainConfig,
+        dir: &Path,
+        device: &Device,
+        resume: bool,
+        progress: &'a dyn Progress,
+        collective: Arc<dyn Collective>,
+    ) -> Result<Trainer<'a>> {
+        let (rank, world) = (collective.rank(), collective.world());
+        let streams = if config.streams == 0 {
+            world
+        } else {
+            config.streams
+        };
+        if !streams.is_multiple_of(world) || !(config.batch_size * world).is_multiple_of(streams) {
+            return Err(TrainError::Invalid(format!(
+                "{streams} shard stream(s) over {world} rank(s) with {} sample(s) each: the ranks must divide the streams, and the streams the global batch ({})",
+                config.batch_size,
+                config.batch_size * world
+            )));
+        }
+        if world > 1 && config.accum > 1 {
+            return Err(TrainError::Invalid(
+                "gradient accumulation (--accum) over many ranks is not supported yet: use more ranks or a smaller batch".into(),
+            ));
+        }
+        let mine: Vec<usize> = (rank..streams).step_by(world).collect();
         let model_config = ClipConfig::preset(&config.model).ok_or_else(|| {
             TrainError::Invalid(format!(
                 "unknown model {:?}; the presets are {}",
@@ -251,15 +314,18 @@ impl<'a> Trainer<'a> {
                 dir.display()
             )));
         }
+        let identity = config.identity(world, streams);
         if resume && config_path.exists() {
-            check_same(&config_path, &config.identity())?;
+            check_same(&config_path, &identity)?;
         }
-        let mut doc = config.identity();
-        doc["preset"] = serde_json::json!(format!("{model_config:?}"));
-        write_atomic(
-            &config_path,
-            serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-        )?;
+        if rank == 0 {
+            let mut doc = identity;
+            doc["preset"] = serde_json::json!(format!("{model_config:?}"));
+            write_atomic(
+                &config_path,
+                serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+            )?;
+        }
 
         let vars = VarMap::new();
         let model = Clip::seeded(model_config, &vars, device, config.seed)?;
@@ -271,20 +337,28 @@ impl<'a> Trainer<'a> {
             vars,
             model,
             opt,
-            position: Position::default(),
+            position: Position {
+                offsets: vec![0; streams],
+                ..Position::default()
+            },
             device: device.clone(),
             progress,
+            collective,
+            streams,
+            mine,
         };
         if let (true, Some(path)) = (resume, latest) {
             t.load(&path)?;
         }
-        t.trim_metrics()?;
+        if rank == 0 {
+            t.trim_metrics()?;
+        }
         Ok(t)
     }
 
     /// Where the run stands.
     pub fn position(&self) -> Position {
-        self.position
+        self.position.clone()
     }
 
     /// The model.
@@ -307,18 +381,26 @@ impl<'a> Trainer<'a> {
         let end = stop_at.unwrap_or(self.config.steps).min(self.config.steps);
         let micro = self.config.batch_size / self.config.accum;
         let size = self.model_config.vision.image_size() as u32;
+        let world = self.collective.world();
+        let lead = self.collective.rank() == 0;
         let mut summary = TrainSummary {
-            position: self.position,
+            position: self.position.clone(),
             loss: f32::NAN,
             steps_now: 0,
             skipped: 0,
         };
         let metrics_path = self.dir.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(io(&metrics_path))?;
+        let mut metrics = if lead {
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .map_err(io(&metrics_path))?,
+            )
+        } else {
+            None
+        };
         self.progress
             .start("train", self.config.steps, self.position.step);
         let mut failure: Option<TrainError> = None;
@@ -330,56 +412,102 @@ impl<'a> Trainer<'a> {
                 seed: self.config.seed,
                 shuffle: self.config.shuffle,
                 workers: self.config.workers,
-                skip: self.position.offset,
                 context: self.model_config.text.context,
                 ..LoaderOptions::default()
             };
-            let mut pending: Vec<Batch> = Vec::new();
+            let parts: Vec<(usize, u64)> = self
+                .mine
+                .iter()
+                .map(|&s| (s, self.position.offsets[s]))
+                .collect();
+            let resumed = parts.iter().any(|p| p.1 > 0);
+            let mut pending: Vec<(Batch, Vec<u64>)> = Vec::new();
             let mut steps_this_epoch = 0u64;
+            // Why this rank's epoch ended, where it was not that its
+            // streams ran out: another rank's ran out, or training did.
+            let mut settled = false;
             let mut clock = Instant::now();
-            let counts = loader::epoch(shards, opener, &opts, self.position.epoch, |b| {
-                if b.len() < micro {
-                    return true; // the epoch's short tail: dropped
-                }
-                pending.push(b);
-                if pending.len() < self.config.accum {
-                    return true;
-                }
-                let batches = std::mem::take(&mut pending);
-                match self.step(&batches) {
-                    Ok((loss, norm)) => {
-                        let secs = clock.elapsed().as_secs_f64();
-                        clock = Instant::now();
-                        let p = &mut self.position;
-                        p.step += 1;
-                        p.offset = batches.last().map_or(p.offset, |b| b.end);
-                        p.samples += self.config.batch_size as u64;
-                        steps_this_epoch += 1;
-                        summary.steps_now += 1;
-                        summary.loss = loss;
-                        if let Err(e) = self.log(&mut metrics, &metrics_path, loss, norm, secs) {
-                            failure = Some(e);
-                            return false;
-                        }
-                        let at_end = self.position.step >= end;
-                        if (at_end
-                            || self
-                                .position
-                                .step
-                                .is_multiple_of(self.config.checkpoint_every))
-                            && let Err(e) = self.checkpoint()
-                        {
-                            failure = Some(e);
-                            return false;
-                        }
-                        !at_end
+            let streams = (self.streams, parts.as_slice());
+            let counts = loader::epoch_of_streams(
+                shards,
+                opener,
+                &opts,
+                self.position.epoch,
+                streams,
+                |b, ends| {
+                    if b.len() < micro {
+                        return true; // the epoch's short tail: dropped
                     }
-                    Err(e) => {
-                        failure = Some(e);
-                        false
+                    // Every rank steps only while every rank has a batch.
+                    if world > 1 {
+                        match all_have_batches(&self.collective, true) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                settled = true;
+                                return false;
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                return false;
+                            }
+                        }
                     }
-                }
-            });
+                    pending.push((b, ends.to_vec()));
+                    if pending.len() < self.config.accum {
+                        return true;
+                    }
+                    let (batches, ends): (Vec<Batch>, Vec<Vec<u64>>) =
+                        std::mem::take(&mut pending).into_iter().unzip();
+                    match self.step(&batches) {
+                        Ok((loss, norm)) => {
+                            let secs = clock.elapsed().as_secs_f64();
+                            clock = Instant::now();
+                            let p = &mut self.position;
+                            p.step += 1;
+                            if let Some(ends) = ends.last() {
+                                for (&s, &e) in self.mine.iter().zip(ends) {
+                                    p.offsets[s] = e;
+                                }
+                            }
+                            p.samples += (self.config.batch_size * world) as u64;
+                            steps_this_epoch += 1;
+                            summary.steps_now += 1;
+                            summary.loss = loss;
+                            if let Some(m) = metrics.as_mut()
+                                && let Err(e) = self.log(m, &metrics_path, loss, norm, secs)
+                            {
+                                failure = Some(e);
+                                return false;
+                            }
+                            let at_end = self.position.step >= end;
+                            if (at_end
+                                || self
+                                    .position
+                                    .step
+                                    .is_multiple_of(self.config.checkpoint_every))
+                                && let Err(e) = self.checkpoint()
+                            {
+                                failure = Some(e);
+                                return false;
+                            }
+                            settled |= at_end;
+                            !at_end
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    }
+                },
+            );
+            // This rank's streams ran out: the ranks still stepping hear it.
+            if world > 1
+                && !settled
+                && failure.is_none()
+                && let Err(e) = all_have_batches(&self.collective, false)
+            {
+                failure = Some(e);
+            }
             summary.skipped += counts.unusable();
             let why = counts.explain();
             if !why.is_empty() {
@@ -394,7 +522,7 @@ impl<'a> Trainer<'a> {
             }
             // A resumed epoch may have had nothing left after its offset; a
             // whole epoch without one step means the data is too small.
-            if steps_this_epoch == 0 && opts.skip == 0 {
+            if steps_this_epoch == 0 && !resumed {
                 self.progress.finish();
                 return Err(TrainError::Invalid(
                     if counts.samples == 0 && !why.is_empty() {
@@ -404,9 +532,10 @@ impl<'a> Trainer<'a> {
                         )
                     } else {
                         format!(
-                            "one epoch of the {} shard(s) gives {} usable sample(s), fewer than the batch size {}: add data or lower --batch-size{}",
+                            "one epoch of the {} shard(s) gives {} usable sample(s) to this rank's {} shard stream(s), fewer than its batch of {}: add data or lower --batch-size{}",
                             shards.len(),
                             counts.samples,
+                            self.mine.len(),
                             self.config.batch_size,
                             if why.is_empty() {
                                 String::new()
@@ -418,13 +547,13 @@ impl<'a> Trainer<'a> {
                 ));
             }
             self.position.epoch += 1;
-            self.position.offset = 0;
+            self.position.offsets = vec![0; self.streams];
         }
         self.progress.finish();
-        if self.position.step >= self.config.steps {
+        if lead && self.position.step >= self.config.steps {
             self.export(&self.dir.join("model.safetensors"))?;
         }
-        summary.position = self.position;
+        summary.position = self.position.clone();
         Ok(summary)
     }
 
@@ -458,8 +587,10 @@ impl<'a> Trainer<'a> {
             .collect::<Result<Vec<_>>>()?;
         let (loss, grads) = if inputs.len() == 1 {
             let (im, tx) = embed(&inputs[0].0, &inputs[0].1)?;
-            let loss = contrastive_loss(&im, &tx, &m.logit_scale)?;
-            let grads = loss.backward()?;
+            let c = &self.collective;
+            let loss = dist::clip_loss(&im, &tx, &m.logit_scale, c, self.config.local_loss)?;
+            let mut grads = loss.backward()?;
+            dist::average_gradients(&mut grads, &named_vars(&self.vars), c)?;
             (loss, grads)
         } else {
             let cached = inputs
@@ -516,6 +647,8 @@ impl<'a> Trainer<'a> {
             )
         };
         let loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        // With the local loss each rank has its rows' share.
+        let loss = dist::mean_over_ranks(loss, &self.collective)?;
         if !loss.is_finite() {
             return Err(TrainError::Invalid(format!(
                 "the loss is {loss} at step {}: lower --lr or set --clip-norm",
@@ -534,7 +667,7 @@ impl<'a> Trainer<'a> {
         norm: f64,
         secs: f64,
     ) -> Result<()> {
-        let p = self.position;
+        let p = &self.position;
         let lr = lr_at(&self.config.optimiser(&self.model_config), p.step - 1);
         let scale = self
             .model
@@ -542,7 +675,7 @@ impl<'a> Trainer<'a> {
             .exp()?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
-        let rate = self.config.batch_size as f64 / secs.max(1e-9);
+        let rate = (self.config.batch_size * self.collective.world()) as f64 / secs.max(1e-9);
         let line = serde_json::json!({
             "step": p.step,
             "epoch": p.epoch,
@@ -593,8 +726,29 @@ impl<'a> Trainer<'a> {
         save(path, self.state_dict()?, meta)
     }
 
+    /// Writes a checkpoint (rank 0; every rank takes part, as the stream
+    /// positions are gathered from all).
     fn checkpoint(&self) -> Result<()> {
-        let p = self.position;
+        let mut offsets = vec![0u64; self.streams];
+        for &s in &self.mine {
+            offsets[s] = self.position.offsets[s];
+        }
+        self.collective.all_reduce_sum_u64(&mut offsets)?;
+        if self.collective.rank() != 0 {
+            return Ok(());
+        }
+        let p = &self.position;
+        // One stream: its position under the name it always had.
+        let (key, value) = match offsets.as_slice() {
+            [one] => ("wit.offset", one.to_string()),
+            many => (
+                "wit.offsets",
+                many.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        };
         let mut tensors = self.state_dict()?;
         for (k, t) in self.opt.state() {
             tensors.push((format!("{OPT_PREFIX}{k}"), t.to_device(&Device::Cpu)?));
@@ -604,7 +758,7 @@ impl<'a> Trainer<'a> {
             ("wit.model".to_string(), self.config.model.clone()),
             ("wit.step".to_string(), p.step.to_string()),
             ("wit.epoch".to_string(), p.epoch.to_string()),
-            ("wit.offset".to_string(), p.offset.to_string()),
+            (key.to_string(), value),
             ("wit.samples".to_string(), p.samples.to_string()),
             ("wit.seed".to_string(), self.config.seed.to_string()),
         ]);
@@ -627,10 +781,29 @@ impl<'a> Trainer<'a> {
                 TrainError::Invalid(format!("{}: no {k} in the metadata", path.display()))
             })
         };
+        let offsets = match meta.get("wit.offsets") {
+            Some(list) => list
+                .split(',')
+                .map(|v| v.parse::<u64>().ok())
+                .collect::<Option<Vec<u64>>>()
+                .ok_or_else(|| {
+                    TrainError::Invalid(format!("{}: wit.offsets {list:?}", path.display()))
+                })?,
+            None => vec![num("wit.offset")?],
+        };
+        if offsets.len() != self.streams {
+            return Err(TrainError::Invalid(format!(
+                "{} was written by a run of {} shard stream(s), this one reads {}: give --streams {}",
+                path.display(),
+                offsets.len(),
+                self.streams,
+                offsets.len()
+            )));
+        }
         let position = Position {
             step: num("wit.step")?,
             epoch: num("wit.epoch")?,
-            offset: num("wit.offset")?,
+            offsets,
             samples: num("wit.samples")?,
         };
         let tensors = candle_core::safetensors::load(path, &self.device)
@@ -712,6 +885,16 @@ impl<'a> Trainer<'a> {
         .map_err(|e| TrainError::Invalid(format!("drawing the curves: {e}")))?;
         write_atomic(&self.dir.join("curves.png"), &png)
     }
+}
+
+/// Whether every rank has a batch for the next step, given whether this
+/// one has: a vote each rank casts once per step while it has batches,
+/// and once when its streams run out, so that all ranks end an epoch at
+/// the same step.
+fn all_have_batches(c: &Arc<dyn Collective>, have: bool) -> Result<bool> {
+    let mut votes = [u64::from(have)];
+    c.all_reduce_sum_u64(&mut votes)?;
+    Ok(votes[0] == c.world() as u64)
 }
 
 /// The device named `name`: `cpu`, or `cuda` (`cuda:N` for GPU N), which

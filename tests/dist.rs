@@ -1,0 +1,192 @@
+//! `wit train` on many processes (`mpirun -n 2`, a build with the mpi
+//! feature): two ranks of batch B train as one process of batch 2B reading
+//! the same two shard streams, with the whole loss and with the local
+//! loss; and a run started by one process resumes on two ranks to the same
+//! weights.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::train::{metrics, write_shards};
+use crate::util::{ok, run};
+
+/// `mpirun`, or a failure under CI (`WIT_REQUIRE_SERVICES`), or `None`
+/// with a message.
+fn mpirun() -> Option<&'static str> {
+    let found = Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("mpirun");
+    }
+    let msg = "mpirun not found: install Open MPI (Debian: openmpi-bin libopenmpi-dev)";
+    assert!(std::env::var_os("WIT_REQUIRE_SERVICES").is_none(), "{msg}");
+    eprintln!("SKIP: {msg}");
+    None
+}
+
+/// The settings every run here shares; `batch` per rank.
+fn args<'a>(dataset: &'a Path, run_dir: &'a Path, batch: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "-d",
+        dataset.to_str().unwrap(),
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--batch-size",
+        batch,
+        "--steps",
+        "7",
+        "--warmup",
+        "2",
+        "--lr",
+        "2e-3",
+        "--shuffle",
+        "16",
+        "--checkpoint-every",
+        "3",
+        "--workers",
+        "1",
+    ]
+}
+
+/// `wit` with `args` on two ranks.
+fn two_ranks(mpirun: &str, args: &[&str]) -> Output {
+    Command::new(mpirun)
+        .args(["-n", "2", "--oversubscribe", "--allow-run-as-root"])
+        .arg(env!("CARGO_BIN_EXE_wit"))
+        .args(args)
+        .env_remove("WIT_CONFIG")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap()
+}
+
+/// The model's tensors as f32 values by name.
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+        .map(|(n, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (n, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The same steps, epochs and samples, and losses within 1e-5; the final
+/// weights within 1e-5 relative over the whole model, and each tensor
+/// within 1e-4. The key third of each attention's input bias is left out:
+/// its gradient is zero in exact arithmetic, so Adam moves it by rounding
+/// noise alone (trainer/tests/dist.rs). Per tensor, small biases show the
+/// most: the local loss computes its logits with another kernel than the
+/// one-process loss, and Adam's normalised step carries the last bits of
+/// a gradient near zero into the weights (seen: at most 1.2e-5, on one
+/// bias; the whole model 4e-8 to 7e-8).
+fn same_run(a: &Path, b: &Path, case: &str) {
+    let (ma, mb) = (metrics(a), metrics(b));
+    assert_eq!(ma.len(), 7, "{case}");
+    assert_eq!(ma.len(), mb.len(), "{case}");
+    for (x, y) in ma.iter().zip(&mb) {
+        for k in ["step", "epoch", "samples"] {
+            assert_eq!(x[k], y[k], "{case}: {k}");
+        }
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!(
+            ((lx - ly) / ly).abs() < 1e-5,
+            "{case}: step {}: loss {lx} vs {ly}",
+            x["step"]
+        );
+    }
+    assert_eq!(ma[6]["epoch"], 1, "{case}: crossed into the second epoch");
+    let (wa, wb) = (
+        weights(&a.join("model.safetensors")),
+        weights(&b.join("model.safetensors")),
+    );
+    assert_eq!(wa.len(), wb.len());
+    let (mut all_diff, mut all_norm) = (0f64, 0f64);
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        let keep = |v: &[f32]| -> Vec<f32> {
+            if name.ends_with("attn.in_proj_bias") {
+                let w = v.len() / 3;
+                v[..w].iter().chain(&v[2 * w..]).copied().collect()
+            } else {
+                v.to_vec()
+            }
+        };
+        let (x, y) = (keep(x), keep(y));
+        let diff: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| f64::from(p - q).powi(2))
+            .sum();
+        let norm: f64 = y.iter().map(|q| f64::from(*q).powi(2)).sum();
+        all_diff += diff;
+        all_norm += norm;
+        let rel = (diff / norm.max(1e-30)).sqrt();
+        assert!(rel < 1e-4, "{case}: {name} differs by {rel:e}");
+    }
+    let rel = (all_diff / all_norm).sqrt();
+    assert!(rel < 1e-5, "{case}: the weights differ by {rel:e}");
+    eprintln!("{case}: the weights differ by {rel:e} in all");
+}
+
+#[test]
+fn two_ranks_train_as_one_process_reading_their_two_streams() {
+    let Some(mpirun) = mpirun() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    // Two shards of 18 and 20 usable samples; with two streams of 4 a
+    // step, an epoch is 4 steps (the shorter stream's), so 7 steps cross
+    // into the second.
+    write_shards(&dataset, 40, 32);
+    let one = dir.path().join("one");
+    let mut a = args(&dataset, &one, "8");
+    a.extend(["--streams", "2"]);
+    ok(&run(&a));
+    for local_loss in [false, true] {
+        let two = dir.path().join(format!("two-{local_loss}"));
+        let mut a = args(&dataset, &two, "4");
+        if local_loss {
+            a.push("--local-loss");
+        }
+        let o = two_ranks(mpirun, &a);
+        ok(&o);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            out.matches("7 step(s) now").count(),
+            1,
+            "rank 0 alone reports: {out}"
+        );
+        same_run(&one, &two, &format!("two ranks, local loss {local_loss}"));
+    }
+    // Started by one process, resumed on two ranks: the same global batch.
+    let moved = dir.path().join("moved");
+    let mut a = args(&dataset, &moved, "8");
+    a.extend(["--streams", "2", "--stop-at", "5"]);
+    ok(&run(&a));
+    let mut a = args(&dataset, &moved, "4");
+    a.push("--resume");
+    ok(&two_ranks(mpirun, &a));
+    same_run(&one, &moved, "one process, then two ranks");
+    // Two ranks cannot split three streams.
+    let bad = dir.path().join("bad");
+    let mut a = args(&dataset, &bad, "6");
+    a.extend(["--streams", "3"]);
+    let o = two_ranks(mpirun, &a);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("3 shard stream(s) over 2 rank(s)"), "{err}");
+}
