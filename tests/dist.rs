@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::train::{metrics, write_shards};
+use crate::train::{metrics, tensors, write_shards};
 use crate::util::{ok, run};
 
 /// `mpirun`, or a failure under CI (`WIT_REQUIRE_SERVICES`), or `None`
@@ -65,25 +65,18 @@ fn two_ranks(mpirun: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The model's tensors as f32 values by name.
+/// The model's tensors as f32 values by name (all are f32 in `tiny`).
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = st
-        .tensors()
+    tensors(path)
         .into_iter()
-        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
-        .map(|(n, t)| {
-            let v = t
-                .data()
+        .map(|(name, bytes)| {
+            let v = bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            (n, v)
+            (name, v)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 /// The same steps, epochs and samples, and losses within 1e-5; the final

@@ -74,7 +74,7 @@ pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = st
