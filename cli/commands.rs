@@ -558,6 +558,14 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     if !lead {
         return Ok(());
     }
+    if ranks.world > 1 && summary.step_secs > 0.0 {
+        println!(
+            "train: {} ranks; {:.1} s in steps, {:.1}% of it in collectives (moving features and gradients, and waiting for the slowest rank)",
+            ranks.world,
+            summary.step_secs,
+            100.0 * summary.collective_secs / summary.step_secs
+        );
+    }
     println!(
         "train: {} step(s) now (from step {from} to {}), last loss {:.4}, {} sample(s) seen, {} unusable sample(s) skipped; run in {}",
         summary.steps_now,

@@ -26,7 +26,7 @@ fn mpirun() -> Option<&'static str> {
     None
 }
 
-/// The settings every run here shares; `batch` per rank.
+/// The settings every run here shares; `batch` per rank, 7 steps.
 fn args<'a>(dataset: &'a Path, run_dir: &'a Path, batch: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -89,8 +89,13 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 /// a gradient near zero into the weights (seen: at most 1.2e-5, on one
 /// bias; the whole model 4e-8 to 7e-8).
 fn same_run(a: &Path, b: &Path, case: &str) {
+    same_run_of(a, b, case, 7);
+}
+
+/// [`same_run`] for runs of `steps` steps.
+fn same_run_of(a: &Path, b: &Path, case: &str, steps: usize) {
     let (ma, mb) = (metrics(a), metrics(b));
-    assert_eq!(ma.len(), 7, "{case}");
+    assert_eq!(ma.len(), steps, "{case}");
     assert_eq!(ma.len(), mb.len(), "{case}");
     for (x, y) in ma.iter().zip(&mb) {
         for k in ["step", "epoch", "samples"] {
@@ -103,7 +108,10 @@ fn same_run(a: &Path, b: &Path, case: &str) {
             x["step"]
         );
     }
-    assert_eq!(ma[6]["epoch"], 1, "{case}: crossed into the second epoch");
+    assert!(
+        ma[steps - 1]["epoch"].as_u64() >= Some(1),
+        "{case}: crossed into the second epoch"
+    );
     let (wa, wb) = (
         weights(&a.join("model.safetensors")),
         weights(&b.join("model.safetensors")),
@@ -182,4 +190,110 @@ fn two_ranks_train_as_one_process_reading_their_two_streams() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("3 shard stream(s) over 2 rank(s)"), "{err}");
+}
+
+/// The process ids of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The `wit` rank `rank` among mpirun `parent`'s children (by the
+/// `OMPI_COMM_WORLD_RANK` Open MPI gives each).
+fn rank_pid(parent: u32, rank: u32) -> Option<u32> {
+    children(parent).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+            env.split(|b| *b == 0)
+                .any(|kv| kv == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
+        })
+    })
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_run_resumes_to_the_same_weights() {
+    let Some(mpirun) = mpirun() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    write_shards(&dataset, 40, 32);
+    let steps = "40";
+    let with = |run_dir: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = args(&dataset, run_dir, "4")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let at = a.iter().position(|s| s == "--steps").unwrap();
+        a[at + 1] = steps.to_string();
+        let at = a.iter().position(|s| s == "--checkpoint-every").unwrap();
+        a[at + 1] = "2".to_string();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let whole = dir.path().join("whole");
+    let a = with(&whole, &[]);
+    ok(&two_ranks(
+        mpirun,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+
+    let killed = dir.path().join("killed");
+    let mut job = Command::new(mpirun)
+        .args(["-n", "2", "--oversubscribe", "--allow-run-as-root"])
+        .arg(env!("CARGO_BIN_EXE_wit"))
+        .args(with(&killed, &[]))
+        .env_remove("WIT_CONFIG")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once step 4's checkpoint is there (36 steps to go), rank 1 is
+    // stopped at once, then killed: the job cannot have ended between.
+    let checkpoint = killed.join("checkpoints/step-00000004.safetensors");
+    let clock = std::time::Instant::now();
+    while !checkpoint.exists() {
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the job ended before step 4"
+        );
+        assert!(
+            clock.elapsed().as_secs() < 300,
+            "no checkpoint at step 4 in 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let victim = rank_pid(job.id(), 1).expect("rank 1 among mpirun's children");
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "the run ended first"
+    );
+    let killed_at = std::time::Instant::now();
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let out = job.wait_with_output().unwrap();
+    let waited = killed_at.elapsed().as_secs_f64();
+    assert!(
+        !out.status.success(),
+        "the job succeeded with a rank killed"
+    );
+    assert!(
+        waited < 60.0,
+        "the job took {waited:.1} s to end after rank 1 died"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rank 1"),
+        "the error does not name rank 1: {err}"
+    );
+    eprintln!("rank 1 killed: the job ended in {waited:.1} s");
+
+    let a = with(&killed, &["--resume"]);
+    ok(&two_ranks(
+        mpirun,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    same_run_of(&whole, &killed, "killed at step 4 or later, resumed", 40);
 }

@@ -184,6 +184,63 @@ impl Collective for Local {
     }
 }
 
+/// A collective that counts the time spent in its calls: moving data, and
+/// waiting for the slowest rank to arrive.
+pub struct Timed {
+    inner: Arc<dyn Collective>,
+    nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Timed {
+    /// `inner`, timed.
+    pub fn new(inner: Arc<dyn Collective>) -> Timed {
+        Timed {
+            inner,
+            nanos: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Seconds spent in calls so far.
+    pub fn seconds(&self) -> f64 {
+        self.nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    fn time<R>(&self, f: impl FnOnce(&dyn Collective) -> R) -> R {
+        let start = std::time::Instant::now();
+        let r = f(&*self.inner);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos
+            .fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+}
+
+impl Collective for Timed {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+
+    fn world(&self) -> usize {
+        self.inner.world()
+    }
+
+    fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
+        self.time(|c| c.all_reduce_sum(values))
+    }
+
+    fn all_reduce_sum_u64(&self, values: &mut [u64]) -> Result<()> {
+        self.time(|c| c.all_reduce_sum_u64(values))
+    }
+
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+        self.time(|c| c.all_gather(local))
+    }
+
+    fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>> {
+        self.time(|c| c.reduce_scatter_sum(full))
+    }
+}
+
 /// The collective for `ranks`: [`Local`] for a world of one, Open MPI
 /// otherwise (a build with the `mpi` feature, under `mpirun` or `srun`).
 ///

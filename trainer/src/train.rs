@@ -206,6 +206,12 @@ pub struct TrainSummary {
     /// Samples the loader skipped (no image, no caption, undecodable),
     /// this invocation.
     pub skipped: u64,
+    /// Seconds of this invocation's steps (loading excluded), and of them
+    /// the seconds in collective calls between ranks (moving data and
+    /// waiting for the slowest rank; 0 on one process).
+    pub step_secs: f64,
+    /// See [`TrainSummary::step_secs`].
+    pub collective_secs: f64,
 }
 
 /// A run: the model, its optimiser and where it stands.
@@ -220,6 +226,8 @@ pub struct Trainer<'a> {
     device: Device,
     progress: &'a dyn Progress,
     collective: Arc<dyn Collective>,
+    /// The same collective, counting its time.
+    timed: Arc<dist::Timed>,
     /// Shard streams in all, and this rank's.
     streams: usize,
     mine: Vec<usize>,
@@ -280,6 +288,8 @@ impl<'a> Trainer<'a> {
             ));
         }
         let mine: Vec<usize> = (rank..streams).step_by(world).collect();
+        let timed = Arc::new(dist::Timed::new(collective));
+        let collective: Arc<dyn Collective> = timed.clone();
         let model_config = ClipConfig::preset(&config.model).ok_or_else(|| {
             TrainError::Invalid(format!(
                 "unknown model {:?}; the presets are {}",
@@ -344,6 +354,7 @@ impl<'a> Trainer<'a> {
             device: device.clone(),
             progress,
             collective,
+            timed,
             streams,
             mine,
         };
@@ -388,7 +399,10 @@ impl<'a> Trainer<'a> {
             loss: f32::NAN,
             steps_now: 0,
             skipped: 0,
+            step_secs: 0.0,
+            collective_secs: 0.0,
         };
+        let collective_before = self.timed.seconds();
         let metrics_path = self.dir.join("metrics.jsonl");
         let mut metrics = if lead {
             Some(
@@ -458,7 +472,10 @@ impl<'a> Trainer<'a> {
                     }
                     let (batches, ends): (Vec<Batch>, Vec<Vec<u64>>) =
                         std::mem::take(&mut pending).into_iter().unzip();
-                    match self.step(&batches) {
+                    let started = Instant::now();
+                    let stepped = self.step(&batches);
+                    summary.step_secs += started.elapsed().as_secs_f64();
+                    match stepped {
                         Ok((loss, norm)) => {
                             let secs = clock.elapsed().as_secs_f64();
                             clock = Instant::now();
@@ -554,6 +571,7 @@ impl<'a> Trainer<'a> {
             self.export(&self.dir.join("model.safetensors"))?;
         }
         summary.position = self.position.clone();
+        summary.collective_secs = self.timed.seconds() - collective_before;
         Ok(summary)
     }
 
