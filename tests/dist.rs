@@ -297,3 +297,29 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_to_the_same_weights() {
     ));
     same_run_of(&whole, &killed, "killed at step 4 or later, resumed", 40);
 }
+
+#[test]
+fn srun_starts_the_ranks_under_slurm() {
+    let Some(_) = mpirun() else { return };
+    let Some(()) = crate::util::slurm() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    write_shards(&dataset, 40, 32);
+    let one = dir.path().join("one");
+    let mut a = args(&dataset, &one, "8");
+    a.extend(["--streams", "2"]);
+    ok(&run(&a));
+    let two = dir.path().join("two");
+    let o = Command::new("srun")
+        .args(["--mpi=pmix", "-n", "2", "--kill-on-bad-exit=1", "--time=10"])
+        .arg(env!("CARGO_BIN_EXE_wit"))
+        .args(args(&dataset, &two, "4"))
+        .env_remove("WIT_CONFIG")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    ok(&o);
+    same_run(&one, &two, "srun --mpi=pmix -n 2");
+}
