@@ -415,6 +415,62 @@ impl CustomOp1 for Gather {
     }
 }
 
+/// `t` summed over ranks (every rank the same shape), f32; its backward
+/// sums the gradient over ranks too, as [`gather_with_grad`]'s does, so
+/// that after [`average_gradients`] each rank has the one-process
+/// gradient.
+///
+/// # Errors
+/// A tensor that is not f32, or the transport's.
+pub fn all_reduce_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tensor> {
+    if c.world() == 1 {
+        return Ok(t.clone());
+    }
+    t.contiguous()?.apply_op1(AllReduce(c.clone()))
+}
+
+struct AllReduce(Arc<dyn Collective>);
+
+impl CustomOp1 for AllReduce {
+    fn name(&self) -> &'static str {
+        "wit-all-reduce"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut v = crate::model::fused::values(s, l, self.name())?.to_vec();
+        self.0.all_reduce_sum(&mut v)?;
+        Ok((CpuStorage::F32(v), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let mut g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        self.0.all_reduce_sum(&mut g)?;
+        Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
+    }
+}
+
+thread_local! {
+    static BATCH_NORM_SYNC: std::cell::RefCell<Option<Arc<dyn Collective>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a training forward pass) with batch norm's statistics taken
+/// over the global batch: every rank's rows (PyTorch's `SyncBatchNorm`,
+/// OpenCLIP's `--use-bn-sync`), so that the ResNets train on many ranks
+/// as on one process. Applies to this thread, for the duration of `f`.
+pub fn with_synchronised_batch_norm<R>(c: &Arc<dyn Collective>, f: impl FnOnce() -> R) -> R {
+    let before = BATCH_NORM_SYNC.with(|s| s.replace(Some(c.clone())));
+    let out = f();
+    BATCH_NORM_SYNC.with(|s| *s.borrow_mut() = before);
+    out
+}
+
+/// The collective batch norm takes its statistics over, inside
+/// [`with_synchronised_batch_norm`] with more than one rank.
+pub(crate) fn batch_norm_sync() -> Option<Arc<dyn Collective>> {
+    BATCH_NORM_SYNC.with(|s| s.borrow().clone().filter(|c| c.world() > 1))
+}
+
 /// CLIP's contrastive loss over the global batch, from this rank's
 /// L2-normalised `images` and `texts` (n x d, row i of each a pair; every
 /// rank the same n) at temperature `exp(log_scale)`.

@@ -604,8 +604,10 @@ impl<'a> Trainer<'a> {
             .map(|b| self.tensors(b))
             .collect::<Result<Vec<_>>>()?;
         let (loss, grads) = if inputs.len() == 1 {
-            let (im, tx) = embed(&inputs[0].0, &inputs[0].1)?;
             let c = &self.collective;
+            // Batch norm over the global batch, as one process has it.
+            let (im, tx) =
+                dist::with_synchronised_batch_norm(c, || embed(&inputs[0].0, &inputs[0].1))?;
             let loss = dist::clip_loss(&im, &tx, &m.logit_scale, c, self.config.local_loss)?;
             let mut grads = loss.backward()?;
             dist::average_gradients(&mut grads, &named_vars(&self.vars), c)?;

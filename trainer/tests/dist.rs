@@ -1,7 +1,7 @@
 //! Data-parallel training over Open MPI equals one process with the global
 //! batch: 2 ranks of batch B against 1 process of batch 2B, the loss over
 //! the gathered features (whole, and OpenCLIP's local loss), gradients
-//! averaged over ranks.
+//! averaged over ranks, batch norm over the global batch (`tiny-RN`).
 //!
 //! The test starts `mpirun -n 2` on this test binary's `rank_worker` (an
 //! ignored test run only that way), which writes each rank's losses and
@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use wit_contract::wds::SplitMix64;
 use wit_trainer::dist::{self, Collective, Local};
-use wit_trainer::model::{Clip, ClipConfig, l2_normalize, named_vars};
+use wit_trainer::model::{Clip, ClipConfig, l2_normalize, named_buffers, named_vars};
 use wit_trainer::optim::{AdamW, AdamWConfig};
 use wit_trainer::tokenizer::Tokenizer;
 
@@ -91,12 +91,14 @@ fn train(model: &str, c: &Arc<dyn Collective>, local_loss: bool) -> (Vec<f32>, N
             &Device::Cpu,
         )
         .unwrap();
-        let im = l2_normalize(
-            &clip
-                .project_image(&clip.image_features(&images, true).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let im = dist::with_synchronised_batch_norm(c, || {
+            l2_normalize(
+                &clip
+                    .project_image(&clip.image_features(&images, true).unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        });
         let tx = l2_normalize(&clip.encode_text(&tokens).unwrap()).unwrap();
         let loss = dist::clip_loss(&im, &tx, &clip.logit_scale, c, local_loss).unwrap();
         let mut grads = loss.backward().unwrap();
@@ -116,7 +118,14 @@ fn train(model: &str, c: &Arc<dyn Collective>, local_loss: bool) -> (Vec<f32>, N
             .unwrap();
         losses.push(dist::mean_over_ranks(value, c).unwrap());
     }
-    let weights = flat(params.iter().map(|(n, v)| (n, v.as_tensor())));
+    // The batch-norm running statistics too (tiny-RN).
+    let buffers = named_buffers(&vars);
+    let weights = flat(
+        params
+            .iter()
+            .chain(&buffers)
+            .map(|(n, v)| (n, v.as_tensor())),
+    );
     (losses, first, weights)
 }
 
@@ -168,12 +177,17 @@ fn mpirun() -> Option<&'static str> {
 }
 
 /// The values of parameter `name` that the comparison holds to 1e-5: all
-/// but the key third of an attention's input bias. That third's gradient
+/// but an attention's key bias (the key third of its input bias; the
+/// attention pooling's `k_proj.bias`). That third's gradient
 /// is zero in exact arithmetic (it adds q · b_k to every logit of a row,
 /// which the softmax ignores), so all Adam sees of it is rounding noise,
 /// which differs with the order of the sums; and Adam moves it at the
 /// learning rate whatever the noise's size.
 fn comparable(name: &str, v: &[f32]) -> Vec<f32> {
+    // The modified ResNet's attention pooling keeps its key bias apart.
+    if name.ends_with("k_proj.bias") {
+        return Vec::new();
+    }
     if name.ends_with("attn.in_proj_bias") {
         let w = v.len() / 3;
         v[..w].iter().chain(&v[2 * w..]).copied().collect()
@@ -193,7 +207,7 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
     let Some(mpirun) = mpirun() else { return };
     let exe = std::env::current_exe().unwrap();
     let local: Arc<dyn Collective> = Arc::new(Local);
-    for model in ["tiny"] {
+    for model in ["tiny", "tiny-RN"] {
         let (want_losses, want_grads, want_weights) = train(model, &local, false);
         for local_loss in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -248,18 +262,38 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
                 );
             }
             // The first step's averaged gradients, before Adam (which
-            // would hide a wrong scale), and the final weights.
+            // would hide a wrong scale: it shows as 0.5), and the final
+            // weights with the batch-norm running statistics: each tensor
+            // within 1e-3, and the whole within 1e-5. Per tensor, sums
+            // that cancel show the most: a batch-norm bias's gradient (a
+            // sum over the batch, split over ranks here) differs by up to
+            // 4e-5, and Adam's normalised step carries such last bits of
+            // small gradients into small biases (seen: tiny up to 7e-6,
+            // tiny-RN up to 1.5e-4 per tensor; over the model 9e-8 and
+            // 1.7e-6).
             for (what, want) in [("grads", &want_grads), ("weights", &want_weights)] {
                 let got: Named = serde_json::from_value(r0[what].clone()).unwrap();
                 assert_eq!(got.len(), want.len());
+                let (mut all_got, mut all_want, mut worst) = (Vec::new(), Vec::new(), 0f64);
                 for ((name, got), (_, want)) in got.iter().zip(want) {
                     let (got, want) = (comparable(name, got), comparable(name, want));
                     let rel = relative(&got, &want);
                     assert!(
-                        rel < 1e-5,
+                        rel < 1e-3,
                         "{case}: {what} of {name} differ from one process's by {rel:e}"
                     );
+                    worst = worst.max(rel);
+                    all_got.extend(got);
+                    all_want.extend(want);
                 }
+                let rel = relative(&all_got, &all_want);
+                assert!(
+                    rel < 1e-5,
+                    "{case}: the {what} differ from one process's by {rel:e}"
+                );
+                eprintln!(
+                    "{case}: the {what} differ from one process's by {rel:e} in all, {worst:e} at most per tensor"
+                );
             }
             let weights: Named = serde_json::from_value(r0["weights"].clone()).unwrap();
             // The weights moved: the comparison is not of the initial ones.

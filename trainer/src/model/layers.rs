@@ -86,6 +86,8 @@ pub fn is_buffer(name: &str) -> bool {
 /// 2-D batch norm (eps 1e-5, momentum 0.1) as PyTorch's `BatchNorm2d`: in
 /// training, batch statistics normalise and the running ones (biased mean,
 /// unbiased variance) are updated; in evaluation the running ones normalise.
+/// On many ranks, inside [`crate::dist::with_synchronised_batch_norm`], the
+/// batch statistics are the global batch's (`SyncBatchNorm`).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     weight: Tensor,
@@ -113,7 +115,16 @@ impl BatchNorm {
         let x = &x.to_dtype(wide(dtype))?;
         let c = x.dim(1)?;
         let per_channel = |t: &Tensor| t.to_dtype(wide(dtype))?.reshape((1, c, 1, 1));
-        let (mean, var) = if train {
+        let (mean, var) = if let (true, Some(sync)) = (train, crate::dist::batch_norm_sync()) {
+            // Over every rank's rows: sums all-reduced, two passes.
+            let n = x.elem_count() / c * sync.world();
+            let sum =
+                |t: &Tensor| crate::dist::all_reduce_with_grad(&t.sum_keepdim((0, 2, 3))?, &sync);
+            let mean = (sum(x)? / n as f64)?;
+            let var = (sum(&x.broadcast_sub(&mean)?.sqr()?)? / n as f64)?;
+            self.update(&mean, &var, n)?;
+            (mean, var)
+        } else if train {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
             self.update(&mean, &var, x.elem_count() / c)?;
