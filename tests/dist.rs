@@ -4,7 +4,7 @@
 //! loss; and a run started by one process resumes on two ranks to the same
 //! weights.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::train::{metrics, tensors, write_shards};
@@ -144,19 +144,25 @@ fn same_run_of(a: &Path, b: &Path, case: &str, steps: usize) {
     eprintln!("{case}: the weights differ by {rel:e} in all");
 }
 
+/// A dataset in `dir` and the one-process run the ranks are held to: two
+/// shards of 18 and 20 usable samples read as two streams of 4 a step, so
+/// an epoch is 4 steps (the shorter stream's) and 7 steps cross into the
+/// second. Returns (dataset, run directory).
+fn one_process(dir: &Path) -> (PathBuf, PathBuf) {
+    let dataset = dir.join("d");
+    write_shards(&dataset, 40, 32);
+    let one = dir.join("one");
+    let mut a = args(&dataset, &one, "8");
+    a.extend(["--streams", "2"]);
+    ok(&run(&a));
+    (dataset, one)
+}
+
 #[test]
 fn two_ranks_train_as_one_process_reading_their_two_streams() {
     let Some(mpirun) = mpirun() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let dataset = dir.path().join("d");
-    // Two shards of 18 and 20 usable samples; with two streams of 4 a
-    // step, an epoch is 4 steps (the shorter stream's), so 7 steps cross
-    // into the second.
-    write_shards(&dataset, 40, 32);
-    let one = dir.path().join("one");
-    let mut a = args(&dataset, &one, "8");
-    a.extend(["--streams", "2"]);
-    ok(&run(&a));
+    let (dataset, one) = one_process(dir.path());
     for local_loss in [false, true] {
         let two = dir.path().join(format!("two-{local_loss}"));
         let mut a = args(&dataset, &two, "4");
@@ -305,12 +311,7 @@ fn srun_starts_the_ranks_under_slurm() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let dataset = dir.path().join("d");
-    write_shards(&dataset, 40, 32);
-    let one = dir.path().join("one");
-    let mut a = args(&dataset, &one, "8");
-    a.extend(["--streams", "2"]);
-    ok(&run(&a));
+    let (dataset, one) = one_process(dir.path());
     let two = dir.path().join("two");
     let o = Command::new("srun")
         .args(["--mpi=pmix", "-n", "2", "--kill-on-bad-exit=1", "--time=10"])
