@@ -388,6 +388,12 @@ pub fn gather_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tensor> {
     t.contiguous()?.apply_op1(Gather(c.clone()))
 }
 
+/// `t`'s values as f32 in host memory, flattened: what the collectives
+/// move.
+fn host_values(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
 struct Gather(Arc<dyn Collective>);
 
 impl CustomOp1 for Gather {
@@ -409,7 +415,7 @@ impl CustomOp1 for Gather {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let full = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let full = host_values(grad)?;
         let mine = self.0.reduce_scatter_sum(&full)?;
         Ok(Some(Tensor::from_vec(mine, arg.shape(), arg.device())?))
     }
@@ -443,7 +449,7 @@ impl CustomOp1 for AllReduce {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let mut g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut g = host_values(grad)?;
         self.0.all_reduce_sum(&mut g)?;
         Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
     }
@@ -527,7 +533,7 @@ pub fn average_gradients(
     let mut flat = Vec::new();
     for (_, var) in params {
         match grads.get(var.as_tensor()) {
-            Some(g) => flat.extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            Some(g) => flat.extend(host_values(g)?),
             None => flat.extend(std::iter::repeat_n(0f32, var.elem_count())),
         }
     }
