@@ -1,8 +1,8 @@
 //! `wit train` on many processes (`mpirun -n 2`, a build with the mpi
 //! feature): two ranks of batch B train as one process of batch 2B reading
-//! the same two shard streams, with the whole loss and with the local
-//! loss; and a run started by one process resumes on two ranks to the same
-//! weights.
+//! the same two shard streams, with the whole loss, with the local loss,
+//! and in micro-batches (gradient accumulation); and a run started by one
+//! process resumes on two ranks to the same weights.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -163,9 +163,12 @@ fn two_ranks_train_as_one_process_reading_their_two_streams() {
     let Some(mpirun) = mpirun() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (dataset, one) = one_process(dir.path());
-    for local_loss in [false, true] {
-        let two = dir.path().join(format!("two-{local_loss}"));
+    // The whole loss, the local loss, and each rank's batch of 4 in two
+    // micro-batches (gradient accumulation): all as one process's batch 8.
+    for (local_loss, accum) in [(false, "1"), (true, "1"), (false, "2")] {
+        let two = dir.path().join(format!("two-{local_loss}-{accum}"));
         let mut a = args(&dataset, &two, "4");
+        a.extend(["--accum", accum]);
         if local_loss {
             a.push("--local-loss");
         }
@@ -177,7 +180,8 @@ fn two_ranks_train_as_one_process_reading_their_two_streams() {
             1,
             "rank 0 alone reports: {out}"
         );
-        same_run(&one, &two, &format!("two ranks, local loss {local_loss}"));
+        let case = format!("two ranks, local loss {local_loss}, accum {accum}");
+        same_run(&one, &two, &case);
     }
     // Started by one process, resumed on two ranks: the same global batch.
     let moved = dir.path().join("moved");

@@ -39,9 +39,7 @@ use wit_contract::wds::Opener;
 
 use crate::dist::{self, Collective, Local};
 use crate::loader::{self, Batch, LoaderOptions, Mode};
-use crate::model::{
-    Clip, ClipConfig, contrastive_loss, l2_normalize, load_state_dict, named_buffers, named_vars,
-};
+use crate::model::{Clip, ClipConfig, l2_normalize, load_state_dict, named_buffers, named_vars};
 use crate::optim::{AdamW, AdamWConfig, lr_at};
 
 use crate::error::{Error as TrainError, Result, io};
@@ -259,7 +257,7 @@ impl<'a> Trainer<'a> {
     ///
     /// # Errors
     /// Those of [`Trainer::open`]; streams that the ranks cannot split
-    /// evenly; gradient accumulation over many ranks (not yet).
+    /// evenly.
     pub fn open_rank(
         config: TrainConfig,
         dir: &Path,
@@ -280,11 +278,6 @@ impl<'a> Trainer<'a> {
                 config.batch_size,
                 config.batch_size * world
             )));
-        }
-        if world > 1 && config.accum > 1 {
-            return Err(TrainError::Invalid(
-                "gradient accumulation (--accum) over many ranks is not supported yet: use more ranks or a smaller batch".into(),
-            ));
         }
         let mine: Vec<usize> = (rank..streams).step_by(world).collect();
         let timed = Arc::new(dist::Timed::new(collective));
@@ -592,79 +585,17 @@ impl<'a> Trainer<'a> {
             // Fresh casts of the master weights, which the last step moved.
             p => Clip::cast(self.model_config, &self.vars, &self.device, p.dtype())?,
         };
-        let m = &compute;
-        let embed = |images: &Tensor, tokens: &Tensor| -> Result<(Tensor, Tensor)> {
-            let im = l2_normalize(&m.project_image(&m.image_features(images, true)?)?)?;
-            let tx = l2_normalize(&m.encode_text(tokens)?)?;
-            Ok((im, tx))
-        };
         let inputs = batches
             .iter()
             .map(|b| self.tensors(b))
             .collect::<Result<Vec<_>>>()?;
-        let (loss, grads) = if inputs.len() == 1 {
-            let c = &self.collective;
-            // Batch norm over the global batch, as one process has it.
-            let (im, tx) =
-                dist::with_synchronised_batch_norm(c, || embed(&inputs[0].0, &inputs[0].1))?;
-            let loss = dist::clip_loss(&im, &tx, &m.logit_scale, c, self.config.local_loss)?;
-            let mut grads = loss.backward()?;
-            dist::average_gradients(&mut grads, &named_vars(&self.vars), c)?;
-            (loss, grads)
-        } else {
-            let cached = inputs
-                .iter()
-                .map(|(i, t)| {
-                    let (a, b) = embed(i, t)?;
-                    Ok((a.detach(), b.detach()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let params = named_vars(&self.vars);
-            let mut total: Option<candle_core::backprop::GradStore> = None;
-            let mut loss = None;
-            for (j, (i, t)) in inputs.iter().enumerate() {
-                let live = embed(i, t)?;
-                let pick = |k: usize, which: usize| -> Tensor {
-                    let pair = if k == j { &live } else { &cached[k] };
-                    if which == 0 {
-                        pair.0.clone()
-                    } else {
-                        pair.1.clone()
-                    }
-                };
-                let ims: Vec<Tensor> = (0..inputs.len()).map(|k| pick(k, 0)).collect();
-                let txs: Vec<Tensor> = (0..inputs.len()).map(|k| pick(k, 1)).collect();
-                // The temperature's gradient is taken once, not once per
-                // micro-batch.
-                let scale = if j == 0 {
-                    m.logit_scale.clone()
-                } else {
-                    m.logit_scale.detach()
-                };
-                let l = contrastive_loss(&Tensor::cat(&ims, 0)?, &Tensor::cat(&txs, 0)?, &scale)?;
-                let g = l.backward()?;
-                total = Some(match total {
-                    None => g,
-                    Some(mut acc) => {
-                        for (_, var) in &params {
-                            if let Some(add) = g.get(var.as_tensor()) {
-                                let sum = match acc.get(var.as_tensor()) {
-                                    Some(have) => (have + add)?,
-                                    None => add.clone(),
-                                };
-                                acc.insert(var.as_tensor(), sum);
-                            }
-                        }
-                        acc
-                    }
-                });
-                loss = Some(l);
-            }
-            (
-                loss.expect("two or more micro-batches"),
-                total.expect("some"),
-            )
-        };
+        let (loss, grads) = step_gradients(
+            &compute,
+            &named_vars(&self.vars),
+            &inputs,
+            &self.collective,
+            self.config.local_loss,
+        )?;
         let loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         // With the local loss each rank has its rows' share.
         let loss = dist::mean_over_ranks(loss, &self.collective)?;
@@ -967,6 +898,101 @@ fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// The loss and the gradients of one optimiser step of data-parallel
+/// training, as each rank computes them: `micro` holds this rank's
+/// micro-batches of the step, (images `(n, 3, s, s)`, tokens
+/// `(n, context)`) each, and the gradients returned are those of the
+/// contrastive loss over the global batch (every rank's micro-batches
+/// together), averaged over the ranks of `collective`, keyed by the
+/// tensors of `params` (the f32 master weights).
+///
+/// One micro-batch is one forward and one backward pass. More follow
+/// open_clip's `--accum-freq`: every micro-batch's features are computed
+/// first without gradients, then each micro-batch again with them, its
+/// features put in place among the others (gathered over ranks with the
+/// gradient flowing back, [`dist::clip_loss`]), so the sum over
+/// micro-batches is the gradient of the whole batch's loss. Batch norm
+/// takes its statistics over each micro-batch of all ranks together.
+///
+/// # Errors
+/// Candle's errors, or the transport's.
+pub fn step_gradients(
+    model: &Clip,
+    params: &[(String, candle_core::Var)],
+    micro: &[(Tensor, Tensor)],
+    collective: &Arc<dyn Collective>,
+    local_loss: bool,
+) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+    let c = collective;
+    let embed = |images: &Tensor, tokens: &Tensor| -> Result<(Tensor, Tensor)> {
+        // Batch norm over the global batch, as one process has it.
+        dist::with_synchronised_batch_norm(c, || {
+            let im = l2_normalize(&model.project_image(&model.image_features(images, true)?)?)?;
+            let tx = l2_normalize(&model.encode_text(tokens)?)?;
+            Ok((im, tx))
+        })
+    };
+    let (loss, mut grads) = if let [(images, tokens)] = micro {
+        let (im, tx) = embed(images, tokens)?;
+        let loss = dist::clip_loss(&im, &tx, &model.logit_scale, c, local_loss)?;
+        let grads = loss.backward()?;
+        (loss, grads)
+    } else {
+        let cached = micro
+            .iter()
+            .map(|(i, t)| {
+                let (a, b) = embed(i, t)?;
+                Ok((a.detach(), b.detach()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut total: Option<candle_core::backprop::GradStore> = None;
+        let mut loss = None;
+        for (j, (i, t)) in micro.iter().enumerate() {
+            let live = embed(i, t)?;
+            let side = |which: usize| -> Result<Tensor> {
+                let parts: Vec<&Tensor> = (0..micro.len())
+                    .map(|k| {
+                        let pair = if k == j { &live } else { &cached[k] };
+                        if which == 0 { &pair.0 } else { &pair.1 }
+                    })
+                    .collect();
+                Ok(Tensor::cat(&parts, 0)?)
+            };
+            // The temperature's gradient is taken once, not once per
+            // micro-batch.
+            let scale = if j == 0 {
+                model.logit_scale.clone()
+            } else {
+                model.logit_scale.detach()
+            };
+            let l = dist::clip_loss(&side(0)?, &side(1)?, &scale, c, local_loss)?;
+            let g = l.backward()?;
+            total = Some(match total {
+                None => g,
+                Some(mut acc) => {
+                    for (_, var) in params {
+                        if let Some(add) = g.get(var.as_tensor()) {
+                            let sum = match acc.get(var.as_tensor()) {
+                                Some(have) => (have + add)?,
+                                None => add.clone(),
+                            };
+                            acc.insert(var.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+            loss = Some(l);
+        }
+        let Some(loss) = loss else {
+            return Err(TrainError::Invalid("a step needs a micro-batch".into()));
+        };
+        (loss, total.expect("as many as the loss"))
+    };
+    dist::average_gradients(&mut grads, params, c)?;
+    Ok((loss, grads))
 }
 
 fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
