@@ -852,6 +852,17 @@ pub struct TrainArgs {
     /// [default: the number of ranks]
     #[arg(long, value_name = "N")]
     pub streams: Option<usize>,
+    /// Samples in an epoch (OpenCLIP's name): an epoch ends after
+    /// ceil(N / global batch) steps, or sooner where the shards run out;
+    /// the shuffle and the crops change with the epoch [default: one pass
+    /// over the shards]
+    #[arg(long, value_name = "N")]
+    pub train_num_samples: Option<u64>,
+    /// Every shard stream draws shards with replacement (OpenCLIP's name;
+    /// webdataset's ResampledShards), for shard counts that do not divide
+    /// among the ranks; needs --train-num-samples
+    #[arg(long, requires = "train_num_samples")]
+    pub dataset_resampled: bool,
 }
 
 /// `wit eval`

@@ -538,6 +538,8 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     config.keep = args.keep;
     config.local_loss = args.local_loss;
     config.streams = args.streams.unwrap_or(0);
+    config.train_num_samples = args.train_num_samples;
+    config.resampled = args.dataset_resampled;
     // A run under a dataset on a store comes down to resume and goes back up at the end.
     let run_rel = format!("runs/{model}");
     if args.run.is_none() {

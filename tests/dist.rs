@@ -183,6 +183,20 @@ fn two_ranks_train_as_one_process_reading_their_two_streams() {
         let case = format!("two ranks, local loss {local_loss}, accum {accum}");
         same_run(&one, &two, &case);
     }
+    // Shards drawn with replacement, epochs of 24 samples: each rank's
+    // stream draws as the one process's stream of that number.
+    let resampled = ["--dataset-resampled", "--train-num-samples", "24"];
+    let one_resampled = dir.path().join("one-resampled");
+    let mut a = args(&dataset, &one_resampled, "8");
+    a.extend(["--streams", "2"]);
+    a.extend(resampled);
+    ok(&run(&a));
+    let two = dir.path().join("two-resampled");
+    let mut a = args(&dataset, &two, "4");
+    a.extend(resampled);
+    ok(&two_ranks(mpirun, &a));
+    same_run(&one_resampled, &two, "two ranks, resampled shards");
+    assert_eq!(metrics(&two)[3]["epoch"], 1, "epochs of 3 steps");
     // Started by one process, resumed on two ranks: the same global batch.
     let moved = dir.path().join("moved");
     let mut a = args(&dataset, &moved, "8");

@@ -383,3 +383,96 @@ fn shards_from_other_tools_train_or_say_why_not() {
         "a remedy that cannot work: {err}"
     );
 }
+
+/// `--train-num-samples` sets the epoch's length (OpenCLIP's ⌈N / global
+/// batch⌉ steps), ending it early where the shards run out;
+/// `--dataset-resampled` draws shards with replacement, so its epochs
+/// have their full length; both resume exactly, from the middle of an
+/// epoch and from the step that filled one.
+#[test]
+fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("d");
+    // 36 samples, batches of 8: a pass over the shards is 4 steps.
+    write_shards_with(&dataset, 36, 40, false);
+    let args = |run_dir: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "-d",
+            dataset.to_str().unwrap(),
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--model",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--steps",
+            "8",
+            "--warmup",
+            "1",
+            "--shuffle",
+            "16",
+            "--train-num-samples",
+            "44",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let call = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let epochs = |run_dir: &Path| -> Vec<u64> {
+        metrics(run_dir)
+            .iter()
+            .map(|m| m["epoch"].as_u64().unwrap())
+            .collect()
+    };
+    // 44 samples: 6 steps an epoch, but the shards give 4.
+    let dealt = dir.path().join("dealt");
+    let o = call(args(&dealt, &[]));
+    ok(&o);
+    assert_eq!(epochs(&dealt), [0, 0, 0, 0, 1, 1, 1, 1]);
+    assert!(
+        stderr(&o).contains("ended after 4 of the 6 steps --train-num-samples asks for"),
+        "{}",
+        stderr(&o)
+    );
+    // Resampled: every epoch is 6 steps.
+    let whole = dir.path().join("whole");
+    ok(&call(args(&whole, &["--dataset-resampled"])));
+    assert_eq!(epochs(&whole), [0, 0, 0, 0, 0, 0, 1, 1]);
+    let keys = |run_dir: &Path| -> Vec<String> {
+        metrics(run_dir)
+            .iter()
+            .map(|m| m["samples"].to_string())
+            .collect()
+    };
+    assert_eq!(keys(&whole).last().unwrap(), "64");
+    // Stopped mid-epoch (step 3), then at the step that filled it (6).
+    let parted = dir.path().join("parted");
+    ok(&call(args(
+        &parted,
+        &["--dataset-resampled", "--stop-at", "3"],
+    )));
+    ok(&call(args(
+        &parted,
+        &["--dataset-resampled", "--resume", "--stop-at", "6"],
+    )));
+    ok(&call(args(&parted, &["--dataset-resampled", "--resume"])));
+    assert_eq!(metrics(&whole), metrics(&parted));
+    assert_eq!(
+        tensors(&whole.join("model.safetensors")),
+        tensors(&parted.join("model.safetensors")),
+        "the resumed run's weights differ"
+    );
+    // Drawn with replacement: not the dealt run's data.
+    assert_ne!(metrics(&whole)[0]["loss"], metrics(&dealt)[0]["loss"]);
+    // A resampled run needs the epoch's length.
+    let mut a = args(&dir.path().join("endless"), &["--dataset-resampled"]);
+    let at = a.iter().position(|s| s == "--train-num-samples").unwrap();
+    a.drain(at..at + 2);
+    let o = call(a);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--train-num-samples"), "{}", stderr(&o));
+}

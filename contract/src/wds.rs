@@ -497,6 +497,46 @@ pub struct ShardStream<'a> {
     buffer: usize,
     /// (this stream, streams): see [`ShardStream::part`].
     part: (usize, usize),
+    /// Shards drawn with replacement: see [`ShardStream::resampled`].
+    resampled: bool,
+}
+
+/// Which shard an epoch's stream reads next.
+enum Draw {
+    /// The epoch's order, dealt round-robin to the streams.
+    Dealt(std::vec::IntoIter<usize>),
+    /// Drawn with replacement; never again those that gave nothing.
+    Resampled {
+        rng: SplitMix64,
+        n: usize,
+        barren: HashSet<usize>,
+    },
+}
+
+impl Draw {
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Draw::Dealt(order) => order.next(),
+            Draw::Resampled { rng, n, barren } => {
+                if barren.len() >= *n {
+                    return None;
+                }
+                loop {
+                    let i = rng.below(*n);
+                    if !barren.contains(&i) {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shard `i` could not be opened or held no sample.
+    fn gave_nothing(&mut self, i: usize) {
+        if let Draw::Resampled { barren, .. } = self {
+            barren.insert(i);
+        }
+    }
 }
 
 impl<'a> ShardStream<'a> {
@@ -510,7 +550,21 @@ impl<'a> ShardStream<'a> {
             seed,
             buffer,
             part: (0, 1),
+            resampled: false,
         }
+    }
+
+    /// Draws shards with replacement (webdataset's `ResampledShards`,
+    /// OpenCLIP's `--dataset-resampled`): each epoch of each stream of
+    /// [`ShardStream::part`] reads shards drawn uniformly from all of them,
+    /// seeded by the seed, the epoch and the stream, without end until
+    /// `each` says stop. A shard that cannot be opened or holds no sample
+    /// is not drawn again in that epoch; the epoch ends when no shard is
+    /// left. For corpora whose shards do not divide evenly among streams,
+    /// with the epoch's length set by its reader (a sample count).
+    pub fn resampled(mut self, on: bool) -> Self {
+        self.resampled = on;
+        self
     }
 
     /// Stream `stream` of `streams` (`stream < streams`): each epoch's shard
@@ -532,39 +586,50 @@ impl<'a> ShardStream<'a> {
     /// `each` returns `false` to stop early.
     pub fn epoch(&self, epoch: u64, mut each: impl FnMut(Sample) -> bool) -> StreamCounts {
         let mut counts = StreamCounts::default();
-        let order: Vec<usize> = if self.buffer > 1 {
-            epoch_order(self.shards.len(), self.seed, epoch)
-        } else {
-            (0..self.shards.len()).collect()
-        };
         let (stream, streams) = self.part;
-        let order = order
-            .into_iter()
-            .enumerate()
-            .filter(|(at, _)| at % streams == stream)
-            .map(|(_, i)| i);
+        let mut draw = if self.resampled {
+            let salt = (stream as u64 + 1).wrapping_mul(0x8cb9_2ba7_2f3d_8dd7);
+            Draw::Resampled {
+                rng: SplitMix64::new(self.seed ^ epoch.wrapping_mul(0xa076_1d64_78bd_642f) ^ salt),
+                n: self.shards.len(),
+                barren: HashSet::new(),
+            }
+        } else {
+            let order: Vec<usize> = if self.buffer > 1 {
+                epoch_order(self.shards.len(), self.seed, epoch)
+            } else {
+                (0..self.shards.len()).collect()
+            };
+            let mine: Vec<usize> = order
+                .into_iter()
+                .enumerate()
+                .filter(|(at, _)| at % streams == stream)
+                .map(|(_, i)| i)
+                .collect();
+            Draw::Dealt(mine.into_iter())
+        };
         // Stream 0's buffer is seeded as the whole stream's.
         let salt = (stream as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
         let mut shuffle =
             ShuffleBuffer::new(self.buffer.max(1), self.seed ^ epoch.rotate_left(17) ^ salt);
         let mut go_on = true;
-        for i in order {
-            if !go_on {
-                break;
-            }
+        while go_on && let Some(i) = draw.next() {
             let name = &self.shards[i];
             let stream = match self.opener.open(name).and_then(maybe_gunzip) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("{name}: cannot open ({e}); skipped");
                     counts.unopenable += 1;
+                    draw.gave_nothing(i);
                     continue;
                 }
             };
+            let mut read = 0u64;
             let mut corrupt = false;
             let mut reader = ShardReader::named(stream, name);
             reader.for_each(|r| match r {
                 Ok(sample) if go_on => {
+                    read += 1;
                     if sample.split {
                         counts.split_samples += 1;
                     }
@@ -589,6 +654,9 @@ impl<'a> ShardStream<'a> {
                 }
             });
             counts.skipped_members += reader.skipped_members();
+            if read == 0 {
+                draw.gave_nothing(i);
+            }
             if corrupt {
                 counts.corrupt += 1;
             } else {
@@ -795,6 +863,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_resampled_stream_draws_shards_with_replacement_and_ends_when_none_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for s in 0..3 {
+            let mut w = ShardWriter::new(Vec::new());
+            for i in 0..5 {
+                w.write(&format!("{s}{i:03}"), &[("txt", b"x")]).unwrap();
+            }
+            let path = dir.path().join(format!("r-{s}.tar"));
+            std::fs::write(&path, w.finish().unwrap()).unwrap();
+            names.push(path.display().to_string());
+        }
+        let empty = dir.path().join("empty.tar");
+        std::fs::write(&empty, ShardWriter::new(Vec::new()).finish().unwrap()).unwrap();
+        names.push(empty.display().to_string());
+        names.push(dir.path().join("missing.tar").display().to_string());
+        let take = |stream: usize, epoch: u64, n: usize| {
+            let s = ShardStream::new(names.clone(), &LocalOpener, 9, 0)
+                .part(stream, 2)
+                .resampled(true);
+            let mut keys = Vec::new();
+            let counts = s.epoch(epoch, |x| {
+                keys.push(x.key);
+                keys.len() < n
+            });
+            (keys, counts)
+        };
+        // 200 samples from 15: shards come again, without end.
+        let (a, counts) = take(0, 0, 200);
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, take(0, 0, 200).0, "seeded");
+        assert_ne!(a, take(1, 0, 200).0, "each stream draws its own");
+        assert_ne!(a, take(0, 1, 200).0, "each epoch draws anew");
+        for s in 0..3 {
+            let heads = a.iter().filter(|k| **k == format!("{s}000")).count();
+            // 40 draws of 3 shards: about 13 each (binomial sd 3).
+            assert!((4..=25).contains(&heads), "shard {s} read {heads} times");
+        }
+        // The shards that give nothing are drawn once, then no more.
+        assert!(counts.unopenable <= 1, "{counts:?}");
+        assert_eq!(counts.samples, 200);
+        // Nothing to give: the epoch ends rather than drawing forever.
+        let barren = ShardStream::new(names[3..].to_vec(), &LocalOpener, 9, 0).resampled(true);
+        let counts = barren.epoch(0, |_| true);
+        assert_eq!(
+            (counts.samples, counts.unopenable, counts.shards),
+            (0, 1, 1)
+        );
     }
 
     /// The four shards' and the missing shard's names, as the test above

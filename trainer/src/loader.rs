@@ -279,7 +279,16 @@ pub struct LoaderOptions {
     /// (stream, streams): read only that stream of the epoch's shards
     /// ([`wit_contract::wds::ShardStream::part`]); (0, 1) reads them all.
     pub part: (usize, usize),
+    /// Draw shards with replacement, without end
+    /// ([`wit_contract::wds::ShardStream::resampled`]); the caller ends the
+    /// epoch. A stream that meets [`RESAMPLED_GIVE_UP`] unusable samples in
+    /// a row ends it too.
+    pub resampled: bool,
 }
+
+/// Unusable samples in a row after which a resampled stream gives up (its
+/// shards hold nothing the model can use, and it would draw forever).
+pub const RESAMPLED_GIVE_UP: u64 = 10_000;
 
 impl Default for LoaderOptions {
     fn default() -> Self {
@@ -294,6 +303,7 @@ impl Default for LoaderOptions {
             skip: 0,
             context: CONTEXT,
             part: (0, 1),
+            resampled: false,
         }
     }
 }
@@ -319,7 +329,8 @@ pub fn epoch(
         let (done_tx, done_rx) = sync_channel::<(u64, Prepared)>(opts.queue * workers);
         let reader = scope.spawn(move || {
             let stream = ShardStream::new(shards.to_vec(), opener, opts.seed, opts.shuffle)
-                .part(opts.part.0, opts.part.1);
+                .part(opts.part.0, opts.part.1)
+                .resampled(opts.resampled);
             let mut i = 0u64;
             stream.epoch(epoch, |s| {
                 let ok = i < opts.skip || sample_tx.send((i, s)).is_ok();
@@ -484,12 +495,15 @@ fn gather(
     };
     let mut batch = empty();
     let mut go_on = true;
+    let mut unusable_run = 0u64;
+    // Whether the sample was usable.
     let take = |r: Prepared, batch: &mut Batch, counts: &mut LoaderCounts| match r {
         Ok((key, pixels, tokens)) => {
             batch.images.extend_from_slice(&pixels);
             batch.tokens.extend_from_slice(&tokens);
             batch.keys.push(key);
             counts.samples += 1;
+            true
         }
         Err(u) => {
             match u.reason {
@@ -501,6 +515,7 @@ fn gather(
                 .first
                 .entry(u.reason)
                 .or_insert((u.shard, u.key, u.split));
+            false
         }
     };
     for (i, r) in rx.iter() {
@@ -510,8 +525,20 @@ fn gather(
         pending.insert(i, r);
         while let Some(r) = pending.remove(&next) {
             next += 1;
-            take(r, &mut batch, counts);
+            if take(r, &mut batch, counts) {
+                unusable_run = 0;
+            } else {
+                unusable_run += 1;
+            }
             batch.end = next;
+            if opts.resampled && unusable_run >= RESAMPLED_GIVE_UP {
+                tracing::warn!(
+                    "{RESAMPLED_GIVE_UP} unusable samples in a row: the resampled stream ends its epoch"
+                );
+                go_on = false;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
             if batch.len() == batch_size {
                 let full = std::mem::replace(&mut batch, empty());
                 if !each(full) {

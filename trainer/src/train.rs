@@ -107,6 +107,15 @@ pub struct TrainConfig {
     pub local_loss: bool,
     /// Checkpoints kept (the newest).
     pub keep: usize,
+    /// Samples in an epoch (OpenCLIP's `--train-num-samples`): an epoch
+    /// ends after ⌈this / global batch⌉ steps, or sooner where the shards
+    /// run out. `None`: an epoch is one pass over the shards.
+    pub train_num_samples: Option<u64>,
+    /// Shards drawn with replacement by every stream, without end
+    /// (OpenCLIP's `--dataset-resampled`,
+    /// [`wit_contract::wds::ShardStream::resampled`]); needs
+    /// `train_num_samples` to end the epochs.
+    pub resampled: bool,
 }
 
 impl TrainConfig {
@@ -130,6 +139,8 @@ impl TrainConfig {
             keep: 2,
             streams: 0,
             local_loss: false,
+            train_num_samples: None,
+            resampled: false,
         }
     }
 
@@ -153,6 +164,12 @@ impl TrainConfig {
         });
         if streams > 1 {
             doc["streams"] = serde_json::json!(streams);
+        }
+        if let Some(n) = self.train_num_samples {
+            doc["train_num_samples"] = serde_json::json!(n);
+        }
+        if self.resampled {
+            doc["dataset_resampled"] = serde_json::json!(true);
         }
         doc
     }
@@ -189,6 +206,8 @@ pub struct Position {
     pub offsets: Vec<u64>,
     /// Samples trained on, all epochs.
     pub samples: u64,
+    /// Steps taken in the epoch being read.
+    pub epoch_step: u64,
 }
 
 /// What a run did.
@@ -306,6 +325,16 @@ impl<'a> Trainer<'a> {
         if config.steps == 0 {
             return Err(TrainError::Invalid("at least one step is needed".into()));
         }
+        if config.train_num_samples == Some(0) {
+            return Err(TrainError::Invalid(
+                "--train-num-samples must be at least 1".into(),
+            ));
+        }
+        if config.resampled && config.train_num_samples.is_none() {
+            return Err(TrainError::Invalid(
+                "--dataset-resampled draws shards without end: give --train-num-samples for the length of an epoch".into(),
+            ));
+        }
         let ckpt_dir = dir.join(CHECKPOINTS);
         std::fs::create_dir_all(&ckpt_dir).map_err(io(&ckpt_dir))?;
         let latest = latest_checkpoint(&ckpt_dir)?;
@@ -411,6 +440,15 @@ impl<'a> Trainer<'a> {
             .start("train", self.config.steps, self.position.step);
         let mut failure: Option<TrainError> = None;
         while self.position.step < end {
+            // A checkpoint at the step that filled its epoch: the next one.
+            if self
+                .epoch_steps()
+                .is_some_and(|n| self.position.epoch_step >= n)
+            {
+                self.position.epoch += 1;
+                self.position.epoch_step = 0;
+                self.position.offsets = vec![0; self.streams];
+            }
             let opts = LoaderOptions {
                 size,
                 batch_size: micro,
@@ -419,6 +457,7 @@ impl<'a> Trainer<'a> {
                 shuffle: self.config.shuffle,
                 workers: self.config.workers,
                 context: self.model_config.text.context,
+                resampled: self.config.resampled,
                 ..LoaderOptions::default()
             };
             let parts: Vec<(usize, u64)> = self
@@ -429,6 +468,8 @@ impl<'a> Trainer<'a> {
             let resumed = parts.iter().any(|p| p.1 > 0);
             let mut pending: Vec<(Batch, Vec<u64>)> = Vec::new();
             let mut steps_this_epoch = 0u64;
+            let epoch_steps = self.epoch_steps();
+            let mut full = false;
             // Why this rank's epoch ended, where it was not that its
             // streams ran out: another rank's ran out, or training did.
             let mut settled = false;
@@ -479,6 +520,7 @@ impl<'a> Trainer<'a> {
                                 }
                             }
                             p.samples += (self.config.batch_size * world) as u64;
+                            p.epoch_step += 1;
                             steps_this_epoch += 1;
                             summary.steps_now += 1;
                             summary.loss = loss;
@@ -499,8 +541,11 @@ impl<'a> Trainer<'a> {
                                 failure = Some(e);
                                 return false;
                             }
-                            settled |= at_end;
-                            !at_end
+                            // --train-num-samples: every rank ends the
+                            // epoch at the same step.
+                            full = epoch_steps.is_some_and(|n| self.position.epoch_step >= n);
+                            settled |= at_end || full;
+                            !(at_end || full)
                         }
                         Err(e) => {
                             failure = Some(e);
@@ -529,6 +574,16 @@ impl<'a> Trainer<'a> {
             if self.position.step >= end {
                 break;
             }
+            if let (Some(n), false) = (epoch_steps, full)
+                && steps_this_epoch > 0
+                && lead
+            {
+                tracing::warn!(
+                    "epoch {} ended after {} of the {n} steps --train-num-samples asks for: the shards hold fewer samples",
+                    self.position.epoch,
+                    self.position.epoch_step
+                );
+            }
             // A resumed epoch may have had nothing left after its offset; a
             // whole epoch without one step means the data is too small.
             if steps_this_epoch == 0 && !resumed {
@@ -556,6 +611,7 @@ impl<'a> Trainer<'a> {
                 ));
             }
             self.position.epoch += 1;
+            self.position.epoch_step = 0;
             self.position.offsets = vec![0; self.streams];
         }
         self.progress.finish();
@@ -565,6 +621,13 @@ impl<'a> Trainer<'a> {
         summary.position = self.position.clone();
         summary.collective_secs = self.timed.seconds() - collective_before;
         Ok(summary)
+    }
+
+    /// Steps in an epoch under `--train-num-samples` (OpenCLIP's
+    /// ⌈samples / global batch⌉); `None` without.
+    fn epoch_steps(&self) -> Option<u64> {
+        let global = (self.config.batch_size * self.collective.world()) as u64;
+        self.config.train_num_samples.map(|n| n.div_ceil(global))
     }
 
     fn tensors(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
@@ -710,6 +773,7 @@ impl<'a> Trainer<'a> {
             ("wit.epoch".to_string(), p.epoch.to_string()),
             (key.to_string(), value),
             ("wit.samples".to_string(), p.samples.to_string()),
+            ("wit.epoch_step".to_string(), p.epoch_step.to_string()),
             ("wit.seed".to_string(), self.config.seed.to_string()),
         ]);
         let dir = self.dir.join(CHECKPOINTS);
@@ -755,6 +819,9 @@ impl<'a> Trainer<'a> {
             epoch: num("wit.epoch")?,
             offsets,
             samples: num("wit.samples")?,
+            // Checkpoints from before epochs had a length have none; their
+            // runs' epochs end with the shards.
+            epoch_step: num("wit.epoch_step").unwrap_or(0),
         };
         let tensors = candle_core::safetensors::load(path, &self.device)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
