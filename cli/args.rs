@@ -708,6 +708,17 @@ pub struct DownloadArgs {
     pub run: RunArgs,
 }
 
+/// `wit train --collective`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CollectiveArg {
+    /// NCCL on a GPU, Open MPI on a CPU, nothing for one rank
+    Auto,
+    /// Open MPI (a build with the mpi feature)
+    Mpi,
+    /// NCCL (a build with the cuda feature; started through MPI on many ranks)
+    Nccl,
+}
+
 /// `--resize-mode`
 #[derive(Debug, Clone, Copy, ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -834,9 +845,14 @@ pub struct TrainArgs {
     /// Stop after this step with a checkpoint (a job with a time limit)
     #[arg(long, value_name = "STEP")]
     pub stop_at: Option<u64>,
-    /// Where to compute: cpu, or cuda (a build with the cuda feature)
+    /// Where to compute: cpu, or cuda (a build with the cuda feature); on
+    /// many ranks, `cuda` is each rank's own GPU (its local rank)
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    /// How the ranks exchange features and gradients: NCCL on GPUs and
+    /// Open MPI on CPUs (auto), or one of them; nccl also in a world of one
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
+    pub collective: CollectiveArg,
     /// Compute precision: f32, or bf16 over f32 master weights (CUDA only)
     /// [default: bf16 on cuda, f32 on cpu]
     #[arg(long, value_name = "P")]

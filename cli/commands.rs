@@ -14,10 +14,10 @@ use wit_queries::{Budgets, BuildSpec};
 
 use crate::BadUsage;
 use crate::args::{
-    BalanceArgs, CatArgs, Cli, Command, CrawlArgs, DemoCandidatesArgs, DemoWebArgs, DownloadArgs,
-    EncodeArg, EvalArgs, ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs, QueriesCommand,
-    QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat, StatsArgs,
-    TrainArgs,
+    BalanceArgs, CatArgs, Cli, CollectiveArg, Command, CrawlArgs, DemoCandidatesArgs, DemoWebArgs,
+    DownloadArgs, EncodeArg, EvalArgs, ExtractArgs, KubeArgs, MatchArgs, QueriesBuildArgs,
+    QueriesCommand, QueriesImportArgs, ResizeModeArg, RunArgs, ScopeArg, SlurmArgs, SqlFormat,
+    StatsArgs, TrainArgs,
 };
 use crate::ui::Reporter;
 
@@ -489,7 +489,19 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     wit_trainer::runtime::prepare_cpu_training();
     // Many ranks when a launcher (mpirun, srun, torchrun) started this one.
     let ranks = wit_trainer::dist::Ranks::from_env().map_err(|e| anyhow::anyhow!(e))?;
-    let collective = wit_trainer::dist::connect(ranks)?;
+    // One GPU per rank: `cuda` is the local rank's.
+    let device = if args.device == "cuda" && ranks.world > 1 {
+        format!("cuda:{}", ranks.local_rank)
+    } else {
+        args.device.clone()
+    };
+    let device = wit_trainer::train::device(&device)?;
+    let backend = match args.collective {
+        CollectiveArg::Auto => wit_trainer::dist::Backend::Auto,
+        CollectiveArg::Mpi => wit_trainer::dist::Backend::Mpi,
+        CollectiveArg::Nccl => wit_trainer::dist::Backend::Nccl,
+    };
+    let collective = wit_trainer::dist::connect(ranks, &device, backend)?;
     let lead = ranks.rank == 0;
     let quiet = wit_contract::progress::NoProgress;
     let progress: &dyn Progress = if lead { progress } else { &quiet };
@@ -513,7 +525,6 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
             dataset.location()
         );
     }
-    let device = wit_trainer::train::device(&args.device)?;
     let mut config = TrainConfig::new(&model, args.batch_size, args.steps);
     config.accum = args.accum;
     config.lr = args.lr;

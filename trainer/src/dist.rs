@@ -5,7 +5,9 @@
 //! global batch. [`Ranks::from_env`] reads the rank and the world size from
 //! the launcher (`srun`, `mpirun`, `torchrun`); [`connect`] opens the
 //! [`Collective`] that moves data between ranks: [`Local`] for a world of
-//! one, or Open MPI (feature `mpi`).
+//! one, Open MPI (feature `mpi`) for CPU ranks, NCCL (feature `cuda`) for
+//! GPU ranks, whose values stay in GPU memory (MPI starts NCCL: it hands
+//! rank 0's NCCL id to the others).
 //!
 //! The loss sees every rank's features, as OpenCLIP's `gather_with_grad`
 //! does: [`gather_with_grad`] concatenates the ranks' rows in rank order,
@@ -30,9 +32,14 @@
 use std::sync::Arc;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, Var, bail};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, Var, bail};
 
 use crate::model::{contrastive_loss, layers};
+
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 
 /// This process's place among the processes of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +159,56 @@ pub trait Collective: Send + Sync {
     /// # Errors
     /// The transport's.
     fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>>;
+
+    /// [`Collective::all_reduce_sum`] of values in the memory of GPU
+    /// `device`, the sum there too. Through host memory, unless the
+    /// backend moves GPU memory itself (NCCL).
+    ///
+    /// # Errors
+    /// CUDA's, or the transport's.
+    #[cfg(feature = "cuda")]
+    fn all_reduce_sum_cuda(
+        &self,
+        values: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        let stream = device.cuda_stream();
+        let mut host = stream.clone_dtoh(values).w()?;
+        self.all_reduce_sum(&mut host)?;
+        stream.clone_htod(&host).w()
+    }
+
+    /// [`Collective::all_gather`] in GPU memory: see
+    /// [`Collective::all_reduce_sum_cuda`].
+    ///
+    /// # Errors
+    /// CUDA's, or the transport's.
+    #[cfg(feature = "cuda")]
+    fn all_gather_cuda(
+        &self,
+        local: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        let stream = device.cuda_stream();
+        let host = stream.clone_dtoh(local).w()?;
+        stream.clone_htod(&self.all_gather(&host)?).w()
+    }
+
+    /// [`Collective::reduce_scatter_sum`] in GPU memory: see
+    /// [`Collective::all_reduce_sum_cuda`].
+    ///
+    /// # Errors
+    /// CUDA's, or the transport's.
+    #[cfg(feature = "cuda")]
+    fn reduce_scatter_sum_cuda(
+        &self,
+        full: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        let stream = device.cuda_stream();
+        let host = stream.clone_dtoh(full).w()?;
+        stream.clone_htod(&self.reduce_scatter_sum(&host)?).w()
+    }
 }
 
 /// The collective of a world of one: every operation returns its input.
@@ -239,19 +296,89 @@ impl Collective for Timed {
     fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>> {
         self.time(|c| c.reduce_scatter_sum(full))
     }
+
+    #[cfg(feature = "cuda")]
+    fn all_reduce_sum_cuda(
+        &self,
+        values: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        // The time includes waiting for the GPU's queue, as the host waits.
+        self.time(|c| {
+            let out = c.all_reduce_sum_cuda(values, device)?;
+            device.cuda_stream().synchronize().w()?;
+            Ok(out)
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn all_gather_cuda(
+        &self,
+        local: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        self.time(|c| {
+            let out = c.all_gather_cuda(local, device)?;
+            device.cuda_stream().synchronize().w()?;
+            Ok(out)
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn reduce_scatter_sum_cuda(
+        &self,
+        full: &CudaView<'_, f32>,
+        device: &CudaDevice,
+    ) -> Result<CudaSlice<f32>> {
+        self.time(|c| {
+            let out = c.reduce_scatter_sum_cuda(full, device)?;
+            device.cuda_stream().synchronize().w()?;
+            Ok(out)
+        })
+    }
 }
 
-/// The collective for `ranks`: [`Local`] for a world of one, Open MPI
-/// otherwise (a build with the `mpi` feature, under `mpirun` or `srun`).
+/// Which transport the ranks' collectives take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// NCCL on a GPU, Open MPI on a CPU; nothing in a world of one.
+    #[default]
+    Auto,
+    /// Open MPI (feature `mpi`), through host memory.
+    Mpi,
+    /// NCCL (feature `cuda`), in GPU memory; started through Open MPI when
+    /// there is more than one rank. Also in a world of one, where it
+    /// checks NCCL against the one-process run.
+    Nccl,
+}
+
+/// The collective for `ranks` on `device` (each rank's own GPU: `cuda:N`
+/// with N its local rank), by `backend`: with [`Backend::Auto`], [`Local`]
+/// for a world of one, NCCL on a GPU, Open MPI on a CPU.
 ///
 /// # Errors
-/// A world over one without the `mpi` feature; MPI that cannot start, or
-/// whose world differs from the launcher's variables (`srun` without
-/// `--mpi=pmix` starts each process as a world of its own).
-pub fn connect(ranks: Ranks) -> Result<Arc<dyn Collective>> {
+/// A backend this build lacks (features `mpi`, `cuda`); NCCL on a CPU;
+/// MPI that cannot start, or whose world differs from the launcher's
+/// variables (`srun` without `--mpi=pmix` starts each process as a world
+/// of its own); NCCL that cannot start.
+pub fn connect(ranks: Ranks, device: &Device, backend: Backend) -> Result<Arc<dyn Collective>> {
+    let nccl = match backend {
+        Backend::Auto if ranks.world == 1 => return Ok(Arc::new(Local)),
+        Backend::Auto => device.is_cuda(),
+        Backend::Mpi => false,
+        Backend::Nccl => true,
+    };
+    if nccl {
+        return start_nccl(ranks, device);
+    }
     if ranks.world == 1 {
         return Ok(Arc::new(Local));
     }
+    start_mpi(ranks)
+}
+
+/// Open MPI, checked against the launcher's variables.
+fn start_mpi(ranks: Ranks) -> Result<Arc<dyn Collective>> {
     #[cfg(feature = "mpi")]
     {
         let m = mpi_backend::Mpi::start()?;
@@ -272,6 +399,195 @@ pub fn connect(ranks: Ranks) -> Result<Arc<dyn Collective>> {
         ranks.rank,
         ranks.world
     )
+}
+
+/// NCCL on this rank's GPU, its id handed out by Open MPI.
+fn start_nccl(ranks: Ranks, device: &Device) -> Result<Arc<dyn Collective>> {
+    #[cfg(feature = "cuda")]
+    {
+        let Device::Cuda(gpu) = device else {
+            bail!("NCCL moves GPU memory: use --device cuda, or --collective mpi on a CPU");
+        };
+        let bootstrap = if ranks.world > 1 {
+            Some(start_mpi(ranks)?)
+        } else {
+            None
+        };
+        let n = nccl_backend::Nccl::start(gpu, ranks, bootstrap.as_deref())?;
+        Ok(Arc::new(n))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (ranks, device);
+        bail!("NCCL needs a build with `--features cuda` (../shared/cuda/README.md)")
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod nccl_backend {
+    use std::sync::Mutex;
+
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView};
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+    use candle_core::cuda_backend::{CudaDevice, WrapErr};
+    use candle_core::{Result, bail};
+
+    use super::{Collective, Ranks};
+
+    /// An NCCL communicator over the ranks' GPUs, on the GPU's stream (so
+    /// its calls queue behind Candle's kernels and before what follows).
+    pub struct Nccl {
+        comm: Comm,
+        device: CudaDevice,
+        lock: Mutex<()>,
+    }
+
+    // SAFETY: a communicator may be used from any thread, one call at a
+    // time (NCCL's rule); every call below holds `lock`.
+    unsafe impl Send for Nccl {}
+    unsafe impl Sync for Nccl {}
+
+    fn nccl_error(e: impl std::fmt::Debug) -> candle_core::Error {
+        candle_core::Error::Msg(format!("NCCL: {e:?}"))
+    }
+
+    impl Nccl {
+        /// Rank `ranks.rank`'s communicator on `device`. NCCL's ranks meet
+        /// through an id that rank 0 makes: `bootstrap` (Open MPI over the
+        /// same ranks) hands it to every rank; a world of one needs none.
+        pub fn start(
+            device: &CudaDevice,
+            ranks: Ranks,
+            bootstrap: Option<&dyn Collective>,
+        ) -> Result<Nccl> {
+            let id = match bootstrap {
+                None if ranks.world == 1 => Id::new().map_err(nccl_error)?,
+                None => bail!("NCCL over {} ranks needs MPI to start", ranks.world),
+                Some(b) => {
+                    // Rank 0's 128 bytes as 16 words, zeros elsewhere: the
+                    // sum over ranks is rank 0's id on every rank.
+                    let mut words = [0u64; 16];
+                    if ranks.rank == 0 {
+                        let id = Id::new().map_err(nccl_error)?;
+                        let bytes: Vec<u8> = id.internal().iter().map(|c| *c as u8).collect();
+                        for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+                            *w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                        }
+                    }
+                    b.all_reduce_sum_u64(&mut words)?;
+                    let mut internal = [0 as std::ffi::c_char; 128];
+                    for (i, byte) in words.iter().flat_map(|w| w.to_le_bytes()).enumerate() {
+                        internal[i] = byte as std::ffi::c_char;
+                    }
+                    Id::uninit(internal)
+                }
+            };
+            let comm = Comm::from_rank(device.cuda_stream(), ranks.rank, ranks.world, id)
+                .map_err(nccl_error)?;
+            Ok(Nccl {
+                comm,
+                device: device.clone(),
+                lock: Mutex::new(()),
+            })
+        }
+
+        fn one_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+            self.lock.lock().expect("no panics holding the NCCL lock")
+        }
+    }
+
+    impl Collective for Nccl {
+        fn rank(&self) -> usize {
+            self.comm.rank()
+        }
+
+        fn world(&self) -> usize {
+            self.comm.world_size()
+        }
+
+        fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
+            let stream = self.device.cuda_stream();
+            let on_gpu = stream.clone_htod(values).w()?;
+            let sum = self.all_reduce_sum_cuda(&on_gpu.slice(..), &self.device)?;
+            stream.memcpy_dtoh(&sum, values).w()
+        }
+
+        fn all_reduce_sum_u64(&self, values: &mut [u64]) -> Result<()> {
+            let stream = self.device.cuda_stream();
+            let mut on_gpu = stream.clone_htod(values).w()?;
+            {
+                let _one = self.one_at_a_time();
+                self.comm
+                    .all_reduce_in_place(&mut on_gpu, &ReduceOp::Sum)
+                    .map_err(nccl_error)?;
+            }
+            stream.memcpy_dtoh(&on_gpu, values).w()
+        }
+
+        fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+            let stream = self.device.cuda_stream();
+            let on_gpu = stream.clone_htod(local).w()?;
+            let all = self.all_gather_cuda(&on_gpu.slice(..), &self.device)?;
+            stream.clone_dtoh(&all).w()
+        }
+
+        fn reduce_scatter_sum(&self, full: &[f32]) -> Result<Vec<f32>> {
+            let stream = self.device.cuda_stream();
+            let on_gpu = stream.clone_htod(full).w()?;
+            let mine = self.reduce_scatter_sum_cuda(&on_gpu.slice(..), &self.device)?;
+            stream.clone_dtoh(&mine).w()
+        }
+
+        fn all_reduce_sum_cuda(
+            &self,
+            values: &CudaView<'_, f32>,
+            _device: &CudaDevice,
+        ) -> Result<CudaSlice<f32>> {
+            let mut out = self
+                .device
+                .cuda_stream()
+                .alloc_zeros::<f32>(values.len())
+                .w()?;
+            let _one = self.one_at_a_time();
+            self.comm
+                .all_reduce(values, &mut out, &ReduceOp::Sum)
+                .map_err(nccl_error)?;
+            Ok(out)
+        }
+
+        fn all_gather_cuda(
+            &self,
+            local: &CudaView<'_, f32>,
+            _device: &CudaDevice,
+        ) -> Result<CudaSlice<f32>> {
+            let n = local.len() * self.world();
+            let mut out = self.device.cuda_stream().alloc_zeros::<f32>(n).w()?;
+            let _one = self.one_at_a_time();
+            self.comm.all_gather(local, &mut out).map_err(nccl_error)?;
+            Ok(out)
+        }
+
+        fn reduce_scatter_sum_cuda(
+            &self,
+            full: &CudaView<'_, f32>,
+            _device: &CudaDevice,
+        ) -> Result<CudaSlice<f32>> {
+            let world = self.world();
+            if !full.len().is_multiple_of(world) {
+                bail!("reduce-scatter of {} values over {world} ranks", full.len());
+            }
+            let mut out = self
+                .device
+                .cuda_stream()
+                .alloc_zeros::<f32>(full.len() / world)
+                .w()?;
+            let _one = self.one_at_a_time();
+            self.comm
+                .reduce_scatter(full, &mut out, &ReduceOp::Sum)
+                .map_err(nccl_error)?;
+            Ok(out)
+        }
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -388,36 +704,112 @@ pub fn gather_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tensor> {
     t.contiguous()?.apply_op1(Gather(c.clone()))
 }
 
-/// `t`'s values as f32 in host memory, flattened: what the collectives
-/// move.
-fn host_values(t: &Tensor) -> Result<Vec<f32>> {
-    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+/// `s`'s f32 values under `l` (contiguous), in GPU memory.
+#[cfg(feature = "cuda")]
+fn cuda_values<'a>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
+    let Some((from, to)) = l.contiguous_offsets() else {
+        bail!("{op}: a tensor that is not contiguous");
+    };
+    Ok(s.as_cuda_slice::<f32>()?.slice(from..to))
+}
+
+/// The three collectives as tensor operations without a backward of their
+/// own, on the CPU and on a GPU.
+#[derive(Clone, Copy)]
+enum Move {
+    Gather,
+    ReduceScatter,
+    AllReduce,
+}
+
+struct Collect(Arc<dyn Collective>, Move);
+
+impl Collect {
+    /// The output's shape: rows times the world (gather), over it
+    /// (reduce-scatter), or the same.
+    fn shape(&self, l: &Layout) -> Result<Shape> {
+        let mut dims = l.dims().to_vec();
+        let world = self.0.world();
+        match (self.1, dims.first_mut()) {
+            (Move::AllReduce, _) => {}
+            (_, None) => bail!("{}: a scalar has no rows", self.name()),
+            (Move::Gather, Some(rows)) => *rows *= world,
+            (Move::ReduceScatter, Some(rows)) => {
+                if !rows.is_multiple_of(world) {
+                    bail!("{}: {rows} rows over {world} ranks", self.name());
+                }
+                *rows /= world;
+            }
+        }
+        Ok(Shape::from(dims))
+    }
+}
+
+impl CustomOp1 for Collect {
+    fn name(&self) -> &'static str {
+        match self.1 {
+            Move::Gather => "wit-all-gather",
+            Move::ReduceScatter => "wit-reduce-scatter",
+            Move::AllReduce => "wit-all-reduce",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let v = crate::model::fused::values(s, l, self.name())?;
+        let out = match self.1 {
+            Move::Gather => self.0.all_gather(v)?,
+            Move::ReduceScatter => self.0.reduce_scatter_sum(v)?,
+            Move::AllReduce => {
+                let mut v = v.to_vec();
+                self.0.all_reduce_sum(&mut v)?;
+                v
+            }
+        };
+        Ok((CpuStorage::F32(out), self.shape(l)?))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let v = cuda_values(s, l, self.name())?;
+        let out = match self.1 {
+            Move::Gather => self.0.all_gather_cuda(&v, &s.device)?,
+            Move::ReduceScatter => self.0.reduce_scatter_sum_cuda(&v, &s.device)?,
+            Move::AllReduce => self.0.all_reduce_sum_cuda(&v, &s.device)?,
+        };
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, s.device.clone()),
+            self.shape(l)?,
+        ))
+    }
+}
+
+/// `t` (f32) moved by `what` across the ranks of `c`, without a gradient.
+fn collect(t: &Tensor, c: &Arc<dyn Collective>, what: Move) -> Result<Tensor> {
+    t.contiguous()?.apply_op1_no_bwd(&Collect(c.clone(), what))
 }
 
 struct Gather(Arc<dyn Collective>);
 
 impl CustomOp1 for Gather {
     fn name(&self) -> &'static str {
-        "wit-all-gather"
+        "wit-all-gather-with-grad"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let local = crate::model::fused::values(s, l, self.name())?;
-        let mut dims = l.dims().to_vec();
-        if dims.is_empty() {
-            bail!("{}: a scalar has no rows", self.name());
-        }
-        dims[0] *= self.0.world();
-        Ok((
-            CpuStorage::F32(self.0.all_gather(local)?),
-            Shape::from(dims),
-        ))
+        Collect(self.0.clone(), Move::Gather).cpu_fwd(s, l)
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let full = host_values(grad)?;
-        let mine = self.0.reduce_scatter_sum(&full)?;
-        Ok(Some(Tensor::from_vec(mine, arg.shape(), arg.device())?))
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        Collect(self.0.clone(), Move::Gather).cuda_fwd(s, l)
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(collect(
+            &grad.to_dtype(DType::F32)?,
+            &self.0,
+            Move::ReduceScatter,
+        )?))
     }
 }
 
@@ -439,19 +831,24 @@ struct AllReduce(Arc<dyn Collective>);
 
 impl CustomOp1 for AllReduce {
     fn name(&self) -> &'static str {
-        "wit-all-reduce"
+        "wit-all-reduce-with-grad"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let mut v = crate::model::fused::values(s, l, self.name())?.to_vec();
-        self.0.all_reduce_sum(&mut v)?;
-        Ok((CpuStorage::F32(v), l.shape().clone()))
+        Collect(self.0.clone(), Move::AllReduce).cpu_fwd(s, l)
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let mut g = host_values(grad)?;
-        self.0.all_reduce_sum(&mut g)?;
-        Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        Collect(self.0.clone(), Move::AllReduce).cuda_fwd(s, l)
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(collect(
+            &grad.to_dtype(DType::F32)?,
+            &self.0,
+            Move::AllReduce,
+        )?))
     }
 }
 
@@ -530,22 +927,27 @@ pub fn average_gradients(
     if c.world() == 1 {
         return Ok(());
     }
-    let mut flat = Vec::new();
+    // One all-reduce of every gradient, flattened, where they are (NCCL
+    // keeps them in GPU memory).
+    let mut flat = Vec::with_capacity(params.len());
     for (_, var) in params {
-        match grads.get(var.as_tensor()) {
-            Some(g) => flat.extend(host_values(g)?),
-            None => flat.extend(std::iter::repeat_n(0f32, var.elem_count())),
-        }
+        let t = var.as_tensor();
+        flat.push(match grads.get(t) {
+            Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
+            None => Tensor::zeros(t.elem_count(), DType::F32, t.device())?,
+        });
     }
-    c.all_reduce_sum(&mut flat)?;
-    let inverse = 1.0 / c.world() as f32;
+    let sum = collect(&Tensor::cat(&flat, 0)?, c, Move::AllReduce)?;
+    let mean = (sum * (1.0 / c.world() as f64))?;
     let mut at = 0;
     for (_, var) in params {
         let t = var.as_tensor();
         let n = t.elem_count();
-        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * inverse).collect();
+        let g = mean
+            .narrow(0, at, n)?
+            .reshape(t.shape())?
+            .to_dtype(t.dtype())?;
         at += n;
-        let g = Tensor::from_vec(mean, t.shape(), t.device())?.to_dtype(t.dtype())?;
         grads.insert(t, g);
     }
     Ok(())
@@ -623,7 +1025,7 @@ mod tests {
 
     #[test]
     fn a_world_of_one_needs_no_transport_and_changes_nothing() {
-        let c = connect(Ranks::single()).unwrap();
+        let c = connect(Ranks::single(), &Device::Cpu, Backend::Auto).unwrap();
         assert_eq!((c.rank(), c.world()), (0, 1));
         let t = Tensor::new(&[[1f32, 2.], [3., 4.]], &candle_core::Device::Cpu).unwrap();
         assert_eq!(
@@ -636,11 +1038,15 @@ mod tests {
     #[cfg(not(feature = "mpi"))]
     #[test]
     fn many_ranks_without_mpi_say_how_to_build_it() {
-        let e = connect(Ranks {
-            rank: 1,
-            world: 2,
-            local_rank: 0,
-        })
+        let e = connect(
+            Ranks {
+                rank: 1,
+                world: 2,
+                local_rank: 0,
+            },
+            &Device::Cpu,
+            Backend::Auto,
+        )
         .err()
         .unwrap()
         .to_string();
@@ -648,5 +1054,15 @@ mod tests {
             e.contains("rank 1 of 2") && e.contains("--features mpi"),
             "{e}"
         );
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn nccl_without_cuda_says_how_to_build_it() {
+        let e = connect(Ranks::single(), &Device::Cpu, Backend::Nccl)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--features cuda"), "{e}");
     }
 }

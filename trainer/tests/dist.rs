@@ -165,7 +165,7 @@ fn rank_worker() {
     let local_loss = std::env::var("WIT_DIST_LOCAL_LOSS").is_ok_and(|v| v == "1");
     let accum: usize = std::env::var("WIT_DIST_ACCUM").unwrap().parse().unwrap();
     let ranks = dist::Ranks::from_env().unwrap();
-    let c = dist::connect(ranks).unwrap();
+    let c = dist::connect(ranks, &Device::Cpu, dist::Backend::Auto).unwrap();
     assert_eq!(c.world(), 2);
     let (losses, grads, weights) = train(&model, &c, local_loss, accum);
     let doc = serde_json::json!({"losses": losses, "grads": grads, "weights": weights});
