@@ -212,6 +212,9 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
         return Vec::new();
     }
     add("html_pages", 1);
+    if !may_hold_images(&http.body) {
+        return Vec::new();
+    }
     let (text, _, _) = decode_html(&http.body, content_type.as_deref());
     let page = extract(&page_url, &text, http.header("Content-Language"));
     for (name, n) in page.image_counts() {
@@ -220,6 +223,21 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
     add("texts_boilerplate", page.boilerplate);
     add("pairs_repeated", page.repeats);
     page.candidates
+}
+
+/// Whether an HTML body may hold an `<img>`: false only when no `<im`
+/// (any case; the parser reads `<image>` as `<img>`) occurs in its bytes,
+/// so decoding and parsing it could find no image. Every encoding a page
+/// can declare writes markup in ASCII bytes, except UTF-16, whose pages
+/// (a byte-order mark) are always parsed.
+fn may_hold_images(body: &[u8]) -> bool {
+    if body.starts_with(&[0xff, 0xfe]) || body.starts_with(&[0xfe, 0xff]) {
+        return true;
+    }
+    memchr::memchr_iter(b'<', body).any(|i| {
+        body.get(i + 1..i + 3)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"im"))
+    })
 }
 
 fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> {
@@ -278,4 +296,20 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold_images;
+
+    #[test]
+    fn only_bodies_without_an_img_tag_are_passed_over() {
+        assert!(may_hold_images(b"<p>x</p><IMG SRC=a.jpg>"));
+        assert!(may_hold_images(b"<image src=a.jpg>"));
+        assert!(!may_hold_images(
+            b"<p>an image of <b>a cat</b></p> <i>m</i> <"
+        ));
+        // UTF-16 writes `<img` in other bytes: always parsed.
+        assert!(may_hold_images(&[0xff, 0xfe, b'<', 0]));
+    }
 }

@@ -14,6 +14,7 @@
 //! are kept once.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use encoding_rs::Encoding;
 use scraper::{ElementRef, Html, Selector};
@@ -219,8 +220,59 @@ impl PageCandidates {
     }
 }
 
-fn selector(s: &str) -> Selector {
-    Selector::parse(s).expect("static selectors parse")
+static FIGCAPTION: LazyLock<Selector> =
+    LazyLock::new(|| Selector::parse("figcaption").expect("a static selector"));
+static IMG: LazyLock<Selector> =
+    LazyLock::new(|| Selector::parse("img").expect("a static selector"));
+
+/// The elements of a page the extractor reads, found in one pass over the
+/// parsed tree, in the order scraper's `Html::select` visits them (the
+/// tree's arena: the order the parser made them).
+struct Elements<'a> {
+    /// The first `<base href>`'s `href`.
+    base: Option<&'a str>,
+    /// The first `<title>`.
+    title: Option<ElementRef<'a>>,
+    /// The first `<html>`.
+    html: Option<ElementRef<'a>>,
+    /// `<meta name content>`.
+    metas: Vec<ElementRef<'a>>,
+    /// `<a href>` and `<area href>`.
+    links: Vec<ElementRef<'a>>,
+    /// `<iframe src>` and `<frame src>`.
+    frames: Vec<ElementRef<'a>>,
+    /// `<img>`.
+    imgs: Vec<ElementRef<'a>>,
+}
+
+impl<'a> Elements<'a> {
+    fn of(doc: &'a Html) -> Elements<'a> {
+        let mut e = Elements {
+            base: None,
+            title: None,
+            html: None,
+            metas: Vec::new(),
+            links: Vec::new(),
+            frames: Vec::new(),
+            imgs: Vec::new(),
+        };
+        for el in doc.tree.nodes().filter_map(ElementRef::wrap) {
+            let v = el.value();
+            match v.name() {
+                "base" if e.base.is_none() => e.base = v.attr("href"),
+                "title" if e.title.is_none() => e.title = Some(el),
+                "html" if e.html.is_none() => e.html = Some(el),
+                "meta" if v.attr("name").is_some() && v.attr("content").is_some() => {
+                    e.metas.push(el);
+                }
+                "a" | "area" if v.attr("href").is_some() => e.links.push(el),
+                "iframe" | "frame" if v.attr("src").is_some() => e.frames.push(el),
+                "img" => e.imgs.push(el),
+                _ => {}
+            }
+        }
+        e
+    }
 }
 
 /// Extracts the candidates of one page. `page_url` must be absolute.
@@ -230,15 +282,13 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
         return out;
     };
     let doc = parse_html(html);
-    let base = doc
-        .select(&selector("base[href]"))
-        .next()
-        .and_then(|b| b.value().attr("href"))
+    let els = Elements::of(&doc);
+    let base = els
+        .base
         .and_then(|h| page.join(h).ok())
         .unwrap_or_else(|| page.clone());
-    let title = doc
-        .select(&selector("title"))
-        .next()
+    let title = els
+        .title
         .map(|t| {
             t.text()
                 .collect::<String>()
@@ -247,9 +297,8 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
                 .join(" ")
         })
         .filter(|t| !t.is_empty());
-    let lang = doc
-        .select(&selector("html"))
-        .next()
+    let lang = els
+        .html
         .and_then(|h| {
             h.value()
                 .attr("lang")
@@ -259,7 +308,7 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
         .filter(|l| !l.is_empty())
         .or_else(|| content_language.map(|c| c.split(',').next().unwrap_or("").trim().to_string()))
         .filter(|l| !l.is_empty());
-    for meta in doc.select(&selector("meta[name][content]")) {
+    for meta in &els.metas {
         let name = meta.value().attr("name").unwrap_or("").trim();
         if name.eq_ignore_ascii_case("robots") || name.eq_ignore_ascii_case(ROBOTS_TOKEN) {
             for d in meta.value().attr("content").unwrap_or("").split(',') {
@@ -274,7 +323,7 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
     }
     if !out.nofollow {
         let mut seen_links: HashSet<String> = HashSet::new();
-        for a in doc.select(&selector("a[href], area[href]")) {
+        for a in &els.links {
             let nofollow = a.value().attr("rel").is_some_and(|r| {
                 r.split_whitespace()
                     .any(|t| t.eq_ignore_ascii_case("nofollow"))
@@ -285,7 +334,7 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
                 out.links.push(url);
             }
         }
-        for f in doc.select(&selector("iframe[src], frame[src]")) {
+        for f in &els.frames {
             if let Some(url) = link_url(f.value().attr("src"), &base)
                 && seen_links.insert(url.clone())
             {
@@ -294,14 +343,12 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
         }
     }
     if out.noindex {
-        out.images = doc.select(&selector("img")).count() as u64;
+        out.images = els.imgs.len() as u64;
         return out;
     }
-    let figcaption = selector("figcaption");
-    let img_selector = selector("img");
-    let shared = shared_sources(&doc, &img_selector);
+    let shared = shared_sources(&els.imgs);
     let mut seen: HashSet<(String, String)> = HashSet::new();
-    for img in doc.select(&img_selector) {
+    for img in els.imgs {
         out.images += 1;
         let el = img.value();
         let width = parse_dimension(el.attr("width"));
@@ -331,7 +378,7 @@ pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> Pa
             .ancestors()
             .filter_map(ElementRef::wrap)
             .find(|a| a.value().name() == "figure")
-            && let Some(caption) = figure.select(&figcaption).next()
+            && let Some(caption) = figure.select(&FIGCAPTION).next()
         {
             texts.push(("figcaption", caption.text().collect()));
         }
@@ -445,10 +492,10 @@ enum NoUrl {
 
 /// The `src` values that several `<img>` of the page share with different
 /// texts: a spacer swapped out by a script, not an image of each text.
-fn shared_sources(doc: &Html, imgs: &Selector) -> HashSet<String> {
+fn shared_sources(imgs: &[ElementRef<'_>]) -> HashSet<String> {
     let mut by_src: std::collections::HashMap<&str, (u32, HashSet<&str>)> =
         std::collections::HashMap::new();
-    for img in doc.select(imgs) {
+    for img in imgs {
         if let Some(src) = img.value().attr("src").map(str::trim) {
             let e = by_src.entry(src).or_default();
             e.0 += 1;
@@ -539,7 +586,7 @@ fn image_url(
         .filter_map(ElementRef::wrap)
         .next()
         .filter(|n| n.value().name() == "noscript")
-        .and_then(|n| n.select(&selector("img")).next())
+        .and_then(|n| n.select(&IMG).next())
         .and_then(|i| i.value().attr("src").filter(usable).map(str::to_string))
         .filter(|s| !is_placeholder(s.trim(), shared))
         .as_deref()
