@@ -1,5 +1,6 @@
-//! The candidates `wit extract` finds in the real archives of
-//! ../shared/data/warc, held to the rows committed in
+//! The candidates `wit extract` finds in real archives
+//! (`tests/fixtures/warc/`, vendored from chatnoir-resiliparse's tests, as
+//! ../shared/data/warc has them), held to the rows committed in
 //! `tests/fixtures/warc-candidates.jsonl`: a change to the extractor (a
 //! faster parser, a new shortcut) must find the same rows, field for field.
 //!
@@ -9,28 +10,23 @@
 
 use std::path::PathBuf;
 
-/// The archives, sorted; `None` (with a message, or a failure under CI)
-/// where ../shared is absent.
-fn archives() -> Option<Vec<PathBuf>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/warc");
+/// The vendored archives, sorted.
+fn archives() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/warc");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
+        .unwrap()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".warc.gz"))
         .collect();
     files.sort();
-    (!files.is_empty()).then_some(files)
+    assert_eq!(files.len(), 4, "{}", dir.display());
+    files
 }
 
 #[test]
 fn the_real_archives_give_the_committed_candidates() {
-    let Some(files) = archives() else {
-        let msg = "../shared/data/warc is absent: the extractor's rows are not compared";
-        assert!(std::env::var_os("WIT_REQUIRE_SERVICES").is_none(), "{msg}");
-        eprintln!("SKIP: {msg}");
-        return;
-    };
+    let files = archives();
     let mut lines = Vec::new();
     for f in &files {
         let (rows, _) = wit_crawler::extract_archive(f).unwrap();
