@@ -11,6 +11,12 @@
 //!    MetaCLIP's way of extracting: `warcio` with `selectolax`'s lexbor
 //!    parser, `<img>` with `alt`/`title`, URLs joined (issue 23's target:
 //!    wit at twice its rate per core).
+//!    Then **WAT** (2b): the same pages as a WAT file in Common Crawl's
+//!    layout (one `metadata` record of JSON per page, its
+//!    `HTML-Metadata.Links` holding every `<img src>` with `alt`/`title` and
+//!    every `<a href>`), made here from the WARCs; `extract_archive` against
+//!    Python reading it as cc2dataset does (`warcio`, `json.loads`, the
+//!    `IMG@/src` links).
 //! 3. **Crawling**: `run_crawl` over a generated site of 5,000 linked pages
 //!    served on 127.0.0.1 by a keep-alive server in this process, URLs/s and
 //!    URLs per CPU-second; the reference is the same client fetching the same
@@ -367,6 +373,7 @@ fn bench_archives() {
             theirs / ours
         );
     }
+    bench_wat(&files);
 }
 
 /// warcio + selectolax (lexbor): the HTML pages' `<img>` with their `alt`
@@ -404,6 +411,139 @@ for _ in range(reps):
                 pass
 print(time.perf_counter() - t)
 "#;
+
+/// warcio + json: the `IMG@/src` links of WAT metadata records with their
+/// `alt`, URLs joined (cc2dataset's reading); prints seconds.
+const WAT_REF: &str = r#"
+import sys, time, json
+from urllib.parse import urljoin
+from warcio.archiveiterator import ArchiveIterator
+reps, files = int(sys.argv[1]), sys.argv[2:]
+n = 0
+t = time.perf_counter()
+for _ in range(reps):
+    for f in files:
+        with open(f, "rb") as fh:
+            for r in ArchiveIterator(fh):
+                if r.rec_type != "metadata":
+                    continue
+                doc = json.loads(r.content_stream().read())
+                env = doc["Envelope"]
+                page = env["WARC-Header-Metadata"]["WARC-Target-URI"]
+                html = env["Payload-Metadata"]["HTTP-Response-Metadata"].get("HTML-Metadata")
+                if not html:
+                    continue
+                for link in html.get("Links", []):
+                    if link.get("path") == "IMG@/src" and link.get("url"):
+                        url = urljoin(page, link["url"].strip())
+                        if link.get("alt"):
+                            n += 1
+print(time.perf_counter() - t)
+"#;
+
+/// A WAT file (gzip member per record) of the HTML responses of `warcs`, in
+/// Common Crawl's layout; returns its path and its record count.
+fn make_wat(warcs: &[PathBuf], out: &Path) -> usize {
+    use flate2::{Compression, write::GzEncoder};
+    let img = scraper::Selector::parse("img[src]").unwrap();
+    let a = scraper::Selector::parse("a[href]").unwrap();
+    let title = scraper::Selector::parse("title").unwrap();
+    let mut file = std::fs::File::create(out).unwrap();
+    let mut n = 0;
+    for w in warcs {
+        wit_crawler::warc::read_records(w, |r| {
+            if !r.header("WARC-Type").is_some_and(|t| t.eq_ignore_ascii_case("response")) {
+                return;
+            }
+            let Some(uri) = r.header("WARC-Target-URI").map(str::to_string) else {
+                return;
+            };
+            let Some(http) = wit_crawler::warc::parse_http(&r.block) else {
+                return;
+            };
+            let ct = http.header("Content-Type").unwrap_or("").to_string();
+            let (text, _, _) = decode_html(&http.body, Some(&ct));
+            let doc = scraper::Html::parse_document(&text);
+            let mut links = Vec::new();
+            for i in doc.select(&img) {
+                let mut l = serde_json::json!({"path": "IMG@/src", "url": i.value().attr("src")});
+                for k in ["alt", "title"] {
+                    if let Some(v) = i.value().attr(k) {
+                        l[k] = v.into();
+                    }
+                }
+                links.push(l);
+            }
+            for l in doc.select(&a) {
+                let text: String = l.text().collect();
+                links.push(serde_json::json!({"path": "A@/href", "url": l.value().attr("href"), "text": text.trim()}));
+            }
+            let head_title: Option<String> = doc.select(&title).next().map(|t| t.text().collect());
+            let json = serde_json::json!({
+                "Container": {"Filename": w.file_name().unwrap().to_string_lossy(), "Compressed": true, "Offset": r.offset.to_string()},
+                "Envelope": {
+                    "Format": "WARC",
+                    "WARC-Header-Length": "500",
+                    "WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": uri},
+                    "Payload-Metadata": {
+                        "Actual-Content-Type": "application/http; msgtype=response",
+                        "HTTP-Response-Metadata": {
+                            "Response-Message": {"Status": http.status.to_string(), "Version": "HTTP/1.1"},
+                            "Headers": {"Content-Type": ct},
+                            "HTML-Metadata": {"Head": {"Title": head_title}, "Links": links}
+                        }
+                    }
+                }
+            })
+            .to_string();
+            let record = format!(
+                "WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nWARC-Date: 2024-05-31T01:17:49Z\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}\r\n\r\n",
+                json.len()
+            );
+            let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+            gz.write_all(record.as_bytes()).unwrap();
+            file.write_all(&gz.finish().unwrap()).unwrap();
+            n += 1;
+        })
+        .unwrap();
+    }
+    n
+}
+
+fn bench_wat(warcs: &[PathBuf]) {
+    println!("2b. WAT reading (one thread)");
+    let dir = std::env::temp_dir().join(format!("wit-bench-wat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wat = dir.join("pages.warc.wat.gz");
+    let records = make_wat(warcs, &wat);
+    let bytes = std::fs::metadata(&wat).unwrap().len();
+    let reps = 200;
+    let t = Instant::now();
+    let mut rows = 0;
+    for _ in 0..reps {
+        rows += extract_archive(&wat).unwrap().0.len();
+    }
+    let ours = t.elapsed().as_secs_f64();
+    let mb = (bytes * reps) as f64 / 1e6;
+    let per_s = (records as u64 * reps) as f64 / ours;
+    println!(
+        "  wit extract: {records} WAT records ({:.2} MB gzipped) x {reps} in {ours:.2} s: {per_s:.0} records/s, {:.1} MB/s ({} candidates per pass)",
+        bytes as f64 / 1e6,
+        mb / ours,
+        rows / reps as usize
+    );
+    let args = [reps.to_string(), wat.display().to_string()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(theirs) = python_seconds(WAT_REF, &args) {
+        println!(
+            "  Python warcio + json (cc2dataset's reading): {theirs:.2} s, {:.0} records/s, {:.1} MB/s; wit is {:.2}x it per core",
+            (records as u64 * reps) as f64 / theirs,
+            mb / theirs,
+            theirs / ours
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 const PAGES: usize = 5000;
 
