@@ -36,6 +36,12 @@ pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static
         })
         .or_else(|| meta_charset(body).and_then(|l| Encoding::for_label(l.as_bytes())));
     let encoding = declared.unwrap_or_else(|| {
+        // chardetng answers UTF-8 for any valid UTF-8 input (its UTF-8
+        // candidate survives, and ISO-2022-JP detection is off), so its
+        // statistics over the whole body are skipped then.
+        if std::str::from_utf8(body).is_ok() {
+            return encoding_rs::UTF_8;
+        }
         let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
         detector.feed(body, true);
         detector.guess(None, chardetng::Utf8Detection::Allow)
@@ -601,6 +607,28 @@ fn image_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcut for valid UTF-8 gives chardetng's own answer.
+    #[test]
+    fn valid_utf8_is_what_chardetng_would_guess() {
+        let pages: [&[u8]; 4] = [
+            b"<p>plain ASCII, no charset</p>",
+            "<p>Gr\u{fc}\u{df}e aus K\u{f6}ln</p>".as_bytes(),
+            "<p>\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{30da}\u{30fc}\u{30b8}</p>".as_bytes(),
+            b"<p>\x1b$B escape bytes, still ASCII</p>",
+        ];
+        for body in pages {
+            let mut d = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+            d.feed(body, true);
+            let theirs = d.guess(None, chardetng::Utf8Detection::Allow);
+            assert_eq!(theirs, encoding_rs::UTF_8, "{body:?}");
+            let (text, name, bad) = decode_html(body, None);
+            assert_eq!((text.as_bytes(), name, bad), (body, "UTF-8", false));
+        }
+        // Not UTF-8: chardetng still decides.
+        let (_, name, _) = decode_html(b"<p>caf\xe9 cr\xe8me br\xfbl\xe9e</p>", None);
+        assert_eq!(name, "windows-1252");
+    }
 
     #[test]
     fn extracts_alt_title_and_figcaption_with_base_and_filters() {
