@@ -263,6 +263,35 @@ print(len(sd))
     assert_eq!(n, keys.len());
 }
 
+/// `wit train` of `tiny` with batches of 8 for `steps` steps, then `extra`.
+fn tiny_args(dataset: &Path, run_dir: &Path, steps: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "train",
+        "-d",
+        dataset.to_str().unwrap(),
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--steps",
+        steps,
+        "--warmup",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// `wit` with `args`.
+fn call(args: &[String]) -> std::process::Output {
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A checkpoint taken when the step used the epoch's last sample: the
 /// resumed run finds nothing left in that epoch and goes on to the next.
 #[test]
@@ -271,33 +300,11 @@ fn a_run_stopped_at_the_end_of_an_epoch_resumes_in_the_next() {
     let dataset = dir.path().join("d");
     // 16 samples, batches of 8: two steps use the whole epoch.
     write_shards_with(&dataset, 16, 40, false);
-    let args = |run_dir: &Path, extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "train",
-            "-d",
-            dataset.to_str().unwrap(),
-            "--run",
-            run_dir.to_str().unwrap(),
-            "--model",
-            "tiny",
-            "--batch-size",
-            "8",
-            "--steps",
-            "3",
-            "--warmup",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let call = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = |run_dir: &Path, extra: &[&str]| tiny_args(&dataset, run_dir, "3", extra);
     let whole = dir.path().join("whole");
-    ok(&call(args(&whole, &[])));
+    ok(&call(&args(&whole, &[])));
     let parted = dir.path().join("parted");
-    ok(&call(args(&parted, &["--stop-at", "2"])));
+    ok(&call(&args(&parted, &["--stop-at", "2"])));
     let meta = std::fs::read(parted.join("checkpoints/step-00000002.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(meta[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&meta[8..8 + header_len]).unwrap();
@@ -305,7 +312,7 @@ fn a_run_stopped_at_the_end_of_an_epoch_resumes_in_the_next() {
         header["__metadata__"]["wit.offset"], "16",
         "the whole epoch consumed"
     );
-    ok(&call(args(&parted, &["--resume"])));
+    ok(&call(&args(&parted, &["--resume"])));
     let m = metrics(&parted);
     assert_eq!(m.len(), 3);
     assert_eq!(m[2]["epoch"], 1);
@@ -396,32 +403,10 @@ fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
     // 36 samples, batches of 8: a pass over the shards is 4 steps.
     write_shards_with(&dataset, 36, 40, false);
     let args = |run_dir: &Path, extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "train",
-            "-d",
-            dataset.to_str().unwrap(),
-            "--run",
-            run_dir.to_str().unwrap(),
-            "--model",
-            "tiny",
-            "--batch-size",
-            "8",
-            "--steps",
-            "8",
-            "--warmup",
-            "1",
-            "--shuffle",
-            "16",
-            "--train-num-samples",
-            "44",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        let mut all = vec!["--shuffle", "16", "--train-num-samples", "44"];
+        all.extend(extra);
+        tiny_args(&dataset, run_dir, "8", &all)
     };
-    let call = |a: Vec<String>| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let epochs = |run_dir: &Path| -> Vec<u64> {
         metrics(run_dir)
             .iter()
@@ -430,7 +415,7 @@ fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
     };
     // 44 samples: 6 steps an epoch, but the shards give 4.
     let dealt = dir.path().join("dealt");
-    let o = call(args(&dealt, &[]));
+    let o = call(&args(&dealt, &[]));
     ok(&o);
     assert_eq!(epochs(&dealt), [0, 0, 0, 0, 1, 1, 1, 1]);
     assert!(
@@ -440,7 +425,7 @@ fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
     );
     // Resampled: every epoch is 6 steps.
     let whole = dir.path().join("whole");
-    ok(&call(args(&whole, &["--dataset-resampled"])));
+    ok(&call(&args(&whole, &["--dataset-resampled"])));
     assert_eq!(epochs(&whole), [0, 0, 0, 0, 0, 0, 1, 1]);
     let keys = |run_dir: &Path| -> Vec<String> {
         metrics(run_dir)
@@ -451,15 +436,15 @@ fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
     assert_eq!(keys(&whole).last().unwrap(), "64");
     // Stopped mid-epoch (step 3), then at the step that filled it (6).
     let parted = dir.path().join("parted");
-    ok(&call(args(
+    ok(&call(&args(
         &parted,
         &["--dataset-resampled", "--stop-at", "3"],
     )));
-    ok(&call(args(
+    ok(&call(&args(
         &parted,
         &["--dataset-resampled", "--resume", "--stop-at", "6"],
     )));
-    ok(&call(args(&parted, &["--dataset-resampled", "--resume"])));
+    ok(&call(&args(&parted, &["--dataset-resampled", "--resume"])));
     assert_eq!(metrics(&whole), metrics(&parted));
     assert_eq!(
         tensors(&whole.join("model.safetensors")),
@@ -472,7 +457,7 @@ fn epochs_of_train_num_samples_and_resampled_shards_resume_exactly() {
     let mut a = args(&dir.path().join("endless"), &["--dataset-resampled"]);
     let at = a.iter().position(|s| s == "--train-num-samples").unwrap();
     a.drain(at..at + 2);
-    let o = call(a);
+    let o = call(&a);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--train-num-samples"), "{}", stderr(&o));
 }

@@ -172,10 +172,10 @@ pub trait Collective: Send + Sync {
         values: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        let stream = device.cuda_stream();
-        let mut host = stream.clone_dtoh(values).w()?;
-        self.all_reduce_sum(&mut host)?;
-        stream.clone_htod(&host).w()
+        through_host(device, values, |mut v| {
+            self.all_reduce_sum(&mut v)?;
+            Ok(v)
+        })
     }
 
     /// [`Collective::all_gather`] in GPU memory: see
@@ -189,9 +189,7 @@ pub trait Collective: Send + Sync {
         local: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        let stream = device.cuda_stream();
-        let host = stream.clone_dtoh(local).w()?;
-        stream.clone_htod(&self.all_gather(&host)?).w()
+        through_host(device, local, |v| self.all_gather(&v))
     }
 
     /// [`Collective::reduce_scatter_sum`] in GPU memory: see
@@ -205,10 +203,21 @@ pub trait Collective: Send + Sync {
         full: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        let stream = device.cuda_stream();
-        let host = stream.clone_dtoh(full).w()?;
-        stream.clone_htod(&self.reduce_scatter_sum(&host)?).w()
+        through_host(device, full, |v| self.reduce_scatter_sum(&v))
     }
+}
+
+/// `op` applied to `values` copied to host memory, its result copied back
+/// to `device`.
+#[cfg(feature = "cuda")]
+fn through_host(
+    device: &CudaDevice,
+    values: &CudaView<'_, f32>,
+    op: impl FnOnce(Vec<f32>) -> Result<Vec<f32>>,
+) -> Result<CudaSlice<f32>> {
+    let stream = device.cuda_stream();
+    let host = stream.clone_dtoh(values).w()?;
+    stream.clone_htod(&op(host)?).w()
 }
 
 /// The collective of a world of one: every operation returns its input.
@@ -262,6 +271,21 @@ impl Timed {
         self.nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
     }
 
+    /// [`Timed::time`] of a call that queues work on `device`'s stream,
+    /// until that work is done (the host waits on it anyway).
+    #[cfg(feature = "cuda")]
+    fn time_on_gpu(
+        &self,
+        device: &CudaDevice,
+        f: impl FnOnce(&dyn Collective) -> Result<CudaSlice<f32>>,
+    ) -> Result<CudaSlice<f32>> {
+        self.time(|c| {
+            let out = f(c)?;
+            device.cuda_stream().synchronize().w()?;
+            Ok(out)
+        })
+    }
+
     fn time<R>(&self, f: impl FnOnce(&dyn Collective) -> R) -> R {
         let start = std::time::Instant::now();
         let r = f(&*self.inner);
@@ -303,12 +327,7 @@ impl Collective for Timed {
         values: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        // The time includes waiting for the GPU's queue, as the host waits.
-        self.time(|c| {
-            let out = c.all_reduce_sum_cuda(values, device)?;
-            device.cuda_stream().synchronize().w()?;
-            Ok(out)
-        })
+        self.time_on_gpu(device, |c| c.all_reduce_sum_cuda(values, device))
     }
 
     #[cfg(feature = "cuda")]
@@ -317,11 +336,7 @@ impl Collective for Timed {
         local: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        self.time(|c| {
-            let out = c.all_gather_cuda(local, device)?;
-            device.cuda_stream().synchronize().w()?;
-            Ok(out)
-        })
+        self.time_on_gpu(device, |c| c.all_gather_cuda(local, device))
     }
 
     #[cfg(feature = "cuda")]
@@ -330,11 +345,7 @@ impl Collective for Timed {
         full: &CudaView<'_, f32>,
         device: &CudaDevice,
     ) -> Result<CudaSlice<f32>> {
-        self.time(|c| {
-            let out = c.reduce_scatter_sum_cuda(full, device)?;
-            device.cuda_stream().synchronize().w()?;
-            Ok(out)
-        })
+        self.time_on_gpu(device, |c| c.reduce_scatter_sum_cuda(full, device))
     }
 }
 
