@@ -712,7 +712,11 @@ pub fn gather_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tensor> {
     if c.world() == 1 {
         return Ok(t.clone());
     }
-    t.contiguous()?.apply_op1(Gather(c.clone()))
+    t.contiguous()?.apply_op1(WithGrad {
+        c: c.clone(),
+        forward: Move::Gather,
+        backward: Move::ReduceScatter,
+    })
 }
 
 /// `s`'s f32 values under `l` (contiguous), in GPU memory.
@@ -799,27 +803,38 @@ fn collect(t: &Tensor, c: &Arc<dyn Collective>, what: Move) -> Result<Tensor> {
     t.contiguous()?.apply_op1_no_bwd(&Collect(c.clone(), what))
 }
 
-struct Gather(Arc<dyn Collective>);
+/// A collective with a gradient: `forward` moves the values, `backward`
+/// moves the gradient back (a gather's is a reduce-scatter, an
+/// all-reduce's an all-reduce).
+struct WithGrad {
+    c: Arc<dyn Collective>,
+    forward: Move,
+    backward: Move,
+}
 
-impl CustomOp1 for Gather {
+impl CustomOp1 for WithGrad {
     fn name(&self) -> &'static str {
-        "wit-all-gather-with-grad"
+        match self.forward {
+            Move::Gather => "wit-all-gather-with-grad",
+            Move::ReduceScatter => "wit-reduce-scatter-with-grad",
+            Move::AllReduce => "wit-all-reduce-with-grad",
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Collect(self.0.clone(), Move::Gather).cpu_fwd(s, l)
+        Collect(self.c.clone(), self.forward).cpu_fwd(s, l)
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        Collect(self.0.clone(), Move::Gather).cuda_fwd(s, l)
+        Collect(self.c.clone(), self.forward).cuda_fwd(s, l)
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(collect(
             &grad.to_dtype(DType::F32)?,
-            &self.0,
-            Move::ReduceScatter,
+            &self.c,
+            self.backward,
         )?))
     }
 }
@@ -835,32 +850,11 @@ pub fn all_reduce_with_grad(t: &Tensor, c: &Arc<dyn Collective>) -> Result<Tenso
     if c.world() == 1 {
         return Ok(t.clone());
     }
-    t.contiguous()?.apply_op1(AllReduce(c.clone()))
-}
-
-struct AllReduce(Arc<dyn Collective>);
-
-impl CustomOp1 for AllReduce {
-    fn name(&self) -> &'static str {
-        "wit-all-reduce-with-grad"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Collect(self.0.clone(), Move::AllReduce).cpu_fwd(s, l)
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        Collect(self.0.clone(), Move::AllReduce).cuda_fwd(s, l)
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(collect(
-            &grad.to_dtype(DType::F32)?,
-            &self.0,
-            Move::AllReduce,
-        )?))
-    }
+    t.contiguous()?.apply_op1(WithGrad {
+        c: c.clone(),
+        forward: Move::AllReduce,
+        backward: Move::AllReduce,
+    })
 }
 
 thread_local! {
