@@ -285,3 +285,88 @@ fn every_content_coding_of_real_archives_is_decoded_or_counted() {
     assert_eq!(counts["undecodable_body_unknown_compress"], 1, "{counts}");
     assert_eq!(counts["undecodable_body_corrupt_br"], 1, "{counts}");
 }
+
+/// What the extractor finds on each page of a real documentation site
+/// (Debian's python-skimage-doc: 198 Sphinx pages, 9 MB), held to the rows
+/// committed in `tests/fixtures/skimage-extract.jsonl`: candidates field for
+/// field, every counter, the links and frames. The second corpus (after the
+/// crawler's vendored archives) a change of parser must leave unchanged.
+/// `WIT_BLESS=1` rewrites the fixture; review its diff.
+#[test]
+fn a_real_site_gives_the_committed_candidates_and_links() {
+    let Some(pkg) = debian_package(
+        "python-skimage-doc",
+        "usr/share/doc/python-skimage-doc/html/index.html",
+    ) else {
+        skip("python-skimage-doc is not available (apt-get download failed)");
+        return;
+    };
+    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
+    let mut pages = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "html") {
+                pages.push(p);
+            }
+        }
+    }
+    pages.sort();
+    assert!(pages.len() > 150, "{} pages", pages.len());
+    let mut got = String::new();
+    for page in &pages {
+        let rel = page
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let body = std::fs::read(page).unwrap();
+        let (text, _, _) = wit_crawler::html::decode_html(&body, Some("text/html"));
+        let url = format!("http://docs.test/{rel}");
+        let p = wit_crawler::html::extract(&url, &text, None);
+        let rows: Vec<serde_json::Value> = p
+            .candidates
+            .iter()
+            .map(|c| {
+                serde_json::json!([
+                    c.url,
+                    c.text,
+                    c.text_source,
+                    c.page_title,
+                    c.page_lang,
+                    c.width,
+                    c.height
+                ])
+            })
+            .collect();
+        let counts: Vec<u64> = p.image_counts().iter().map(|(_, n)| *n).collect();
+        got += &serde_json::json!({
+            "page": rel,
+            "counts": counts,
+            "boilerplate": p.boilerplate,
+            "repeats": p.repeats,
+            "robots": [p.nofollow, p.noindex],
+            "rows": rows,
+            "links": p.links,
+            "frames": p.frames,
+        })
+        .to_string();
+        got.push('\n');
+    }
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skimage-extract.jsonl");
+    if std::env::var_os("WIT_BLESS").is_some() {
+        std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+        std::fs::write(&fixture, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&fixture).unwrap();
+    let (got, want): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "a page's extraction differs from the committed one");
+    }
+    assert_eq!(got.len(), want.len(), "pages read vs committed");
+}
