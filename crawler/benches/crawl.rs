@@ -441,13 +441,66 @@ for _ in range(reps):
 print(time.perf_counter() - t)
 "#;
 
+/// What a WAT record's `HTML-Metadata` holds of a page, read with
+/// lol_html (entities left as they are, as Common Crawl's WAT writer does
+/// not decode them either): every `<img src>` with its `alt` and `title`,
+/// every `<a href>` with its text, and the `<title>`.
+fn wat_links(html: &str) -> (Vec<serde_json::Value>, Option<String>) {
+    use lol_html::{Settings, element, text};
+    use std::cell::RefCell;
+    let links = RefCell::new(Vec::new());
+    let title: RefCell<Option<String>> = RefCell::new(None);
+    let a_text: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
+    let settings = Settings {
+        element_content_handlers: vec![
+            element!("img[src]", |el| {
+                let mut l = serde_json::json!({"path": "IMG@/src", "url": el.get_attribute("src")});
+                for k in ["alt", "title"] {
+                    if let Some(v) = el.get_attribute(k) {
+                        l[k] = v.into();
+                    }
+                }
+                links.borrow_mut().push(l);
+                Ok(())
+            }),
+            element!("a[href]", |el| {
+                let mut links = links.borrow_mut();
+                a_text.set(Some(links.len()));
+                links.push(serde_json::json!({"path": "A@/href", "url": el.get_attribute("href"), "text": ""}));
+                Ok(())
+            }),
+            text!("a[href]", |t| {
+                if let Some(i) = a_text.get() {
+                    let mut links = links.borrow_mut();
+                    let text = format!("{}{}", links[i]["text"].as_str().unwrap_or(""), t.as_str());
+                    links[i]["text"] = text.into();
+                }
+                Ok(())
+            }),
+            text!("title", |t| {
+                title.borrow_mut().get_or_insert_with(String::new).push_str(t.as_str());
+                Ok(())
+            }),
+        ],
+        strict: false,
+        ..Settings::new()
+    };
+    let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
+    rewriter.write(html.as_bytes()).unwrap();
+    rewriter.end().unwrap();
+    let mut links = links.into_inner();
+    for l in &mut links {
+        if let Some(t) = l.get("text").and_then(|t| t.as_str()).map(|t| t.trim().to_string()) {
+            l["text"] = t.into();
+        }
+    }
+    (links, title.into_inner())
+}
+
 /// A WAT file (gzip member per record) of the HTML responses of `warcs`, in
 /// Common Crawl's layout; returns its path and its record count.
 fn make_wat(warcs: &[PathBuf], out: &Path) -> usize {
     use flate2::{Compression, write::GzEncoder};
-    let img = scraper::Selector::parse("img[src]").unwrap();
-    let a = scraper::Selector::parse("a[href]").unwrap();
-    let title = scraper::Selector::parse("title").unwrap();
     let mut file = std::fs::File::create(out).unwrap();
     let mut n = 0;
     for w in warcs {
@@ -463,22 +516,7 @@ fn make_wat(warcs: &[PathBuf], out: &Path) -> usize {
             };
             let ct = http.header("Content-Type").unwrap_or("").to_string();
             let (text, _, _) = decode_html(&http.body, Some(&ct));
-            let doc = scraper::Html::parse_document(&text);
-            let mut links = Vec::new();
-            for i in doc.select(&img) {
-                let mut l = serde_json::json!({"path": "IMG@/src", "url": i.value().attr("src")});
-                for k in ["alt", "title"] {
-                    if let Some(v) = i.value().attr(k) {
-                        l[k] = v.into();
-                    }
-                }
-                links.push(l);
-            }
-            for l in doc.select(&a) {
-                let text: String = l.text().collect();
-                links.push(serde_json::json!({"path": "A@/href", "url": l.value().attr("href"), "text": text.trim()}));
-            }
-            let head_title: Option<String> = doc.select(&title).next().map(|t| t.text().collect());
+            let (links, head_title) = wat_links(&text);
             let json = serde_json::json!({
                 "Container": {"Filename": w.file_name().unwrap().to_string_lossy(), "Compressed": true, "Offset": r.offset.to_string()},
                 "Envelope": {

@@ -16,7 +16,7 @@ use wit_contract::{
     Counts, Dataset, Error, Result, RunOptions, Stage, StageSpec, Summary, pq, run_stage, schema,
 };
 
-use crate::html::{clean_text, decode_html, extract};
+use crate::html::{clean_text, extract_images_from_body};
 use crate::warc::{Record, parse_http, read_records_from};
 
 /// Runs the extract stage over `archives` (part `i` reads `archives[i]`).
@@ -215,8 +215,12 @@ fn from_response(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candid
     if !may_hold_images(&http.body) {
         return Vec::new();
     }
-    let (text, _, _) = decode_html(&http.body, content_type.as_deref());
-    let page = extract(&page_url, &text, http.header("Content-Language"));
+    let page = extract_images_from_body(
+        &page_url,
+        &http.body,
+        content_type.as_deref(),
+        http.header("Content-Language"),
+    );
     for (name, n) in page.image_counts() {
         add(name, n);
     }
