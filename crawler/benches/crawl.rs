@@ -14,7 +14,7 @@
 //!    Then **WAT** (2b): the same pages as a WAT file in Common Crawl's
 //!    layout (one `metadata` record of JSON per page, its
 //!    `HTML-Metadata.Links` holding every `<img src>` with `alt`/`title` and
-//!    every `<a href>`), made here from the WARCs; `extract_archive` against
+//!    every `<a href>`; `tests/fixtures/wat/`); `extract_archive` against
 //!    Python reading it as cc2dataset does (`warcio`, `json.loads`, the
 //!    `IMG@/src` links).
 //! 3. **Crawling**: `run_crawl` over a generated site of 5,000 linked pages
@@ -373,7 +373,7 @@ fn bench_archives() {
             theirs / ours
         );
     }
-    bench_wat(&files);
+    bench_wat();
 }
 
 /// warcio + selectolax (lexbor): the HTML pages' `<img>` with their `alt`
@@ -441,119 +441,13 @@ for _ in range(reps):
 print(time.perf_counter() - t)
 "#;
 
-/// What a WAT record's `HTML-Metadata` holds of a page, read with
-/// lol_html (entities left as they are, as Common Crawl's WAT writer does
-/// not decode them either): every `<img src>` with its `alt` and `title`,
-/// every `<a href>` with its text, and the `<title>`.
-fn wat_links(html: &str) -> (Vec<serde_json::Value>, Option<String>) {
-    use lol_html::{Settings, element, text};
-    use std::cell::RefCell;
-    let links = RefCell::new(Vec::new());
-    let title: RefCell<Option<String>> = RefCell::new(None);
-    let a_text: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
-    let settings = Settings {
-        element_content_handlers: vec![
-            element!("img[src]", |el| {
-                let mut l = serde_json::json!({"path": "IMG@/src", "url": el.get_attribute("src")});
-                for k in ["alt", "title"] {
-                    if let Some(v) = el.get_attribute(k) {
-                        l[k] = v.into();
-                    }
-                }
-                links.borrow_mut().push(l);
-                Ok(())
-            }),
-            element!("a[href]", |el| {
-                let mut links = links.borrow_mut();
-                a_text.set(Some(links.len()));
-                links.push(serde_json::json!({"path": "A@/href", "url": el.get_attribute("href"), "text": ""}));
-                Ok(())
-            }),
-            text!("a[href]", |t| {
-                if let Some(i) = a_text.get() {
-                    let mut links = links.borrow_mut();
-                    let text = format!("{}{}", links[i]["text"].as_str().unwrap_or(""), t.as_str());
-                    links[i]["text"] = text.into();
-                }
-                Ok(())
-            }),
-            text!("title", |t| {
-                title.borrow_mut().get_or_insert_with(String::new).push_str(t.as_str());
-                Ok(())
-            }),
-        ],
-        strict: false,
-        ..Settings::new()
-    };
-    let mut rewriter = lol_html::HtmlRewriter::new(settings, |_: &[u8]| {});
-    rewriter.write(html.as_bytes()).unwrap();
-    rewriter.end().unwrap();
-    let mut links = links.into_inner();
-    for l in &mut links {
-        if let Some(t) = l.get("text").and_then(|t| t.as_str()).map(|t| t.trim().to_string()) {
-            l["text"] = t.into();
-        }
-    }
-    (links, title.into_inner())
-}
-
-/// A WAT file (gzip member per record) of the HTML responses of `warcs`, in
-/// Common Crawl's layout; returns its path and its record count.
-fn make_wat(warcs: &[PathBuf], out: &Path) -> usize {
-    use flate2::{Compression, write::GzEncoder};
-    let mut file = std::fs::File::create(out).unwrap();
-    let mut n = 0;
-    for w in warcs {
-        wit_crawler::warc::read_records(w, |r| {
-            if !r.header("WARC-Type").is_some_and(|t| t.eq_ignore_ascii_case("response")) {
-                return;
-            }
-            let Some(uri) = r.header("WARC-Target-URI").map(str::to_string) else {
-                return;
-            };
-            let Some(http) = wit_crawler::warc::parse_http(&r.block) else {
-                return;
-            };
-            let ct = http.header("Content-Type").unwrap_or("").to_string();
-            let (text, _, _) = decode_html(&http.body, Some(&ct));
-            let (links, head_title) = wat_links(&text);
-            let json = serde_json::json!({
-                "Container": {"Filename": w.file_name().unwrap().to_string_lossy(), "Compressed": true, "Offset": r.offset.to_string()},
-                "Envelope": {
-                    "Format": "WARC",
-                    "WARC-Header-Length": "500",
-                    "WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": uri},
-                    "Payload-Metadata": {
-                        "Actual-Content-Type": "application/http; msgtype=response",
-                        "HTTP-Response-Metadata": {
-                            "Response-Message": {"Status": http.status.to_string(), "Version": "HTTP/1.1"},
-                            "Headers": {"Content-Type": ct},
-                            "HTML-Metadata": {"Head": {"Title": head_title}, "Links": links}
-                        }
-                    }
-                }
-            })
-            .to_string();
-            let record = format!(
-                "WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nWARC-Date: 2024-05-31T01:17:49Z\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}\r\n\r\n",
-                json.len()
-            );
-            let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-            gz.write_all(record.as_bytes()).unwrap();
-            file.write_all(&gz.finish().unwrap()).unwrap();
-            n += 1;
-        })
-        .unwrap();
-    }
-    n
-}
-
-fn bench_wat(warcs: &[PathBuf]) {
+fn bench_wat() {
     println!("2b. WAT reading (one thread)");
-    let dir = std::env::temp_dir().join(format!("wit-bench-wat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wat = dir.join("pages.warc.wat.gz");
-    let records = make_wat(warcs, &wat);
+    // A record per HTML response of the shared archives (their vendored
+    // copies), in Common Crawl's layout: see tests/fixtures/NOTICE.md.
+    let wat =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wat/pages.warc.wat.gz");
+    let records = 45;
     let bytes = std::fs::metadata(&wat).unwrap().len();
     let reps = 200;
     let t = Instant::now();
@@ -580,7 +474,6 @@ fn bench_wat(warcs: &[PathBuf]) {
             theirs / ours
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const PAGES: usize = 5000;

@@ -5,6 +5,7 @@
 //! `HTML-Metadata.Links` entries with path `IMG@/src` and their `alt` text.
 //! Damaged members and records are counted and skipped.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -244,37 +245,111 @@ fn may_hold_images(body: &[u8]) -> bool {
     })
 }
 
+/// The parts of a WAT `metadata` record (Common Crawl's layout) the
+/// extractor reads; the rest of the JSON is skipped unparsed. Strings are
+/// borrowed from the record where they hold no escapes.
+#[derive(serde::Deserialize)]
+struct Wat<'a> {
+    #[serde(rename = "Envelope", borrow)]
+    envelope: WatEnvelope<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct WatEnvelope<'a> {
+    #[serde(rename = "WARC-Header-Metadata", borrow, default)]
+    header: WatHeader<'a>,
+    #[serde(rename = "Payload-Metadata", borrow, default)]
+    payload: WatPayload<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WatHeader<'a> {
+    #[serde(rename = "WARC-Target-URI", borrow)]
+    target_uri: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WatPayload<'a> {
+    #[serde(rename = "HTTP-Response-Metadata", borrow, default)]
+    response: WatResponse<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WatResponse<'a> {
+    #[serde(rename = "HTML-Metadata", borrow)]
+    html: Option<WatHtml<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WatHtml<'a> {
+    #[serde(rename = "Head", borrow, default)]
+    head: WatHead<'a>,
+    #[serde(rename = "Links", borrow, default)]
+    links: Vec<WatLink<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WatHead<'a> {
+    #[serde(rename = "Base", borrow)]
+    base: Option<Cow<'a, str>>,
+    #[serde(rename = "Title", borrow)]
+    title: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WatLink<'a> {
+    #[serde(borrow)]
+    path: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    alt: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    title: Option<Cow<'a, str>>,
+}
+
 fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> {
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&record.block) else {
+    let json = match serde_json::from_slice::<Wat<'_>>(&record.block) {
+        Ok(json) => json,
+        // A metadata record of JSON that is not a WAT record as Common
+        // Crawl writes them; other metadata records are not JSON.
+        Err(_) if record.block.trim_ascii_start().starts_with(b"{") => {
+            add("wat_unreadable", 1);
+            return Vec::new();
+        }
+        Err(_) => return Vec::new(),
+    };
+    let envelope = json.envelope;
+    let Some(page_url) = envelope.header.target_uri.as_deref() else {
         return Vec::new();
     };
-    let envelope = &json["Envelope"];
-    let Some(page_url) = envelope["WARC-Header-Metadata"]["WARC-Target-URI"].as_str() else {
+    let Some(html) = envelope.payload.response.html else {
         return Vec::new();
     };
-    let html = &envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"];
-    if html.is_null() {
-        return Vec::new();
-    }
     add("wat_pages", 1);
     let Ok(page) = url::Url::parse(page_url) else {
         return Vec::new();
     };
-    let base = html["Head"]["Base"]
-        .as_str()
+    let base = html
+        .head
+        .base
+        .as_deref()
         .and_then(|b| page.join(b).ok())
         .unwrap_or_else(|| page.clone());
-    let title = html["Head"]["Title"]
-        .as_str()
-        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "));
+    let title = html
+        .head
+        .title
+        .as_deref()
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty());
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for link in html["Links"].as_array().into_iter().flatten() {
-        if link["path"].as_str() != Some("IMG@/src") {
+    for link in &html.links {
+        if link.path.as_deref() != Some("IMG@/src") {
             continue;
         }
         add("images", 1);
-        let Some(url) = link["url"].as_str().and_then(|u| base.join(u.trim()).ok()) else {
+        let Some(url) = link.url.as_deref().and_then(|u| base.join(u.trim()).ok()) else {
             add("images_no_url", 1);
             continue;
         };
@@ -282,8 +357,8 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
             add("images_no_url", 1);
             continue;
         }
-        for source in ["alt", "title"] {
-            let Some(raw) = link[source].as_str() else {
+        for (source, raw) in [("alt", &link.alt), ("title", &link.title)] {
+            let Some(raw) = raw.as_deref() else {
                 continue;
             };
             let Some(text) = clean_text(raw) else {
@@ -295,7 +370,7 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
                 continue;
             }
             let mut c = Candidate::new(url.to_string(), text, source, page_url);
-            c.page_title = title.clone().filter(|t| !t.is_empty());
+            c.page_title = title.clone();
             out.push(c);
         }
     }
