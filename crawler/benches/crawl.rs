@@ -7,7 +7,8 @@
 //! 2. **Archives**: `extract_archive` over ../shared/data/warc (read several
 //!    times), MB/s of archive on one thread; the reference is Python's
 //!    `warcio` iterating the same records and reading their bodies (no HTML
-//!    parsing: it bounds what reading alone costs in Python), and
+//!    parsing: it bounds what reading alone costs in Python), FastWARC
+//!    (Resiliparse's C++ reader) reading the same, and
 //!    MetaCLIP's way of extracting: `warcio` with `selectolax`'s lexbor
 //!    parser, `<img>` with `alt`/`title`, URLs joined (issue 23's target:
 //!    wit at twice its rate per core).
@@ -59,7 +60,7 @@ fn python() -> Option<PathBuf> {
 /// (from PyPI, once).
 fn install_references() {
     let Some(py) = python() else { return };
-    for module in ["warcio", "selectolax"] {
+    for module in ["warcio", "selectolax", "fastwarc"] {
         let have = Command::new(&py)
             .args(["-c", &format!("import {module}")])
             .output()
@@ -120,6 +121,19 @@ files = [open(f, "rb").read() for f in sys.argv[1:]]
 t = time.perf_counter()
 for b in files:
     p = P(); p.feed(b.decode("utf-8", "replace")); p.close()
+print(time.perf_counter() - t)
+"#;
+
+const FASTWARC_REF: &str = r#"
+import sys, time
+from fastwarc.warc import ArchiveIterator
+reps, files = int(sys.argv[1]), sys.argv[2:]
+t = time.perf_counter()
+for _ in range(reps):
+    for f in files:
+        with open(f, "rb") as fh:
+            for r in ArchiveIterator(fh, parse_http=True):
+                r.reader.read()
 print(time.perf_counter() - t)
 "#;
 
@@ -362,6 +376,13 @@ fn bench_archives() {
     if let Some(theirs) = python_seconds(WARC_REF, &args) {
         println!(
             "  Python warcio (read only): {theirs:.2} s, {:.1} MB/s; wit reading is {:.2}x warcio",
+            mb / theirs,
+            theirs / read_only
+        );
+    }
+    if let Some(theirs) = python_seconds(FASTWARC_REF, &args) {
+        println!(
+            "  FastWARC (read only, HTTP headers parsed): {theirs:.2} s, {:.1} MB/s; wit reading is {:.2}x FastWARC",
             mb / theirs,
             theirs / read_only
         );
