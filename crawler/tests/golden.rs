@@ -24,6 +24,25 @@ fn archives() -> Vec<PathBuf> {
     files
 }
 
+/// Compares `lines` with the committed `tests/fixtures/NAME`, line by line;
+/// under `WIT_BLESS=1` rewrites it instead.
+fn held_to_fixture(lines: &[String], name: &str) {
+    let got = lines.join("\n") + "\n";
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    if std::env::var_os("WIT_BLESS").is_some() {
+        std::fs::write(&fixture, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&fixture).unwrap();
+    let (got, want): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{name}: row {i} differs from the committed one");
+    }
+    assert_eq!(got.len(), want.len(), "{name}: rows found vs committed");
+}
+
 #[test]
 fn the_real_archives_give_the_committed_candidates() {
     let files = archives();
@@ -49,19 +68,7 @@ fn the_real_archives_give_the_committed_candidates() {
             );
         }
     }
-    let got = lines.join("\n") + "\n";
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/warc-candidates.jsonl");
-    if std::env::var_os("WIT_BLESS").is_some() {
-        std::fs::write(&fixture, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&fixture).unwrap();
-    let (got, want): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "row {i} differs from the committed one");
-    }
-    assert_eq!(got.len(), want.len(), "rows found vs committed");
+    held_to_fixture(&lines, "warc-candidates.jsonl");
 }
 
 /// A WAT file of hand-made records for what real ones may hold: escapes,
@@ -122,17 +129,5 @@ fn wat_files_give_the_committed_candidates() {
             );
         }
     }
-    let got = lines.join("\n") + "\n";
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wat-candidates.jsonl");
-    if std::env::var_os("WIT_BLESS").is_some() {
-        std::fs::write(&fixture, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&fixture).unwrap();
-    let (got, want): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "row {i} differs from the committed one");
-    }
-    assert_eq!(got.len(), want.len(), "rows found vs committed");
+    held_to_fixture(&lines, "wat-candidates.jsonl");
 }
