@@ -548,8 +548,8 @@ fn a_killed_crawl_resumes_without_refetching_committed_pages() {
     child.kill().unwrap();
     child.wait().unwrap();
     // Requests the killed run sent may still be on their way through the
-    // server's threads: let them be logged before counting.
-    std::thread::sleep(Duration::from_millis(200));
+    // server's threads: every one is logged before counting.
+    site.quiesce();
     let before = site.requests().len();
     let first: Vec<String> = site
         .requests()

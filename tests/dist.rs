@@ -10,22 +10,6 @@ use std::process::{Command, Output};
 use crate::train::{metrics, tensors, write_shards};
 use crate::util::{ok, run};
 
-/// `mpirun`, or a failure under CI (`WIT_REQUIRE_SERVICES`), or `None`
-/// with a message.
-fn mpirun() -> Option<&'static str> {
-    let found = Command::new("mpirun")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("mpirun");
-    }
-    let msg = "mpirun not found: install Open MPI (Debian: openmpi-bin libopenmpi-dev)";
-    assert!(std::env::var_os("WIT_REQUIRE_SERVICES").is_none(), "{msg}");
-    eprintln!("SKIP: {msg}");
-    None
-}
-
 /// The settings every run here shares; `batch` per rank, 7 steps.
 fn args<'a>(dataset: &'a Path, run_dir: &'a Path, batch: &'a str) -> Vec<&'a str> {
     vec![
@@ -160,7 +144,9 @@ fn one_process(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn two_ranks_train_as_one_process_reading_their_two_streams() {
-    let Some(mpirun) = mpirun() else { return };
+    let Some(mpirun) = wit_testkit::mpirun() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (dataset, one) = one_process(dir.path());
     // The whole loss, the local loss, and each rank's batch of 4 in two
@@ -238,7 +224,9 @@ fn rank_pid(parent: u32, rank: u32) -> Option<u32> {
 
 #[test]
 fn a_killed_rank_ends_the_job_and_the_run_resumes_to_the_same_weights() {
-    let Some(mpirun) = mpirun() else { return };
+    let Some(mpirun) = wit_testkit::mpirun() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let dataset = dir.path().join("d");
     write_shards(&dataset, 40, 32);
@@ -324,7 +312,9 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_to_the_same_weights() {
 
 #[test]
 fn srun_starts_the_ranks_under_slurm() {
-    let Some(_) = mpirun() else { return };
+    let Some(_) = wit_testkit::mpirun() else {
+        return;
+    };
     let Some(()) = crate::util::slurm() else {
         return;
     };

@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wit_contract::records::{Candidate, string_column};
 use wit_contract::schema::{self, col};
 use wit_contract::wds::{ShardReader, maybe_gunzip};
 
-use crate::server::{Reply, Server};
+use crate::server::{Gate, Reply, Server};
 use crate::util::*;
 
 /// A PNG of `w` x `h` with a pattern from `seed`.
@@ -348,8 +349,11 @@ print(json.dumps({"samples": out, "columns": names, "rows": t.num_rows, "success
 
 #[test]
 fn a_killed_download_resumes_to_the_same_shards() {
-    // Slow images, so that the kill lands mid-shard.
-    let server = Server::start(|path| {
+    // Images through a gate, so that the kill lands mid-shard: the killed
+    // run gets 57 images (shards of 50), then waits on the rest.
+    let gate = Arc::new(Gate::default());
+    let gate2 = gate.clone();
+    let server = Server::start(move |path| {
         let n: u32 = path
             .trim_start_matches("/img/")
             .trim_end_matches(".png")
@@ -358,7 +362,7 @@ fn a_killed_download_resumes_to_the_same_shards() {
         if path == "/robots.txt" {
             return Reply::status(404, &[]);
         }
-        std::thread::sleep(Duration::from_millis(15));
+        gate2.pass();
         if n.is_multiple_of(9) {
             Reply::status(404, &[])
         } else {
@@ -386,31 +390,27 @@ fn a_killed_download_resumes_to_the_same_shards() {
     };
     ok(&wit().args(args(&whole)).output().unwrap());
 
+    gate.close_after(57);
     let mut child = wit()
         .args(args(&killed))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once the second shard's journal holds a few samples.
-    let journal = killed.join("shards/_work/00001.journal");
-    let start = Instant::now();
-    loop {
-        let lines = std::fs::read(&journal)
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0);
-        if lines >= 5 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill"
-        );
-        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Kill once both of its fetches wait at the gate: shard 0 is written
+    // and shard 1 half fetched, and neither can move.
+    assert!(
+        gate.wait_held(2, Duration::from_secs(60)),
+        "the download never waited on its 58th image"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before the kill"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
+    gate.open();
+    server.quiesce();
     assert!(!killed.join("shards/_manifest.json").exists());
     let fetched_before = server.requests().len();
     let out = wit().args(args(&killed)).output().unwrap();

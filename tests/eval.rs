@@ -1,6 +1,6 @@
 //! `wit eval` on a model `wit train` made: zero-shot (single prompt and
 //! ensemble), a linear probe and retrieval, over a folder-per-class set and
-//! WebDataset shards with `cls` (../shared/data's MNIST sample where it
+//! WebDataset shards with `cls` (the vendored MNIST sample where it
 //! exists); the table, eval.json and confusion.png.
 
 use std::path::Path;
@@ -105,12 +105,9 @@ fn zero_shot_probe_and_retrieval_on_a_trained_model() {
     assert_eq!(total, 18);
     assert!(image::open(out.join("confusion.png")).unwrap().width() > 100);
 
-    // WebDataset shards with cls: the MNIST sample of ../shared/data.
-    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/webdataset/sample.tgz");
-    if !mnist.exists() {
-        eprintln!("SKIP: {} is absent", mnist.display());
-        return;
-    }
+    // WebDataset shards with cls: the MNIST sample written by the Python
+    // webdataset library (tests/fixtures/webdataset).
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webdataset/sample.tgz");
     let names = dir.path().join("digits.txt");
     std::fs::write(
         &names,

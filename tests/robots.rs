@@ -39,7 +39,7 @@ fn protego_test_data(py: &std::path::Path) -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success());
     if !got || !data.is_dir() {
-        eprintln!("SKIP: cannot download the protego sdist (no registry access?)");
+        skip("cannot download the protego sdist (no registry access?)");
         return None;
     }
     Some(data)

@@ -4,62 +4,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
+use std::sync::Arc;
 
 use wit_contract::store::Remote;
 
+use crate::server::{Gate, Server};
 use crate::util::*;
 
-/// `wit demo-web` generated into `dir` and served on 127.0.0.1 until dropped.
+/// `wit demo-web` generated into `dir` and served on 127.0.0.1 (a port the
+/// server bound itself) until dropped; its image requests (`/img/`) go
+/// through `gate`, open until a test closes it.
 pub struct DemoWeb {
-    child: Child,
+    _server: Server,
+    pub gate: Arc<Gate>,
     pub url: String,
-}
-
-impl Drop for DemoWeb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub fn demo_web(dir: &Path, pages: u32) -> DemoWeb {
     let web = dir.join("web");
-    let args = |serve: bool| {
-        let mut a = vec![
-            "demo-web".to_string(),
-            "--out".into(),
-            web.display().to_string(),
-            "--pages".into(),
-            pages.to_string(),
-            "--eval-per-class".into(),
-            "2".into(),
-        ];
-        if serve {
-            a.push("--serve".into());
-        }
-        a
-    };
-    ok(&wit().args(args(false)).output().unwrap());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = wit()
-        .args(args(true))
-        .args(["--port", &port.to_string(), "-q"])
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    ok(&wit()
+        .args(["demo-web", "--out", web.to_str().unwrap(), "--pages"])
+        .arg(pages.to_string())
+        .args(["--eval-per-class", "2"])
+        .output()
+        .unwrap());
+    let gate = Arc::new(Gate::default());
+    let server = Server::files_gated(wit_demo::site_dir(&web), gate.clone(), "/img/");
     DemoWeb {
-        child,
-        url: format!("http://127.0.0.1:{port}/"),
+        url: server.url("/"),
+        _server: server,
+        gate,
     }
 }
 
@@ -821,12 +796,14 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
     }
     assert!(again.contains_key("_part-00001.json"));
 
-    // Download with a delay between requests, so that its tasks are mid-part
-    // when one is cancelled (scancel) and one's wit is killed (SIGKILL).
+    // Download one image at a time per task; after 4 images (of 80, in
+    // parts of 40) the demo web holds every image request, so both tasks
+    // are mid-part, and stay so, when one is cancelled (scancel) and one's
+    // wit is killed (SIGKILL).
     let mut slow: Vec<&str> = DOWNLOAD.to_vec();
     let at = slow.iter().position(|a| *a == "--per-host").unwrap();
     slow[at + 1] = "1";
-    slow.extend(["--delay", "0.25"]);
+    web.gate.close_after(4);
     let download = format!(
         "dataset = \"{url}\"\n[resources]\ncpus = 1\n\
          [[stage]]\ncommand = \"download\"\nargs = {}\ntasks = 2\n",
@@ -840,22 +817,15 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
         .nth(1)
         .unwrap()
         .to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while squeue(&job).iter().filter(|(_, s)| s == "RUNNING").count() < 2 {
-        let log = tmp.path().join("download/logs/01-download-0.log");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tasks never ran together: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    // Some images in, no part finished yet.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Some images in, and each task waiting on its next one.
+    let held = web.gate.wait_held(2, std::time::Duration::from_secs(120));
     assert!(
-        sidecars(&r, "shards").is_empty(),
-        "a part finished before the kill"
+        held,
+        "the two tasks never both waited on an image: {}",
+        std::fs::read_to_string(tmp.path().join("download/logs/01-download-0.log"))
+            .unwrap_or_default()
     );
+    assert!(sidecars(&r, "shards").is_empty(), "a part finished");
     ok(&Command::new("scancel")
         .arg(format!("{job}_1"))
         .output()
@@ -880,6 +850,7 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
     while !squeue(&job).is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+    web.gate.open();
     assert!(r.get("shards/_manifest.json").unwrap().is_none());
     // What a reader of `*.tar` sees now; checked whole against the end result below.
     let visible_after_kill: BTreeMap<String, Vec<u8>> = objects(&r, "shards")

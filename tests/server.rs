@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// What the server does with a request.
@@ -60,7 +60,12 @@ pub struct Server {
     pub port: u16,
     log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted and not yet served to the end.
+    in_flight: Arc<(Mutex<usize>, Condvar)>,
 }
+
+/// The path [`Server::quiesce`] asks for; not logged.
+const QUIESCE: &str = "/__wit-test-quiesce";
 
 impl Server {
     /// Serves `handler(path)` for every request.
@@ -70,39 +75,68 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
-        let (log2, stop2) = (log.clone(), stop.clone());
+        let in_flight = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let (log2, stop2, in_flight2) = (log.clone(), stop.clone(), in_flight.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                *in_flight2.0.lock().unwrap() += 1;
                 let (handler, log, stop) = (handler.clone(), log2.clone(), stop2.clone());
-                std::thread::spawn(move || serve(conn, &*handler, &log, &stop));
+                let in_flight = in_flight2.clone();
+                std::thread::spawn(move || {
+                    serve(conn, &*handler, &log, &stop);
+                    *in_flight.0.lock().unwrap() -= 1;
+                    in_flight.1.notify_all();
+                });
             }
         });
-        Server { port, log, stop }
+        Server {
+            port,
+            log,
+            stop,
+            in_flight,
+        }
+    }
+
+    /// Returns once every connection made before the call has been served
+    /// (or dropped by its client) and its request logged: a request of its
+    /// own goes through the accept queue behind them (first in, first out),
+    /// then this waits until none is in flight.
+    ///
+    /// # Panics
+    /// If that takes over 30 s.
+    pub fn quiesce(&self) {
+        let mut c =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the test server");
+        c.write_all(format!("GET {QUIESCE} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let _ = std::io::Read::read_to_end(&mut c, &mut Vec::new());
+        let (n, changed) = &*self.in_flight;
+        let (left, _) = changed
+            .wait_timeout_while(n.lock().unwrap(), Duration::from_secs(30), |n| *n > 0)
+            .unwrap();
+        assert_eq!(
+            *left, 0,
+            "connections still open 30 s after the client went away"
+        );
     }
 
     /// Serves the files under `root` (directories give their index.html).
     pub fn files(root: PathBuf) -> Server {
+        Server::start(move |path| file_reply(&root, path))
+    }
+
+    /// [`Server::files`], with the requests whose path starts with `gated`
+    /// going through `gate` first.
+    pub fn files_gated(root: PathBuf, gate: Arc<Gate>, gated: &'static str) -> Server {
         Server::start(move |path| {
-            let path = path.split(['?', '#']).next().unwrap_or("/");
-            let decoded = percent_decode(path);
-            if decoded.split('/').any(|s| s == "..") {
-                return Reply::status(400, &[]);
+            if path.starts_with(gated) {
+                gate.pass();
             }
-            let mut file = root.join(decoded.trim_start_matches('/'));
-            if file.is_dir() {
-                file = file.join("index.html");
-            }
-            match std::fs::read(&file) {
-                Ok(body) => {
-                    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
-                    Reply::with_type(200, content_type(ext), body)
-                }
-                Err(_) => Reply::with_type(404, "text/html", "<h1>Not Found</h1>"),
-            }
+            file_reply(&root, path)
         })
     }
 
@@ -113,6 +147,86 @@ impl Server {
     /// The paths requested so far, in order.
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+}
+
+/// The file under `root` that `path` names, as a reply.
+fn file_reply(root: &std::path::Path, path: &str) -> Reply {
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let decoded = percent_decode(path);
+    if decoded.split('/').any(|s| s == "..") {
+        return Reply::status(400, &[]);
+    }
+    let mut file = root.join(decoded.trim_start_matches('/'));
+    if file.is_dir() {
+        file = file.join("index.html");
+    }
+    match std::fs::read(&file) {
+        Ok(body) => {
+            let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+            Reply::with_type(200, content_type(ext), body)
+        }
+        Err(_) => Reply::with_type(404, "text/html", "<h1>Not Found</h1>"),
+    }
+}
+
+/// A barrier on a server's requests that a test opens and closes: while
+/// closed, requests wait (their clients see a server that does not answer)
+/// until the test opens it, so the test knows, without sleeping, that work
+/// is in flight and cannot finish.
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Requests wait once `allowance` is spent.
+    closing: bool,
+    /// Requests still let through before closing.
+    allowance: usize,
+    /// Requests waiting now.
+    held: usize,
+}
+
+impl Gate {
+    /// Lets `n` more requests through, then holds the rest until [`Gate::open`].
+    pub fn close_after(&self, n: usize) {
+        let mut s = self.state.lock().unwrap();
+        (s.closing, s.allowance) = (true, n);
+    }
+
+    /// Lets every request through, the held ones too.
+    pub fn open(&self) {
+        self.state.lock().unwrap().closing = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` requests are held; false if `timeout` passes first.
+    pub fn wait_held(&self, n: usize, timeout: Duration) -> bool {
+        let s = self.state.lock().unwrap();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| s.held < n)
+            .unwrap();
+        s.held >= n
+    }
+
+    /// Called for each gated request: returns when it may go on.
+    pub fn pass(&self) {
+        let mut s = self.state.lock().unwrap();
+        if !s.closing {
+            return;
+        }
+        if s.allowance > 0 {
+            s.allowance -= 1;
+            return;
+        }
+        s.held += 1;
+        self.changed.notify_all();
+        let mut s = self.changed.wait_while(s, |s| s.closing).unwrap();
+        s.held -= 1;
     }
 }
 
@@ -171,6 +285,10 @@ fn serve(mut conn: TcpStream, handler: &Handler, log: &Mutex<Vec<String>>, stop:
             Ok(_) if h == "\r\n" || h == "\n" => break,
             Ok(_) => {}
         }
+    }
+    if path == QUIESCE {
+        let _ = conn.write_all(b"HTTP/1.1 204 X\r\nConnection: close\r\n\r\n");
+        return;
     }
     log.lock().unwrap().push(path.clone());
     match handler(&path) {

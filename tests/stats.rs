@@ -364,7 +364,7 @@ fn the_report_renders_in_headless_chromium() {
                 .is_ok_and(|o| o.status.success())
         })
     else {
-        eprintln!("SKIP: no chromium here (Debian: apt-get install chromium)");
+        skip("no chromium here (Debian: apt-get install chromium; .ci/run installs it)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -167,7 +167,10 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
             .arg(&venv)
             .status();
         if !made.is_ok_and(|s| s.success()) {
-            eprintln!("SKIP: cannot create a Python venv at {}", venv.display());
+            skip(&format!(
+                "cannot create a Python venv at {}",
+                venv.display()
+            ));
             return None;
         }
     }
@@ -182,7 +185,9 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
         })
         .collect();
     if !missing.is_empty() && !pip_install(&python, &missing) {
-        eprintln!("SKIP: pip could not install {missing:?} (no registry access?)");
+        skip(&format!(
+            "pip could not install {missing:?} (no registry access?)"
+        ));
         return None;
     }
     Some(python)
@@ -252,7 +257,7 @@ pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
     if find_deb().is_none() && !download() {
         let _ = Command::new("apt-get").args(["update", "-qq"]).output();
         if !download() {
-            eprintln!("SKIP: apt-get cannot download Debian's {name} here");
+            skip(&format!("apt-get cannot download Debian's {name} here"));
             return None;
         }
     }
@@ -264,7 +269,7 @@ pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok || !root.join(probe).exists() {
-        eprintln!("SKIP: cannot unpack {}", deb.display());
+        skip(&format!("cannot unpack {}", deb.display()));
         return None;
     }
     Some(root)
@@ -310,14 +315,7 @@ pub fn import_queries(dataset: &Path, queries: &[String]) {
     ]));
 }
 
-/// Reports that a test cannot run here. Under `WIT_REQUIRE_SERVICES=1` (set by
-/// `.ci/run`) that is a failure, so that a green CI means every check ran.
-pub fn skip(why: &str) {
-    if std::env::var_os("WIT_REQUIRE_SERVICES").is_some_and(|v| v != "0") {
-        panic!("required service missing (WIT_REQUIRE_SERVICES is set): {why}");
-    }
-    eprintln!("SKIP: {why}");
-}
+pub use wit_testkit::skip;
 
 /// The access key and secret of the test S3 server (SigV4 signatures are checked).
 pub const S3_KEY: &str = "wit-test-key";

@@ -4,7 +4,8 @@
 //!    unpacked by the tests into ~/.cache/wit/debian) decoded and run through
 //!    the extractor on one thread, pages/s and MB/s; the reference is Python's
 //!    `html.parser` collecting the same `<img>` alt texts and links.
-//! 2. **Archives**: `extract_archive` over ../shared/data/warc (read several
+//! 2. **Archives**: `extract_archive` over the vendored copies of
+//!    ../shared/data/warc's archives (tests/fixtures/warc; read several
 //!    times), MB/s of archive on one thread; the reference is Python's
 //!    `warcio` iterating the same records and reading their bodies (no HTML
 //!    parsing: it bounds what reading alone costs in Python), FastWARC
@@ -300,7 +301,7 @@ fn serve_files(files: &[PathBuf]) -> u16 {
 
 fn bench_archives() {
     println!("2. Archive reading (one thread)");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/warc");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/warc");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()

@@ -176,22 +176,6 @@ fn rank_worker() {
     .unwrap();
 }
 
-/// `mpirun`, or a failure under CI (`WIT_REQUIRE_SERVICES`), or `None`
-/// with a message.
-fn mpirun() -> Option<&'static str> {
-    let found = Command::new("mpirun")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("mpirun");
-    }
-    let msg = "mpirun not found: install Open MPI (Debian: openmpi-bin libopenmpi-dev)";
-    assert!(std::env::var_os("WIT_REQUIRE_SERVICES").is_none(), "{msg}");
-    eprintln!("SKIP: {msg}");
-    None
-}
-
 /// The values of parameter `name` that the comparison holds to 1e-5: all
 /// but an attention's key bias (the key third of its input bias; the
 /// attention pooling's `k_proj.bias`). That third's gradient
@@ -220,7 +204,9 @@ fn relative(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn two_ranks_train_as_one_process_with_the_global_batch() {
-    let Some(mpirun) = mpirun() else { return };
+    let Some(mpirun) = wit_testkit::mpirun() else {
+        return;
+    };
     let exe = std::env::current_exe().unwrap();
     let local: Arc<dyn Collective> = Arc::new(Local);
     // (model, micro-batches per step, local loss, the weights compared).

@@ -2,15 +2,18 @@
 //! (made by `scripts/open-clip-reference.py` with PyTorch and open_clip
 //! 3.3.0, committed as safetensors) give the same image and text embeddings
 //! within 1e-4 relative error, the same contrastive loss, and the same
-//! gradient for every parameter, for a ViT and a modified ResNet.
+//! gradient for every parameter, for a ViT and a modified ResNet; and the
+//! same zero-shot classifier and logits as open_clip's own
+//! `build_zero_shot_classifier` (`scripts/zero-shot-reference.py`).
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use wit_trainer::eval::zeroshot;
 use wit_trainer::model::{
     Activation, Clip, ClipConfig, ResNetConfig, TextConfig, TransformerConfig, VisionConfig,
-    VitConfig, load_state_dict, named_vars,
+    VitConfig, l2_normalize, load_state_dict, named_vars,
 };
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
@@ -103,20 +106,21 @@ fn check(name: &str, vision: VisionConfig) {
     assert_eq!(compared, expected, "{name}: every parameter open_clip has");
 }
 
+fn tiny_vit() -> VisionConfig {
+    VisionConfig::Vit(VitConfig {
+        image_size: 32,
+        patch_size: 8,
+        transformer: TransformerConfig {
+            width: 32,
+            layers: 2,
+            heads: 4,
+        },
+    })
+}
+
 #[test]
 fn a_vit_matches_open_clip() {
-    check(
-        "vit",
-        VisionConfig::Vit(VitConfig {
-            image_size: 32,
-            patch_size: 8,
-            transformer: TransformerConfig {
-                width: 32,
-                layers: 2,
-                heads: 4,
-            },
-        }),
-    );
+    check("vit", tiny_vit());
 }
 
 #[test]
@@ -130,4 +134,70 @@ fn a_modified_resnet_matches_open_clip() {
             heads: 2,
         }),
     );
+}
+
+/// wit's token ids mapped into the tiny model's vocabulary of 512 as
+/// `scripts/zero-shot-reference.py` maps open_clip's: padding stays 0, the
+/// start token is 510, the end token 511, any other id i is 1 + i % 500.
+fn tiny_ids(id: u32) -> u32 {
+    match id {
+        0 => 0,
+        49406 => 510,
+        49407 => 511,
+        i => 1 + i % 500,
+    }
+}
+
+#[test]
+fn the_zero_shot_classifier_and_logits_match_open_clips() {
+    let f = fixture("vit");
+    let weights: HashMap<String, Tensor> = f
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("model.")?.to_string(), v.clone())))
+        .collect();
+    let vars = VarMap::new();
+    let model = Clip::fresh(config(tiny_vit()), &vars, &Device::Cpu).unwrap();
+    load_state_dict(&vars, &weights).unwrap();
+    let path = format!(
+        "{}/tests/data/open_clip_zero_shot.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let reference = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let list = |k: &str| -> Vec<String> { serde_json::from_str(&meta[k]).unwrap() };
+    let (classes, templates) = (list("classes"), list("templates"));
+
+    let tokenizer = wit_trainer::tokenizer::Tokenizer::get();
+    let classifier = zeroshot::classifier_of(&classes, &templates, |prompts| {
+        let ids: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| tokenizer.context_of(p, 77))
+            .map(tiny_ids)
+            .collect();
+        let tokens = Tensor::from_vec(ids, (prompts.len(), 77), &Device::Cpu)?;
+        Ok(model.encode_text(&tokens)?)
+    })
+    .unwrap();
+    let e = relative_error(&classifier, &reference["classifier"]);
+    eprintln!(
+        "zero-shot classifier ({classes:?} x {} templates): relative error {e:.1e}",
+        templates.len()
+    );
+    assert!(e < 1e-5, "the classifier differs by {e:e}");
+    let images = l2_normalize(&model.encode_image(&f["input.images"]).unwrap()).unwrap();
+    let logits = zeroshot::logits(&images, &classifier).unwrap();
+    let want: Vec<f32> = reference["logits"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let worst = logits
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("zero-shot logits: worst absolute difference {worst:.1e}");
+    assert!(worst < 1e-4, "logits differ by {worst}");
 }

@@ -30,6 +30,15 @@ const TEXT_BATCH: usize = 256;
 /// # Errors
 /// Candle's errors.
 pub fn embed_texts(model: &Clip, texts: &[String], device: &Device) -> Result<Tensor> {
+    Ok(l2_normalize(&encode_texts(model, texts, device)?)?)
+}
+
+/// The text features of `texts` as the model gives them, not normalised
+/// (`texts.len() x embed`, f32), [`TEXT_BATCH`] texts a forward pass.
+///
+/// # Errors
+/// Candle's errors.
+pub fn encode_texts(model: &Clip, texts: &[String], device: &Device) -> Result<Tensor> {
     let t = Tokenizer::get();
     let context = model.config.text.context;
     let mut parts = Vec::new();
@@ -39,7 +48,7 @@ pub fn embed_texts(model: &Clip, texts: &[String], device: &Device) -> Result<Te
             .flat_map(|s| t.context_of(s, context))
             .collect();
         let tokens = Tensor::from_vec(ids, (chunk.len(), context), device)?;
-        parts.push(l2_normalize(&model.encode_text(&tokens)?)?.detach());
+        parts.push(model.encode_text(&tokens)?.detach());
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -56,10 +65,29 @@ pub fn classifier(
     templates: &[String],
     device: &Device,
 ) -> Result<Tensor> {
+    classifier_of(classes, templates, |prompts| {
+        encode_texts(model, prompts, device)
+    })
+}
+
+/// [`classifier`] with the text encoder given: `encode(prompts)` returns
+/// the text features of `prompts` (`prompts.len() x embed`, not
+/// normalised). Each class's prompts are its name put into each template
+/// (`{}`); their features are normalised, averaged, and the mean normalised
+/// again (open_clip's `build_zero_shot_classifier`, transposed:
+/// `classes.len() x embed`).
+///
+/// # Errors
+/// Those of `encode`, and Candle's.
+pub fn classifier_of(
+    classes: &[String],
+    templates: &[String],
+    mut encode: impl FnMut(&[String]) -> Result<Tensor>,
+) -> Result<Tensor> {
     let mut rows = Vec::with_capacity(classes.len());
     for name in classes {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
-        let e = embed_texts(model, &prompts, device)?;
+        let e = l2_normalize(&encode(&prompts)?)?;
         rows.push(e.mean_keepdim(0)?);
     }
     Ok(l2_normalize(&Tensor::cat(&rows, 0)?)?)
