@@ -193,19 +193,32 @@ fn config_file_sets_flags_and_flags_win() {
     ok(&o);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "[1]\n");
 
-    // The command's table wins over a top-level key for the same flag, and a
-    // config key yields to a conflicting flag given on the command line.
+    // The command's table wins over a top-level key for the same flag: the
+    // top level says lowercase, `[match]` says not, and "DOG" then matches
+    // no query (with the top level's value it would match "dog").
     std::fs::write(
         &config,
         format!(
-            "jobs = 2\nverbose = 1\n[match]\njobs = 1\nqueries = {:?}\n",
+            "lowercase = true\n[match]\nlowercase = false\nqueries = {:?}\n",
             q.to_str().unwrap()
         ),
     )
     .unwrap();
-    let o = match_stdin(&["--config", c, "-q", "match", "--stdin"], "dog\n");
+    let o = match_stdin(&["--config", c, "match", "--stdin"], "DOG\ndog\n");
     ok(&o);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "[0]\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[]\n[0]\n");
+    // Only the top level: it applies.
+    std::fs::write(
+        &config,
+        format!(
+            "lowercase = true\n[match]\nqueries = {:?}\n",
+            q.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = match_stdin(&["--config", c, "match", "--stdin"], "DOG\ndog\n");
+    ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "[0]\n[0]\n");
 
     // Typos are errors naming the file and the key.
     std::fs::write(&config, "[match]\nlowercas = true\n").unwrap();
