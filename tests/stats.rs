@@ -277,13 +277,22 @@ fn every_figure_matches_an_independent_count() {
             *pages.entry(host).or_default() += 1;
         }
     }
-    for e in c["text_sources"].as_array().unwrap() {
+    let text_sources = c["text_sources"].as_array().unwrap();
+    assert_eq!(text_sources.len(), sources.len(), "{text_sources:?}");
+    for e in text_sources {
         assert_eq!(
             e["count"].as_u64(),
             sources.get(e["value"].as_str().unwrap()).copied()
         );
     }
-    for e in c["top_page_hosts"].as_array().unwrap() {
+    let top_hosts = c["top_page_hosts"].as_array().unwrap();
+    assert!(!top_hosts.is_empty() && !pages.is_empty());
+    assert_eq!(
+        top_hosts[0]["count"].as_u64(),
+        pages.values().max().copied(),
+        "the top host first"
+    );
+    for e in top_hosts {
         assert_eq!(
             e["count"].as_u64(),
             pages.get(e["value"].as_str().unwrap()).copied()
@@ -321,8 +330,18 @@ fn every_figure_matches_an_independent_count() {
     let html = std::fs::read_to_string(ds.join("stats/report.html")).unwrap();
     assert_eq!(html.matches("data:image/png;base64,").count(), 3);
     for p in ["rank_count.png", "funnel.png", "caption_lengths.png"] {
-        let img = image::open(ds.join("stats").join(p)).unwrap();
+        let img = image::open(ds.join("stats").join(p)).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (800, 500));
+        // Not blank: axes, labels and data draw in several colours over a
+        // good share of the canvas.
+        let background = *img.get_pixel(0, 0);
+        let drawn = img.pixels().filter(|px| **px != background).count();
+        let colours: HashSet<[u8; 3]> = img.pixels().map(|px| px.0).collect();
+        assert!(
+            drawn > 5_000 && colours.len() > 3,
+            "{p}: {drawn} drawn pixels, {} colours",
+            colours.len()
+        );
     }
 
     // SQL over the stage tables.
