@@ -149,6 +149,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(w) = cause.downcast_ref::<wit_sched::Error>() {
             return if w.is_bad_input() { 2 } else { 1 };
         }
+        if let Some(w) = cause.downcast_ref::<wit_trainer::Error>() {
+            return if w.is_bad_input() { 2 } else { 1 };
+        }
     }
     1
 }

@@ -142,10 +142,10 @@ fn an_interrupted_run_resumes_bit_for_bit() {
         std::fs::write(parted.join("metrics.jsonl"), extra).unwrap();
 
         let again = train(&dataset, &parted, model, &[]);
-        assert!(!again.status.success());
+        assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
         assert!(stderr(&again).contains("--resume"), "{}", stderr(&again));
         let changed = train(&dataset, &parted, model, &["--resume", "--seed", "9"]);
-        assert!(!changed.status.success());
+        assert_eq!(changed.status.code(), Some(2), "{}", stderr(&changed));
         assert!(stderr(&changed).contains("seed"), "{}", stderr(&changed));
 
         ok(&train(&dataset, &parted, model, &["--resume"]));
@@ -212,13 +212,14 @@ fn the_export_has_open_clip_keys_and_loads_in_python() {
     let other = dir.path().join("other");
     let other = other.to_str().unwrap();
     let o = run(&["train", "-d", ds, "--run", other, "--precision", "bf16"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("bf16 needs --device cuda"),
         "{}",
         stderr(&o)
     );
     let o = run(&["train", "-d", ds, "--run", other, "--device", "cuda"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("CUDA"), "{}", stderr(&o));
     let keys: Vec<String> = tensors(&export).into_iter().map(|t| t.0).collect();
     for k in [
@@ -374,7 +375,7 @@ fn shards_from_other_tools_train_or_say_why_not() {
     write_shards_with(&split, 24, 32, false);
     rewrite_shards(&split, true, false);
     let o = train(&split, &dir.path().join("run-split"), "tiny", &[]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("gives no usable sample"), "{err}");
     assert!(err.contains("24 sample(s) without a .txt member"), "{err}");

@@ -24,6 +24,18 @@ pub enum Error {
     Invalid(String),
 }
 
+impl Error {
+    /// Whether the error is in what the user gave (settings, data, a run
+    /// directory) rather than a failure of the run: the CLI exits 2 for it.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Invalid(_) => true,
+            Error::Contract(e) => e.is_bad_input(),
+            Error::Io { .. } | Error::Candle(_) => false,
+        }
+    }
+}
+
 /// This crate's results.
 pub type Result<T> = std::result::Result<T, Error>;
 
