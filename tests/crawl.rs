@@ -387,16 +387,12 @@ json.dump({"pages": sorted(pages), "images": imgs, "alts": sorted(set(alts))}, s
 
 #[test]
 fn crawls_a_real_documentation_site_as_an_independent_reading_counts_it() {
-    let Some(pkg) = debian_package(
-        "python-skimage-doc",
-        "usr/share/doc/python-skimage-doc/html/index.html",
-    ) else {
+    let Some(root) = skimage_docs() else {
         return;
     };
     let Some(python) = python_with(&[]) else {
         return;
     };
-    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
     let site = Server::files(root.clone());
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
@@ -494,13 +490,9 @@ fn crawls_a_real_documentation_site_as_an_independent_reading_counts_it() {
 
 #[test]
 fn a_killed_crawl_resumes_without_refetching_committed_pages() {
-    let Some(pkg) = debian_package(
-        "python-skimage-doc",
-        "usr/share/doc/python-skimage-doc/html/index.html",
-    ) else {
+    let Some(root) = skimage_docs() else {
         return;
     };
-    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
     let dir = tempfile::tempdir().unwrap();
     let crawl = |site: &Server, ds: &Path| -> std::process::Command {
         let mut cmd = wit();

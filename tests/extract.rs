@@ -361,13 +361,9 @@ fn every_content_coding_of_real_archives_is_decoded_or_counted() {
 /// `WIT_BLESS=1` rewrites the fixture; review its diff.
 #[test]
 fn a_real_site_gives_the_committed_candidates_and_links() {
-    let Some(pkg) = debian_package(
-        "python-skimage-doc",
-        "usr/share/doc/python-skimage-doc/html/index.html",
-    ) else {
+    let Some(root) = skimage_docs() else {
         return;
     };
-    let root = pkg.join("usr/share/doc/python-skimage-doc/html");
     let mut pages = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

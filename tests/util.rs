@@ -275,6 +275,16 @@ pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
     Some(root)
 }
 
+/// The HTML root of Debian's python-skimage-doc (198 pages with images and
+/// alt texts), downloaded once; `None` (a skip) where apt cannot fetch it.
+pub fn skimage_docs() -> Option<PathBuf> {
+    let pkg = debian_package(
+        "python-skimage-doc",
+        "usr/share/doc/python-skimage-doc/html/index.html",
+    )?;
+    Some(pkg.join("usr/share/doc/python-skimage-doc/html"))
+}
+
 /// Writes `parts` as the `candidates` stage, through the real runner.
 pub fn write_candidate_parts(dataset: &Path, parts: &[Vec<Candidate>]) {
     let spec = StageSpec {

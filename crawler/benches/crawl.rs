@@ -469,7 +469,7 @@ fn bench_wat() {
     // copies), in Common Crawl's layout: see tests/fixtures/NOTICE.md.
     let wat =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wat/pages.warc.wat.gz");
-    let records = 45;
+    let records = extract_archive(&wat).unwrap().1["records"];
     let bytes = std::fs::metadata(&wat).unwrap().len();
     let reps = 200;
     let t = Instant::now();
