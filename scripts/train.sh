@@ -15,7 +15,7 @@
 #              an ensemble) and a linear probe
 #
 # A second run reuses every finished stage. Variables: WIT (the binary),
-# RUN_DIR, DEMO_PAGES, DEMO_EVAL_PER_CLASS, DEMO_PORT, DEMO_T, DEMO_MODEL, DEMO_STEPS, DEMO_BATCH,
+# RUN_DIR, DEMO_PAGES, DEMO_EVAL_PER_CLASS, DEMO_PORT (0: any free port), DEMO_T, DEMO_MODEL, DEMO_STEPS, DEMO_BATCH,
 # DEMO_DEVICE (cuda where wit was built with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,16 +60,34 @@ trap cleanup EXIT
 serve() {
     local web=(demo-web --out "$WEB" --pages "$DEMO_PAGES" --eval-per-class "$DEMO_EVAL_PER_CLASS")
     "$WIT" "${web[@]}"
-    "$WIT" -q "${web[@]}" --serve --port "$DEMO_PORT" &
+    # The crawl's seed names the port, so a rerun keeps the port the crawl
+    # was started on when DEMO_PORT=0 (any free port) asked for none.
+    if [ "$DEMO_PORT" = 0 ] && [ -f "$WEB/port" ] && [ -e "$RUN_DIR/candidates" ]; then
+        DEMO_PORT=$(cat "$WEB/port")
+    fi
+    # Only the crawl and the download read the web: once both are complete,
+    # a rerun serves nothing (and needs no free port).
+    if [ -f "$RUN_DIR/candidates/_manifest.json" ] && [ -f "$RUN_DIR/shards/_manifest.json" ]; then
+        echo "reused: the crawl and the download are complete, so the demo web is not served"
+        return 0
+    fi
+    local served="$WEB/.served"
+    rm -f "$served"
+    "$WIT" -q "${web[@]}" --serve --port "$DEMO_PORT" > "$served" &
     server_pid=$!
-    # Wait until it accepts connections (bash's /dev/tcp: no curl needed).
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$DEMO_PORT") 2>/dev/null; then
-            echo "serving http://127.0.0.1:$DEMO_PORT/ (pid $server_pid)"
+    # The server prints its URL once it is listening (port 0: the port it got).
+    for _ in $(seq 300); do
+        local url
+        url=$(head -n 1 "$served" 2>/dev/null || true)
+        if [ -n "$url" ]; then
+            DEMO_PORT=${url##*:}
+            DEMO_PORT=${DEMO_PORT%/}
+            echo "$DEMO_PORT" > "$WEB/port"
+            echo "serving $url (pid $server_pid)"
             return 0
         fi
         if ! kill -0 "$server_pid" 2>/dev/null; then
-            echo "error: the demo web could not be served on port $DEMO_PORT (DEMO_PORT=... picks another)" >&2
+            echo "error: the demo web could not be served on port $DEMO_PORT (DEMO_PORT=... picks another; 0: any free port)" >&2
             return 1
         fi
         sleep 0.1
