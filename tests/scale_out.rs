@@ -21,7 +21,14 @@ pub struct DemoWeb {
     pub url: String,
 }
 
+/// The demo web of `pages` pages, served with its images (`/img/`) behind a
+/// gate.
 pub fn demo_web(dir: &Path, pages: u32) -> DemoWeb {
+    demo_web_gating(dir, pages, "/img/")
+}
+
+/// The demo web, served with the paths under `gated` behind a gate.
+pub fn demo_web_gating(dir: &Path, pages: u32, gated: &'static str) -> DemoWeb {
     let web = dir.join("web");
     ok(&wit()
         .args(["demo-web", "--out", web.to_str().unwrap(), "--pages"])
@@ -30,7 +37,7 @@ pub fn demo_web(dir: &Path, pages: u32) -> DemoWeb {
         .output()
         .unwrap());
     let gate = Arc::new(Gate::default());
-    let server = Server::files_gated(wit_demo::site_dir(&web), gate.clone(), "/img/");
+    let server = Server::files_gated(wit_demo::site_dir(&web), gate.clone(), gated);
     DemoWeb {
         url: server.url("/"),
         _server: server,
@@ -953,25 +960,26 @@ fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
 fn a_crawl_killed_on_s3_resumes_from_its_frontier_on_the_store() {
     let Some(s3) = s3() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let web = demo_web(tmp.path(), 80);
+    // Every request waits once 45 are answered: one part of 30 URLs is
+    // committed, and the crawl cannot finish before the kill.
+    let web = demo_web_gating(tmp.path(), 80, "/");
+    web.gate.close_after(45);
     let url = s3.prefix("crawl-kill");
     let r = remote(s3, &url);
     let mut args: Vec<&str> = vec!["crawl", "-d", &url, "--seed", &web.url];
     args.extend_from_slice(CRAWL);
-    // Slow enough to be killed between two parts.
-    let mut slow = args.clone();
-    let at = slow.iter().position(|a| *a == "--per-host").unwrap();
-    slow[at + 1] = "1";
-    let at = slow.iter().position(|a| *a == "--delay").unwrap();
-    slow[at + 1] = "0.05";
-    let mut child = s3.env(&mut wit()).args(&slow).spawn().unwrap();
+    let mut child = s3.env(&mut wit()).args(&args).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while r.size("candidates/_part-00000.json").unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no part committed");
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("no part committed in 60 s, or the crawl ended with requests held");
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    web.gate.open();
     assert!(
         r.get("candidates/_manifest.json").unwrap().is_none(),
         "it finished before the kill"
