@@ -44,6 +44,8 @@ bench-scale:
 
 # The HTML report of DATASET (after `wit stats DATASET`) in headless Chromium.
 report-screenshot:
+	@command -v chromium >/dev/null || { echo "make report-screenshot needs Chromium (Debian: apt-get install chromium)" >&2; exit 2; }
+	@test -f "$(DATASET)/stats/report.html" || { echo "no $(DATASET)/stats/report.html: run wit stats $(DATASET) first (DATASET=... names the dataset)" >&2; exit 2; }
 	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,2400 \
 		--screenshot=$(abspath $(DATASET))/stats/report.png file://$(abspath $(DATASET))/stats/report.html
 

@@ -1,7 +1,7 @@
 //! The command line: one subcommand per stage, parsed with clap into plain
 //! structs. Nothing here does I/O; `commands.rs` turns these into library calls.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
@@ -99,13 +99,13 @@ come from the environment, as for --dataset.")]
     /// measuring the stages at scale
     #[command(name = "demo-candidates", long_about = DEMO_CANDIDATES_ABOUT)]
     DemoCandidates(DemoCandidatesArgs),
-    /// Print CLIP's token ids of each line of stdin (open_clip's tokenizer)
+    /// Print CLIP's token ids of each text argument, or of each line of stdin (open_clip's tokenizer)
     #[command(long_about = "\
 Read text lines on stdin and print, per line, the JSON array of its 77 CLIP \
 context ids: <start_of_text>, the byte-level BPE ids of the cleaned, lowercased \
 text, <end_of_text>, truncated keeping the end token, zero-padded. The same ids \
-as open_clip's tokenizer.")]
-    Tokenize,
+as open_clip's tokenizer. With TEXT arguments, each argument instead.")]
+    Tokenize(TokenizeArgs),
 }
 
 const DEMO_WEB_ABOUT: &str = "\
@@ -186,12 +186,46 @@ pub struct KubeArgs {
     pub out: PathBuf,
 }
 
+/// `wit tokenize`
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// Texts to tokenize, one result line each [default: the lines of stdin]
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+}
+
 /// `wit status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The dataset directory
-    #[arg(value_name = "DATASET")]
-    pub dataset: PathBuf,
+    #[command(flatten)]
+    pub dataset: DatasetEither,
+}
+
+/// The dataset of a command that reads a whole dataset (`stats`, `status`):
+/// by position, or by `--dataset` as every stage names it.
+#[derive(Debug, Args)]
+pub struct DatasetEither {
+    /// The dataset directory (or its URL on an object store)
+    #[arg(value_name = "DATASET", required_unless_present = "dataset")]
+    pub dataset_at: Option<PathBuf>,
+    /// The dataset directory, named as the stages name it
+    #[arg(
+        short,
+        long = "dataset",
+        value_name = "DATASET",
+        conflicts_with = "dataset_at"
+    )]
+    pub dataset: Option<PathBuf>,
+}
+
+impl DatasetEither {
+    /// The dataset, however it was named.
+    pub fn path(&self) -> &Path {
+        self.dataset_at
+            .as_deref()
+            .or(self.dataset.as_deref())
+            .expect("clap requires one of the two")
+    }
 }
 
 /// `wit demo-candidates`
@@ -755,9 +789,8 @@ and the content (caption lengths, image sizes, hosts). Prints tables and writes 
 a JSON file, PNG plots and an HTML report. --sql runs a query over the stage \
 tables (candidates, matched, balanced, shards).")]
 pub struct StatsArgs {
-    /// The dataset directory
-    #[arg(value_name = "DATASET")]
-    pub dataset: PathBuf,
+    #[command(flatten)]
+    pub dataset: DatasetEither,
     /// Run this SQL query (Polars SQL) over the stage tables instead of the
     /// report: queries, candidates, matched, balanced, query_counts, shards
     #[arg(long, value_name = "QUERY")]
@@ -795,10 +828,7 @@ pub struct TrainArgs {
     /// curves.png and the final model.safetensors [default: DATASET/runs/MODEL]
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
-    /// Model preset (open_clip's names): RN50, RN101, RN50x4, RN50x16, RN50x64,
-    /// ViT-S-32, ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, tiny, tiny-RN;
-    /// add -quickgelu for OpenAI's activation
-    #[arg(long, value_name = "NAME", default_value = "ViT-B-32")]
+    #[arg(long, value_name = "NAME", default_value = "ViT-B-32", help = model_help())]
     pub model: String,
     /// Samples per optimiser step, per rank where many processes train
     /// (`mpirun`, `srun`; a build with the mpi feature): the global batch is
@@ -922,4 +952,12 @@ pub struct EvalArgs {
     /// Where to compute: cpu, or cuda (a build with the cuda feature)
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+}
+
+/// `--model`'s help: every preset the trainer has.
+fn model_help() -> String {
+    format!(
+        "Model preset (open_clip's names, and wit's small ones): {}; add -quickgelu for OpenAI's activation",
+        wit_trainer::model::PRESETS.join(", ")
+    )
 }

@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args, &progress),
         Command::Eval(args) => eval(args),
         Command::Status(args) => {
-            print!("{}", crate::status::report(&args.dataset)?);
+            print!("{}", crate::status::report(args.dataset.path())?);
             Ok(())
         }
         Command::DemoWeb(args) => demo_web(args),
@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cat(args) => cat(args),
         Command::Slurm(args) => slurm(args),
         Command::Kube(args) => kube(args),
-        Command::Tokenize => tokenize(),
+        Command::Tokenize(args) => tokenize(&args.texts),
     }
 }
 
@@ -69,6 +69,18 @@ fn run_options<'a>(run: &RunArgs, progress: &'a dyn Progress) -> Result<RunOptio
 /// A dataset at a path or a URL (`s3://bucket/prefix`, ...).
 fn open_dataset(location: &Path) -> Result<Dataset> {
     Ok(Dataset::open(&location.to_string_lossy())?)
+}
+
+/// Fails with exit 2, naming the flag, where `path` does not exist.
+fn must_exist(flag: &str, path: &Path) -> Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        bail!(BadUsage(format!(
+            "{flag} {}: no such file or directory",
+            path.display()
+        )))
+    }
 }
 
 /// Logs what a stage run did, in one line.
@@ -237,7 +249,19 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
     let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_crawler::run_crawl(&dataset, &opts, args.force, progress)?;
     report(Stage::Candidates, &dataset, &summary);
-    Ok(())
+    let c = &summary.counts;
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    crate::verdict::check(
+        c,
+        &crate::verdict::Work {
+            stage: "crawl",
+            unit: "URLs",
+            total: get("urls"),
+            ok: get("pages"),
+            prefix: "fail_",
+            rerun: "--force (the crawl is complete: without it, a rerun does nothing)",
+        },
+    )
 }
 
 fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
@@ -253,6 +277,18 @@ fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
+    // Values that can only be mistakes fail before any reading.
+    let languages = if args.lang.is_empty() {
+        None
+    } else {
+        Some(
+            args.lang
+                .iter()
+                .map(|l| wit_filter::text::wanted_language(l))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| BadUsage(format!("--lang: {e}")))?,
+        )
+    };
     let case = if args.lowercase {
         Case::Fold
     } else {
@@ -304,12 +340,7 @@ fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
         min_chars: args.min_length,
         max_chars: args.max_length,
         drop_file_names: !args.keep_file_names,
-        languages: (!args.lang.is_empty()).then(|| {
-            args.lang
-                .iter()
-                .map(|l| wit_filter::text::primary_subtag(l))
-                .collect()
-        }),
+        languages,
     };
     let summary = wit_filter::run_match(&dataset, &queries, &queries_path, case, &filter, &opts)?;
     report(Stage::Matched, &dataset, &summary);
@@ -385,39 +416,65 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
         return Ok(());
     }
     report(Stage::Shards, &dataset, &summary);
-    Ok(())
+    let c = &summary.counts;
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    crate::verdict::check(
+        c,
+        &crate::verdict::Work {
+            stage: "shards",
+            unit: "images",
+            total: get("success") + get("failed_to_download") + get("failed_to_resize"),
+            ok: get("success"),
+            prefix: "error_",
+            rerun: "--retry-failed",
+        },
+    )
 }
 
-fn tokenize() -> Result<()> {
+fn tokenize(texts: &[String]) -> Result<()> {
     use std::io::{BufRead, Write};
     let t = wit_trainer::tokenizer::Tokenizer::get();
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut write = || -> std::io::Result<()> {
-        for line in stdin.lock().lines() {
-            let ids = t.context(&line?);
-            out.write_all(b"[")?;
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b", ")?;
-                }
-                write!(out, "{id}")?;
+    let mut one = |text: &str| -> std::io::Result<()> {
+        let ids = t.context(text);
+        out.write_all(b"[")?;
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b", ")?;
             }
-            out.write_all(b"]\n")?;
+            write!(out, "{id}")?;
         }
-        out.flush()
+        out.write_all(b"]\n")
     };
-    match write() {
+    let mut write = || -> std::io::Result<()> {
+        if texts.is_empty() {
+            for line in stdin.lock().lines() {
+                one(&line?)?;
+            }
+        } else {
+            for text in texts {
+                one(text)?;
+            }
+        }
+        Ok(())
+    };
+    let written = write().and_then(|()| out.flush());
+    match written {
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("tokenizing stdin"),
+        other => other.context(if texts.is_empty() {
+            "tokenizing stdin"
+        } else {
+            "tokenizing the arguments"
+        }),
     }
 }
 
 fn stats(args: StatsArgs) -> Result<()> {
     use std::io::Write;
     // On a store, every stage comes down to the mirror first (Polars reads files).
-    let dataset = open_dataset(&args.dataset)?;
+    let dataset = open_dataset(args.dataset.path())?;
     for stage in Stage::ALL {
         dataset.pull(stage.dir_name())?;
     }
@@ -464,8 +521,9 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
         },
         &opts,
     )?;
+    let distinct = reduced.pairs - reduced.duplicates;
     tracing::info!(
-        "balanced: {} pairs ({} repeats dropped); {} of {} queries matched, {} at or over t={}",
+        "balanced: {} matched pairs, {} of them repeats of another (dropped), so {distinct} distinct; {} of {} queries matched, {} at or over t={}",
         reduced.pairs,
         reduced.duplicates,
         reduced.queries_matched,
@@ -474,10 +532,10 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
         reduced.t
     );
     if summary.complete {
+        let kept = summary.counts.get("kept").copied().unwrap_or(0);
         tracing::info!(
-            "balanced: kept {} of {} pairs",
-            summary.counts.get("kept").copied().unwrap_or(0),
-            reduced.pairs - reduced.duplicates
+            "balanced: kept {kept} of the {distinct} distinct pairs ({} dropped by balancing)",
+            distinct.saturating_sub(kept)
         );
     }
     report(Stage::Balanced, &dataset, &summary);
@@ -486,6 +544,15 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
+    for (flag, value) in [
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size as u64),
+        ("--accum", args.accum as u64),
+    ] {
+        if value == 0 {
+            bail!(BadUsage(format!("{flag} must be at least 1")));
+        }
+    }
     wit_trainer::runtime::prepare_cpu_training();
     // Many ranks when a launcher (mpirun, srun, torchrun) started this one.
     let ranks = wit_trainer::dist::Ranks::from_env().map_err(|e| anyhow::anyhow!(e))?;
@@ -517,13 +584,13 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     // Shards are read where they lie: files, or objects streamed from a store.
     let shards = match dataset.files(Stage::Shards.dir_name(), ".tar") {
         Ok(s) => s,
-        Err(e) => bail!("{e}; run `wit download` first"),
+        Err(e) => bail!(BadUsage(format!("{e}; run `wit download` first"))),
     };
     if shards.is_empty() {
-        bail!(
+        bail!(BadUsage(format!(
             "{}/shards holds no .tar shards; run `wit download` first",
             dataset.location()
-        );
+        )));
     }
     let mut config = TrainConfig::new(&model, args.batch_size, args.steps);
     config.accum = args.accum;
@@ -602,6 +669,27 @@ fn eval(args: EvalArgs) -> Result<()> {
         bail!(BadUsage(
             "--train needs --data, the probe's test set".into()
         ));
+    }
+    // Every input named on the command line exists, before the model loads.
+    let files = [("--checkpoint", &args.checkpoint)]
+        .into_iter()
+        .chain(args.templates.iter().map(|t| ("--templates", t)))
+        .chain(args.classes.iter().map(|c| ("--classes", c)));
+    for (flag, path) in files {
+        must_exist(flag, path)?;
+    }
+    for (flag, list) in [
+        ("--data", &args.data),
+        ("--train", &args.train),
+        ("--retrieval", &args.retrieval),
+    ] {
+        // URLs and brace patterns (`{00000..00009}.tar`) are for the reader.
+        for item in list
+            .iter()
+            .filter(|i| !i.contains("://") && !i.contains('{'))
+        {
+            must_exist(flag, Path::new(item))?;
+        }
     }
     let device = wit_trainer::train::device(&args.device)?;
     let model = eval::load_model(&args.checkpoint, args.model.as_deref(), &device)?;

@@ -114,30 +114,48 @@ pub fn extra_args(cli: &Command, matches: &ArgMatches, path: &Path) -> Result<Ve
         if given(arg) || leaf.get_arg_conflicts_with(arg).into_iter().any(given) {
             continue;
         }
-        let long = arg.get_long().expect("flag_is only accepts long flags");
-        let wrong = |what: &str| bad(format!("`{key}` takes {what}, not {value}"));
-        match (arg.get_action(), value) {
-            (ArgAction::SetTrue, toml::Value::Boolean(b)) => {
-                if *b {
-                    extra.push(format!("--{long}").into());
-                }
+        let flags = arg_flags(arg, value)
+            .map_err(|what| bad(format!("`{key}` takes {what}, not {value}")))?;
+        extra.extend(flags);
+    }
+    Ok(extra)
+}
+
+/// The flags that give `arg` the value `value`: none for `false`, the flag
+/// alone for `true`, the flag once per item of an array (once with an empty
+/// value for an empty array: "none"), `--flag=value` otherwise.
+///
+/// # Errors
+/// What `arg` takes instead, where `value` is of another kind.
+pub fn arg_flags(
+    arg: &clap::Arg,
+    value: &toml::Value,
+) -> std::result::Result<Vec<OsString>, &'static str> {
+    let long = arg.get_long().expect("config keys name long flags");
+    let mut extra = Vec::new();
+    match (arg.get_action(), value) {
+        (ArgAction::SetTrue, toml::Value::Boolean(b)) => {
+            if *b {
+                extra.push(format!("--{long}").into());
             }
-            (ArgAction::SetTrue, _) => return Err(wrong("true or false")),
-            (ArgAction::Count, toml::Value::Integer(n)) if *n >= 0 => {
-                extra.extend((0..*n).map(|_| OsString::from(format!("--{long}"))));
+        }
+        (ArgAction::SetTrue, _) => return Err("true or false"),
+        (ArgAction::Count, toml::Value::Integer(n)) if *n >= 0 => {
+            extra.extend((0..*n).map(|_| OsString::from(format!("--{long}"))));
+        }
+        (ArgAction::Count, _) => return Err("a count"),
+        (ArgAction::Append, toml::Value::Array(items)) => {
+            for item in items {
+                let item = scalar(item).ok_or("an array of strings or numbers")?;
+                extra.push(format!("--{long}={item}").into());
             }
-            (ArgAction::Count, _) => return Err(wrong("a count")),
-            (ArgAction::Append, toml::Value::Array(items)) => {
-                for item in items {
-                    let item =
-                        scalar(item).ok_or_else(|| wrong("an array of strings or numbers"))?;
-                    extra.push(format!("--{long}={item}").into());
-                }
+            if items.is_empty() {
+                extra.push(format!("--{long}=").into());
             }
-            (_, v) => {
-                let v = scalar(v).ok_or_else(|| wrong("a string or a number"))?;
-                extra.push(format!("--{long}={v}").into());
-            }
+        }
+        (_, v) => {
+            let v = scalar(v).ok_or("a string or a number")?;
+            extra.push(format!("--{long}={v}").into());
         }
     }
     Ok(extra)

@@ -10,8 +10,10 @@
 mod args;
 mod commands;
 mod config;
+mod earlier;
 mod status;
 mod ui;
+mod verdict;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,11 +38,14 @@ impl fmt::Display for BadUsage {
 impl std::error::Error for BadUsage {}
 
 fn main() -> ExitCode {
-    let cli = match parse(std::env::args_os().collect()) {
-        Ok(cli) => cli,
+    let (cli, note) = match parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     ui::init_logging(cli.verbose, cli.quiet);
+    if let Some(note) = note {
+        tracing::info!("{note}");
+    }
     let result = commands::run(cli);
     let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,35 +59,48 @@ fn main() -> ExitCode {
     code
 }
 
-/// Parses the command line, applying the config file if one is given.
-fn parse(argv: Vec<OsString>) -> Result<Cli, ExitCode> {
+/// Parses the command line, applying the config file if one is given, then
+/// (for `download` on a stage that holds earlier work) the earlier run's
+/// parameters; returns a line to log about the latter.
+fn parse(mut argv: Vec<OsString>) -> Result<(Cli, Option<String>), ExitCode> {
     let mut cmd = Cli::command();
     cmd.build();
     let mut matches = cmd.clone().try_get_matches_from(&argv).map_err(clap_exit)?;
+    let fail = |e: anyhow::Error| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(exit_code(&e))
+    };
     if let Some(path) = matches.get_one::<PathBuf>("config").cloned() {
-        let extra = config::extra_args(&cmd, &matches, &path).map_err(|e| {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        })?;
-        let store = config::store_options(&path).map_err(|e| {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        })?;
+        let extra = config::extra_args(&cmd, &matches, &path).map_err(fail)?;
+        let store = config::store_options(&path).map_err(fail)?;
         wit_contract::store::set_options(store);
         if !extra.is_empty() {
-            let mut merged = argv;
-            let at = merged
-                .iter()
-                .position(|a| a == "--")
-                .unwrap_or(merged.len());
-            merged.splice(at..at, extra);
-            matches = cmd.try_get_matches_from(&merged).map_err(|e| {
+            splice(&mut argv, extra);
+            matches = cmd.clone().try_get_matches_from(&argv).map_err(|e| {
                 eprintln!("error: config file {}: {}", path.display(), one_line(&e));
                 ExitCode::from(2)
             })?;
         }
     }
-    Cli::from_arg_matches(&matches).map_err(clap_exit)
+    let (extra, note) = earlier::retry_args(&cmd, &matches).map_err(fail)?;
+    if !extra.is_empty() {
+        splice(&mut argv, extra);
+        matches = cmd.try_get_matches_from(&argv).map_err(|e| {
+            eprintln!(
+                "error: download with the earlier run's parameters: {}",
+                one_line(&e)
+            );
+            ExitCode::from(2)
+        })?;
+    }
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_exit)?;
+    Ok((cli, note))
+}
+
+/// Adds `extra` flags to `argv`, before a `--` if there is one.
+fn splice(argv: &mut Vec<OsString>, extra: Vec<OsString>) {
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra);
 }
 
 /// Prints a clap error (on one line) or the help it asks for, and picks the exit code.

@@ -165,15 +165,24 @@ fn training(out: &mut String, run: &Path) {
     let model = config["model"].as_str().unwrap_or("?");
     let _ = writeln!(out, "  train {}: model {model}", run.display());
     if let (Some(first), Some(last)) = (first, last) {
+        // Rates with three significant figures: a large model on a CPU
+        // trains well under one sample a second.
+        let mut rates: Vec<f64> = lines
+            .iter()
+            .filter_map(|l| l["samples_per_s"].as_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let median = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
         let _ = writeln!(
             out,
-            "    step {} of {}, {} samples, loss {:.3} (first step {:.3}), {:.0} samples/s at the end",
+            "    step {} of {}, {} samples, loss {:.3} (first step {:.3}), {} samples/s at the end, {} the median step",
             last["step"],
             config["steps"],
             last["samples"],
             last["loss"].as_f64().unwrap_or(f64::NAN),
             first["loss"].as_f64().unwrap_or(f64::NAN),
-            last["samples_per_s"].as_f64().unwrap_or(f64::NAN),
+            crate::ui::rate_text(last["samples_per_s"].as_f64().unwrap_or(f64::NAN)),
+            crate::ui::rate_text(median),
         );
     }
     for name in ["model.safetensors", "curves.png"] {

@@ -97,10 +97,10 @@ fn stages_without_input_say_so() {
     let o = run(&["eval", "--checkpoint", "x.safetensors"]);
     assert_one_line_error(&o, 2, "nothing to evaluate");
     let o = run(&["eval", "--checkpoint", "x.safetensors", "--data", "d"]);
-    assert_one_line_error(&o, 1, "x.safetensors");
+    assert_one_line_error(&o, 2, "--checkpoint x.safetensors: no such file");
     // No shards: train says what to run first.
     let o = run(&["train", "-d", tmp.path().to_str().unwrap()]);
-    assert_one_line_error(&o, 1, "wit download");
+    assert_one_line_error(&o, 2, "wit download");
     let o = run(&[
         "train",
         "-d",
@@ -243,4 +243,164 @@ fn config_file_sets_flags_and_flags_win() {
         2,
         "many",
     );
+}
+
+/// `stats` and `status` take the dataset by position or by `--dataset` as
+/// every stage does, `tokenize` takes texts as arguments as well as on stdin,
+/// and `train --help` lists every model preset there is.
+#[test]
+fn commands_name_their_inputs_the_same_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    for command in ["stats", "status"] {
+        let (a, b) = (run(&[command, d]), run(&[command, "--dataset", d]));
+        assert_eq!(
+            a.status.code(),
+            b.status.code(),
+            "{command}: {}",
+            stderr(&b)
+        );
+        assert_eq!(
+            (&a.stdout, stderr(&a)),
+            (&b.stdout, stderr(&b)),
+            "{command}"
+        );
+        let both = run(&[command, d, "--dataset", d]);
+        assert_eq!(both.status.code(), Some(2), "{command}: {}", stderr(&both));
+    }
+    let o = run(&["status", "-d", d]);
+    ok(&o);
+    let piped = match_stdin(&["tokenize"], "a photo of a dog\nA red car.\n");
+    ok(&piped);
+    let args = run(&["tokenize", "a photo of a dog", "A red car."]);
+    ok(&args);
+    assert_eq!(args.stdout, piped.stdout);
+    assert_eq!(String::from_utf8_lossy(&args.stdout).lines().count(), 2);
+    let help = run(&["train", "--help"]);
+    ok(&help);
+    let text = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    for preset in [
+        "demo",
+        "tiny",
+        "tiny-RN",
+        "ViT-B-32",
+        "RN50",
+        "ViT-L-14-336",
+    ] {
+        assert!(
+            text.contains(&format!(" {preset},")) || text.contains(&format!(" {preset};")),
+            "{preset} not in train --help:\n{text}"
+        );
+    }
+}
+
+/// Every command's mistakes in what the user gave exit 2, on one line that
+/// names the input (the README's promise), before any work.
+#[test]
+fn bad_input_exits_2_from_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).display().to_string();
+    let empty = p("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (nods, ck) = (p("nods"), p("no.safetensors"));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                ck.clone(),
+                "--data".into(),
+                empty.clone(),
+            ],
+            "--checkpoint",
+        ),
+        (
+            vec![
+                "train".into(),
+                "-d".into(),
+                empty.clone(),
+                "--steps".into(),
+                "0".into(),
+            ],
+            "--steps must be at least 1",
+        ),
+        (
+            vec![
+                "train".into(),
+                "-d".into(),
+                empty.clone(),
+                "--batch-size".into(),
+                "0".into(),
+            ],
+            "--batch-size must be at least 1",
+        ),
+        (
+            vec!["train".into(), "-d".into(), nods.clone()],
+            "run `wit download` first",
+        ),
+        (
+            vec![
+                "match".into(),
+                "-d".into(),
+                empty.clone(),
+                "--lang".into(),
+                "english".into(),
+            ],
+            "\"english\" is not a language subtag",
+        ),
+        (
+            vec!["match".into(), "-d".into(), nods.clone()],
+            "queries.json: not found",
+        ),
+        (
+            vec!["balance".into(), "-d".into(), empty.clone()],
+            "run `wit match` first",
+        ),
+        (
+            vec!["download".into(), "-d".into(), empty.clone()],
+            "run `wit balance` first",
+        ),
+        (
+            vec!["stats".into(), "--dataset".into(), empty.clone()],
+            "holds no stage output",
+        ),
+        (
+            vec!["status".into(), "--dataset".into(), nods.clone()],
+            "not a dataset directory",
+        ),
+        (
+            vec!["extract".into(), p("no.warc.gz"), "-d".into(), p("ds1")],
+            "no.warc.gz",
+        ),
+        (
+            vec![
+                "crawl".into(),
+                "-d".into(),
+                p("ds2"),
+                "--seed".into(),
+                "notaurl".into(),
+            ],
+            "notaurl",
+        ),
+        (vec!["cat".into(), p("no.tar")], "no.tar"),
+        (
+            vec!["slurm".into(), p("no.toml"), "--dry-run".into()],
+            "no.toml",
+        ),
+        (vec!["kube".into(), p("no.toml")], "no.toml"),
+        (
+            vec![
+                "demo-web".into(),
+                "--out".into(),
+                p("web"),
+                "--pages".into(),
+                "0".into(),
+            ],
+            "--pages",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_one_line_error(&run(&args), 2, needle);
+    }
 }

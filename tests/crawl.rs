@@ -328,10 +328,24 @@ fn private_addresses_are_refused_by_default() {
         ],
         Duration::from_secs(30),
     );
-    ok(&out);
+    // Nothing could be fetched: the run fails, saying why and what to do.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let last = stderr(&out).trim().lines().last().unwrap_or("").to_string();
+    assert!(
+        last.starts_with(
+            "error: crawl: nothing could be fetched: 2 of 2 URLs failed as refused_address:"
+        ) && last.contains("rerun with --allow-private --force"),
+        "{last}"
+    );
     let counts = part_counts(&ds);
     assert_eq!(counts.get("fail_refused_address"), Some(&2), "{counts:?}");
     assert!(a.requests().is_empty(), "nothing reached the server");
+    // The remedy works as said.
+    let mut again = vec!["crawl", "--out", ds.to_str().unwrap(), "--seed"];
+    let seed = a.url("/");
+    again.extend([seed.as_str(), "--allow-private", "--force"]);
+    ok(&run_within(&again, Duration::from_secs(30)));
+    assert_eq!(part_counts(&ds).get("pages"), Some(&1));
 }
 
 /// An independent reading of a static site on disk: breadth-first from
@@ -579,4 +593,58 @@ fn a_killed_crawl_resumes_without_refetching_committed_pages() {
         "not the candidates of an uninterrupted crawl: missing {missing:?}, extra {extra:?}"
     );
     assert_eq!(part_counts(&ds)["pages"], part_counts(&whole)["pages"]);
+}
+
+/// `wit status` gives a crawl's time from its start, not from its first
+/// commit: one part of ten pages answered 200 ms apart takes 2 s or more.
+#[test]
+fn status_gives_the_crawls_time_from_its_start() {
+    let a = Server::start(|path| {
+        if path == "/robots.txt" {
+            return Reply::status(404, &[]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let n: u32 = path
+            .trim_start_matches('/')
+            .trim_end_matches(".html")
+            .parse()
+            .unwrap_or(0);
+        let next = if n < 9 {
+            format!("<a href=\"/{}.html\">next</a>", n + 1)
+        } else {
+            String::new()
+        };
+        Reply::html(format!("{next}<img src=\"/i{n}.jpg\" alt=\"a red car\">"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let d = ds.to_str().unwrap();
+    let seed = a.url("/0.html");
+    let args = [
+        "crawl",
+        "-d",
+        d,
+        "--seed",
+        &seed,
+        "--allow-private",
+        "--per-host",
+        "1",
+        "--delay",
+        "0",
+        "--max-depth",
+        "20",
+    ];
+    ok(&run_within(&args, Duration::from_secs(60)));
+    let m = manifest(&ds, "candidates");
+    let got = (m["parts"].as_u64(), m["counts"]["pages"].as_u64());
+    assert_eq!(got, (Some(1), Some(10)), "{m}");
+    let out = run(&["status", d]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("candidates"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let seconds: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(seconds >= 2.0, "{row}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use wit_contract::records::string_column;
 use wit_contract::schema::{self, col};
 
-use crate::stats::{batches, pipeline_dataset};
+use crate::stats::{batches, pipeline_balanced, pipeline_dataset};
 use crate::util::*;
 
 /// The ```python blocks of a Markdown file.
@@ -116,4 +116,90 @@ fn the_analysts_page_examples_run_and_agree() {
     );
     assert_eq!(results[3]["stored"], stored);
     assert_eq!(results[4]["alt_rows"], alt);
+
+    // The README's pyarrow calls, as written (data/wit: this dataset).
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap()
+            .replace("\n", " ");
+    let calls: Vec<&str> = readme
+        .split('`')
+        .filter(|s| s.starts_with("ds.dataset("))
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for (call, want) in calls
+        .iter()
+        .zip([count("matched", &schema::matched()), samples])
+    {
+        let call = call.replace("data/wit", &ds.display().to_string());
+        let script =
+            format!("import glob\nimport pyarrow.dataset as ds\nprint({call}.count_rows())\n");
+        let out = std::process::Command::new(&py)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{call}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(rows, want, "{call}");
+    }
+}
+
+/// The `wit` commands of the README's ```sh block under `heading`, with
+/// continuation lines joined and comments dropped.
+fn readme_commands(heading: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {heading}"));
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let joined = block.replace("\\\n", " ");
+    joined
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .filter(|l| l.starts_with("wit "))
+        .collect()
+}
+
+/// The README's download commands, in order, as a user runs them against
+/// hosts on 127.0.0.1 (so with --allow-private, as the README says): the
+/// download, the retry of its failures right after it, the plan.
+#[test]
+fn the_readme_download_commands_run_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _server) = pipeline_balanced(dir.path());
+    let commands = readme_commands("### 5. Download");
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    assert!(commands[1].contains("--retry-failed"), "{commands:?}");
+    let d = ds.display().to_string();
+    let mut said = Vec::new();
+    for command in &commands {
+        let line = command.replace("data/wit", &d);
+        let mut args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        args.push("--allow-private");
+        let out = run(&args);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        said.push(stderr(&out));
+    }
+    // The retry took the first run's parameters (those that are not the
+    // defaults are named).
+    assert!(
+        said[1].contains("parameters where not given: --resize-mode=center_crop"),
+        "{}",
+        said[1]
+    );
+    let m = manifest(&ds, "shards");
+    assert_eq!(m["params"]["resize_mode"], "center_crop");
+    assert_eq!(m["params"]["image_size"], 256);
+    assert!(m["counts"]["success"].as_u64().unwrap() > 0, "{m}");
 }

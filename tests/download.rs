@@ -494,11 +494,42 @@ fn retry_failed_fetches_only_the_failures() {
         .flat_map(|s| tar_samples(&ds.join(format!("shards/{s:05}.tar"))))
         .collect();
 
-    healthy.store(true, Ordering::SeqCst);
+    // A retry that sets a parameter to another value is refused, on one
+    // line naming it with both values, before any request.
     let n = server.requests().len();
-    let mut retry = args.to_vec();
-    retry.push("--retry-failed");
-    ok(&run(&retry));
+    let other = run(&["download", "-d", d, "--retry-failed", "--image-size", "64"]);
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    let err = stderr(&other);
+    assert!(
+        err.contains("other parameters than this run: image_size 32 (this run: 64);"),
+        "{err}"
+    );
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("image_size 32 (this run: 64);"), "{err}");
+    assert_eq!(server.requests().len(), n);
+
+    // The retry names only what is not a parameter of the output: the
+    // others (shard size, image size) come from the earlier run.
+    healthy.store(true, Ordering::SeqCst);
+    let retry = [
+        "download",
+        "-d",
+        d,
+        "--allow-private",
+        "--retries",
+        "0",
+        "--retry-failed",
+    ];
+    let out = run(&retry);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("the earlier run's parameters where not given:")
+            && stderr(&out).contains("--image-size=32")
+            && stderr(&out).contains("--shard-size=10"),
+        "{}",
+        stderr(&out)
+    );
     let asked: Vec<String> = server.requests()[n..]
         .iter()
         .filter(|p| *p != "/robots.txt")
@@ -518,6 +549,43 @@ fn retry_failed_fetches_only_the_failures() {
         assert!(all.contains(s), "earlier successes kept as they were");
     }
     assert_eq!(manifest(&ds, "shards")["counts"]["success"], 30);
+}
+
+#[test]
+fn a_download_refused_every_address_fails_naming_the_remedy() {
+    let server = Server::start(|path| match path {
+        "/robots.txt" => Reply::status(404, &[]),
+        _ => Reply::with_type(200, "image/png", png(20, 20, 1)),
+    });
+    let paths: Vec<String> = (1..=5).map(|n| format!("/img/{n}.png")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    balanced_dataset(&ds, &server, &paths);
+    let d = ds.to_str().unwrap();
+    // Without --allow-private: refused as itself (not as robots.txt), and
+    // the run fails saying why and what to do.
+    let out = run(&["download", "-d", d, "--image-size", "16"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let last = stderr(&out).trim().lines().last().unwrap_or("").to_string();
+    assert_eq!(
+        last,
+        "error: shards: nothing could be fetched: 5 of 5 images failed as refused_address: \
+         the hosts are at private, loopback or link-local addresses, which wit refuses unless \
+         told: rerun with --allow-private --retry-failed"
+    );
+    assert!(server.requests().is_empty());
+    let c = &manifest(&ds, "shards")["counts"];
+    assert_eq!(c["error_refused_address"], 5, "{c}");
+    assert!(c.get("error_robots_unreachable").is_none(), "{c}");
+    // The remedy works as said.
+    ok(&run(&[
+        "download",
+        "-d",
+        d,
+        "--allow-private",
+        "--retry-failed",
+    ]));
+    assert_eq!(manifest(&ds, "shards")["counts"]["success"], 5);
 }
 
 /// Every shard row's reason, cause and final URL, by URL.

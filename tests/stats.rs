@@ -61,6 +61,24 @@ fn query_counts(dir: &Path) -> HashMap<u32, u64> {
 /// the returned server: 301 candidates (some filtered, one repeated), queries
 /// red, car, dog and zebra, t = 40, images with 404s, 500s and two identical.
 pub fn pipeline_dataset(dir: &Path) -> (std::path::PathBuf, Server) {
+    let (ds, server) = pipeline_balanced(dir);
+    ok(&run(&[
+        "download",
+        "-d",
+        ds.to_str().unwrap(),
+        "--allow-private",
+        "--shard-size",
+        "50",
+        "--image-size",
+        "32",
+        "--retries",
+        "0",
+    ]));
+    (ds, server)
+}
+
+/// The dataset of [`pipeline_dataset`], balanced but not downloaded.
+pub fn pipeline_balanced(dir: &Path) -> (std::path::PathBuf, Server) {
     let server = Server::start(|path| {
         let n: u32 = path
             .trim_start_matches("/i/")
@@ -106,18 +124,6 @@ pub fn pipeline_dataset(dir: &Path) -> (std::path::PathBuf, Server) {
     let d = ds.to_str().unwrap();
     ok(&run(&["match", "-d", d]));
     ok(&run(&["balance", "-d", d, "-t", "40"]));
-    ok(&run(&[
-        "download",
-        "-d",
-        d,
-        "--allow-private",
-        "--shard-size",
-        "50",
-        "--image-size",
-        "32",
-        "--retries",
-        "0",
-    ]));
     (ds, server)
 }
 

@@ -36,6 +36,6 @@ pub use layout::{Dataset, Stage};
 pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
 pub use runner::{
-    OpenStage, PartContext, RunOptions, Share, StageSpec, Summary, check_params, run_stage,
-    run_stage_to_end, stage_complete,
+    OpenStage, PartContext, RunOptions, Share, StageSpec, Summary, check_params, params_diff,
+    recorded_params, run_stage, run_stage_to_end, stage_complete,
 };

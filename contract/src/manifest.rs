@@ -35,6 +35,11 @@ pub struct PartStats {
     pub part: u32,
     /// [`params_hash`] of the parameters that made it.
     pub params_hash: String,
+    /// The parameters that made it, as a JSON object (null in sidecars
+    /// written before wit recorded them), so that a rerun with other
+    /// parameters can name the ones that differ.
+    #[serde(default)]
+    pub params: serde_json::Value,
     /// The data files of the part, relative to the stage directory.
     pub files: Vec<String>,
     /// The part's counters.

@@ -15,6 +15,7 @@
 //! Together these rules make a stage safe to kill at any moment and rerun to
 //! the same bytes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -299,7 +300,11 @@ where
         for _ in 0..threads {
             scope.spawn(|| {
                 while let Some(&part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    match run_part(&spec.dir, hash, part, clean, work) {
+                    let made = Made {
+                        hash,
+                        params: &spec.params,
+                    };
+                    match run_part(&spec.dir, made, part, clean, SystemTime::now(), work) {
                         Ok(stats) => {
                             tracing::debug!("{}: part {part} done {:?}", label(spec), stats.counts);
                             finished
@@ -446,6 +451,37 @@ pub fn check_params(spec: &StageSpec) -> Result<()> {
     check_no_foreign_parts(spec, &params_hash(&spec.params, spec.parts))
 }
 
+/// The parameters the stage in `dir` was made with: its manifest's, else
+/// those a committed part records; `None` where neither exists.
+///
+/// # Errors
+/// [`Error::Io`] if the directory (or its store) cannot be read.
+pub fn recorded_params(dir: &Path) -> Result<Option<serde_json::Value>> {
+    crate::store::pull_stage_meta(dir)?;
+    if let Ok(bytes) = std::fs::read(dir.join(MANIFEST_NAME))
+        && let Ok(m) = serde_json::from_slice::<Manifest>(&bytes)
+    {
+        return Ok(Some(m.params));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("_part-") && n.ends_with(".json"))
+        })
+        .collect();
+    names.sort();
+    Ok(names
+        .iter()
+        .filter_map(|p| read_part_stats(p))
+        .map(|s| s.params)
+        .find(|p| !p.is_null()))
+}
+
 /// Refuses a directory holding parts or a manifest made with other parameters.
 fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
     let manifest = spec.dir.join(MANIFEST_NAME);
@@ -464,12 +500,16 @@ fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
             && let Some(stats) = read_part_stats(&entry.path())
             && stats.params_hash != hash
         {
+            let differ = if stats.params.is_null() {
+                "the part does not record them".to_string()
+            } else {
+                params_diff(&stats.params, &spec.params)
+            };
             return Err(Error::Conflict {
                 path: spec.dir.clone(),
                 message: format!(
-                    "holds {name}, made with other parameters or another part count than this run ({} parts, {}); \
-                     rerun with the same ones, use --force to start this stage over, or choose another dataset directory",
-                    spec.parts, spec.params
+                    "holds {name}, made with other parameters or another part count than this run ({differ}); \
+                     rerun with the same ones, use --force to start this stage over, or choose another dataset directory"
                 ),
             });
         }
@@ -478,14 +518,57 @@ fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
 }
 
 fn conflict(spec: &StageSpec, old_params: &serde_json::Value, old_parts: u32) -> Error {
+    let mut differ = params_diff(old_params, &spec.params);
+    if old_parts != spec.parts {
+        let parts = format!("parts {old_parts} (this run: {})", spec.parts);
+        differ = if differ.is_empty() {
+            parts
+        } else {
+            format!("{parts}, {differ}")
+        };
+    }
     Error::Conflict {
         path: spec.dir.clone(),
         message: format!(
-            "was made with other parameters ({old_parts} parts, {old_params}) than this run ({} parts, {}); \
-             use --force to start this stage over, or choose another dataset directory",
-            spec.parts, spec.params
+            "was made with other parameters than this run: {differ}; \
+             use --force to start this stage over, or choose another dataset directory"
         ),
     }
+}
+
+/// The parameters that differ between `old` and `new`, on one line:
+/// `key OLD (this run: NEW)`, comma-separated, keys of nested objects as
+/// dotted paths, `none` for a key one side lacks.
+pub fn params_diff(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", old, &mut a);
+    flatten("", new, &mut b);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let none = "none".to_string();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none));
+            (x != y).then(|| format!("{k} {x} (this run: {y})"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The part's sidecar if the part is complete: present, made with these
@@ -521,12 +604,26 @@ fn remove_tmp_files(dir: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_part<F>(dir: &Path, hash: &str, part: u32, clean: bool, work: F) -> Result<PartStats>
+/// The parameters a part is made with: their hash and the values.
+#[derive(Clone, Copy)]
+struct Made<'a> {
+    hash: &'a str,
+    params: &'a serde_json::Value,
+}
+
+/// Runs and commits one part. `started_at`: when work on it began (now, but
+/// for a crawl's part, whose pages were fetched before the commit).
+fn run_part<F>(
+    dir: &Path,
+    made: Made<'_>,
+    part: u32,
+    clean: bool,
+    started_at: SystemTime,
+    work: F,
+) -> Result<PartStats>
 where
     F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
 {
-    let started_at = SystemTime::now();
-    let clock = Instant::now();
     if clean {
         remove_tmp_files(dir, &part_tmp_prefix(part))?;
     }
@@ -564,14 +661,19 @@ where
         handle.complete(&dir.join(name))?;
         files.push(name.clone());
     }
+    let finished_at = SystemTime::now();
     let stats = PartStats {
         part,
-        params_hash: hash.to_string(),
+        params_hash: made.hash.to_string(),
+        params: made.params.clone(),
         files,
         counts,
         started: rfc3339(started_at),
-        finished: rfc3339(SystemTime::now()),
-        seconds: clock.elapsed().as_secs_f64(),
+        finished: rfc3339(finished_at),
+        seconds: finished_at
+            .duration_since(started_at)
+            .unwrap_or_default()
+            .as_secs_f64(),
     };
     let name = part_stats_name(part);
     let final_path = dir.join(&name);
@@ -694,17 +796,22 @@ impl OpenStage {
         out
     }
 
-    /// Commits part `part`: `work` writes its files through
+    /// Commits part `part`, whose work began at `started` (the sidecar's
+    /// `started` and `seconds`): `work` writes its files through
     /// [`PartContext::output`]; they are renamed into place and the sidecar
     /// is written last.
     ///
     /// # Errors
     /// What `work` returns; [`Error::Io`] if committing fails.
-    pub fn commit<F>(&self, part: u32, work: F) -> Result<PartStats>
+    pub fn commit<F>(&self, part: u32, started: SystemTime, work: F) -> Result<PartStats>
     where
         F: FnOnce(&mut PartContext<'_>) -> Result<Counts>,
     {
-        run_part(&self.spec.dir, &self.hash, part, true, work)
+        let made = Made {
+            hash: &self.hash,
+            params: &self.spec.params,
+        };
+        run_part(&self.spec.dir, made, part, true, started, work)
     }
 
     /// Writes the manifest for parts `0..parts`, all of which must be complete.
@@ -852,6 +959,20 @@ mod tests {
     }
 
     #[test]
+    fn params_diff_names_each_differing_key_with_both_values() {
+        let old = serde_json::json!({"mode": "center_crop", "size": 64, "same": true,
+            "image": {"q": 95}, "gone": 1});
+        let new = serde_json::json!({"mode": "border", "size": 256, "same": true,
+            "image": {"q": 90}, "added": [1, 2]});
+        assert_eq!(
+            params_diff(&old, &new),
+            "added none (this run: [1,2]), gone 1 (this run: none), image.q 95 (this run: 90), \
+             mode \"center_crop\" (this run: \"border\"), size 64 (this run: 256)"
+        );
+        assert_eq!(params_diff(&old, &old), "");
+    }
+
+    #[test]
     fn other_parameters_are_refused_unless_forced() {
         let dir = tempfile::tempdir().unwrap();
         run_stage(
@@ -863,6 +984,19 @@ mod tests {
         let other = spec(dir.path(), 3, serde_json::json!({"t": 2}));
         let err = run_stage(&other, &opts(None), work(&[])).unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        // One line naming what differs, both values.
+        let text = err.to_string();
+        assert!(
+            text.contains("other parameters than this run: t 1 (this run: 2);"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        // A stage in progress (no manifest): the sidecars name them too.
+        std::fs::remove_file(dir.path().join(MANIFEST_NAME)).unwrap();
+        let text = run_stage(&other, &opts(None), work(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("(t 1 (this run: 2))"), "{text}");
         let forced = RunOptions {
             force: true,
             ..opts(None)
@@ -896,7 +1030,7 @@ mod tests {
         let stage = OpenStage::open(sp(1), false).unwrap();
         for part in 0..2u32 {
             stage
-                .commit(part, |ctx| {
+                .commit(part, SystemTime::now(), |ctx| {
                     std::fs::write(ctx.output(&format!("part-{part:05}.txt")), "x").unwrap();
                     Ok(Counts::from([("urls".to_string(), 5)]))
                 })

@@ -150,7 +150,8 @@ impl Default for CrawlOptions {
 
 impl CrawlOptions {
     /// What decides the crawl's output: a rerun with other values is refused.
-    /// Rates, timeouts and concurrency may change between runs.
+    /// Rates, timeouts, concurrency and the address policy may change
+    /// between runs (a resumed crawl may be allowed private addresses).
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
             "source": "crawl",
@@ -160,7 +161,6 @@ impl CrawlOptions {
             "max_depth": self.max_depth,
             "max_page_bytes": self.max_page_bytes,
             "max_redirects": self.max_redirects,
-            "allow_private": self.policy.allow_private,
             "user_agent": self.user_agent,
             "part_urls": self.part_urls,
         })
@@ -290,7 +290,8 @@ pub fn run_crawl(
         .build()
         .map_err(|e| Error::io(stage.dir(), e))?;
     let done_before = counts.get("urls").copied().unwrap_or(0);
-    progress.start("crawl URLs", opts.max_pages.unwrap_or(0), done_before);
+    // No total: --max-pages is a limit, and the frontier's end is not known.
+    progress.start("crawl: URLs", 0, done_before);
     let mut crawler = Crawler {
         opts,
         scope: ScopeCheck::new(opts.scope, &seeds),
@@ -306,6 +307,7 @@ pub fn run_crawl(
         parked: 0,
         started: done_before,
         part: committed.len() as u32,
+        part_started: std::time::SystemTime::now(),
         part_counts: Counts::new(),
         part_rows: Vec::new(),
         progress,
@@ -457,6 +459,8 @@ struct Crawler<'a> {
     /// URLs taken from the frontier, over all runs.
     started: u64,
     part: u32,
+    /// When work on the current part began: the run's start or the last commit.
+    part_started: std::time::SystemTime,
     part_counts: Counts,
     part_rows: Vec<Candidate>,
     progress: &'a dyn Progress,
@@ -794,7 +798,7 @@ impl Crawler<'_> {
         for c in &rows {
             bump(&mut counts, &format!("candidates_{}", c.text_source), 1);
         }
-        self.stage.commit(part, |ctx| {
+        self.stage.commit(part, self.part_started, |ctx| {
             let batch = candidates_to_batch(&rows)?;
             pq::write_file(
                 &ctx.output(&part_file_name(part)),
@@ -803,6 +807,7 @@ impl Crawler<'_> {
             )?;
             Ok(counts)
         })?;
+        self.part_started = std::time::SystemTime::now();
         if part > 0 {
             let old = checkpoint_path(&self.state, part - 1);
             std::fs::remove_file(&old).at(&old)?;

@@ -63,6 +63,24 @@ pub fn primary_subtag(lang: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The primary subtag of a language the user asks for (`en`, `en-GB`,
+/// `pt_BR`): two or three ASCII letters, the ISO 639 codes that pages
+/// declare in `lang` (RFC 5646, section 2.2.1; the longer registered
+/// subtags are not used in practice).
+///
+/// # Errors
+/// The value is not a language tag (`english`, `e`, `12`): a message naming it.
+pub fn wanted_language(value: &str) -> Result<String, String> {
+    let sub = primary_subtag(value);
+    if (2..=3).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(sub)
+    } else {
+        Err(format!(
+            "{value:?} is not a language subtag: give the two- or three-letter ISO 639 code that pages declare (en, de, fr, zh)"
+        ))
+    }
+}
+
 impl TextFilter {
     /// Why `text` (of a page declaring `lang`) is dropped, if it is.
     pub fn check(&self, text: &str, lang: Option<&str>) -> Option<Dropped> {
@@ -100,6 +118,17 @@ impl TextFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_languages_are_subtags() {
+        assert_eq!(wanted_language("en").unwrap(), "en");
+        assert_eq!(wanted_language(" pt_BR").unwrap(), "pt");
+        assert_eq!(wanted_language("EN-gb").unwrap(), "en");
+        assert_eq!(wanted_language("fil").unwrap(), "fil");
+        for bad in ["english", "e", "12", "", "en1"] {
+            assert!(wanted_language(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn each_filter_and_its_default() {

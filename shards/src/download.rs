@@ -41,8 +41,8 @@ use wit_contract::schema::{self, col};
 use wit_contract::store::OutputStream;
 use wit_contract::wds::ShardWriter;
 use wit_contract::{
-    Counts, Dataset, Error, IoContext, Manifest, Result, RunOptions, Stage, StageSpec, Summary,
-    check_params, pq, run_stage,
+    Counts, Dataset, Error, IoContext, Manifest, Progress, Result, RunOptions, Stage, StageSpec,
+    Summary, check_params, pq, run_stage,
 };
 use wit_net::addr::AddressPolicy;
 use wit_net::http::{Client, ClientOptions, Failure, Head};
@@ -129,8 +129,10 @@ impl Default for DownloadOptions {
 }
 
 impl DownloadOptions {
-    /// What decides the output: a rerun with other values is refused.
-    fn params(&self, balanced_hash: &str) -> serde_json::Value {
+    /// What decides the output: a rerun with other values is refused. Rates,
+    /// timeouts, retries, concurrency and the address policy may change
+    /// between runs (`--retry-failed` with `--allow-private`, say).
+    pub fn params(&self, balanced_hash: &str) -> serde_json::Value {
         let i = &self.image;
         serde_json::json!({
             "balanced_params_hash": balanced_hash,
@@ -148,7 +150,6 @@ impl DownloadOptions {
             "max_redirects": self.max_redirects,
             "robots": self.robots,
             "opt_out": self.opt_out,
-            "allow_private": self.policy.allow_private,
         })
     }
 }
@@ -294,14 +295,27 @@ pub fn run_download(
         global: Arc::new(Semaphore::new(opts.concurrency)),
         opts: opts.clone(),
     });
+    // Progress by image, the unit a user waits on: the shards of this share
+    // that are committed count as done.
+    let size_of = |s: u32| {
+        (pairs_total - u64::from(s) * u64::from(opts.shard_size)).min(u64::from(opts.shard_size))
+    };
+    let (mut total, mut before) = (0, 0);
+    for s in (0..shards).filter(|s| run.share.is_none_or(|sh| sh.contains(*s))) {
+        total += size_of(s);
+        if dir.join(wit_contract::layout::part_stats_name(s)).is_file() {
+            before += size_of(s);
+        }
+    }
+    run.progress.start("shards: images", total, before);
     // Shards one at a time: each already runs `concurrency` downloads.
     let map_run = RunOptions {
         share: run.share,
         jobs: 1,
         force: false,
-        progress: run.progress,
+        progress: &wit_contract::NoProgress,
     };
-    run_stage(&spec, &map_run, |ctx| {
+    let summary = run_stage(&spec, &map_run, |ctx| {
         let s = ctx.part();
         let name = shard_name(s);
         let plan = read_plan(&dir.join(PLAN_DIR).join(format!("{name}.parquet")))?;
@@ -314,15 +328,27 @@ pub fn run_download(
             shared.clone(),
             &plan,
             &journal,
-            tar,
-            &parquet,
-            &stats,
+            ShardOutput {
+                tar,
+                parquet: &parquet,
+                stats: &stats,
+            },
+            run.progress,
         ))?;
         // The journal has served its purpose once the part is committed; a
         // leftover one is removed by the next run (the part is complete).
         let _ = std::fs::remove_file(&journal);
         Ok(counts)
-    })
+    });
+    run.progress.finish();
+    summary
+}
+
+/// Where one shard is written.
+struct ShardOutput<'a> {
+    tar: OutputStream,
+    parquet: &'a Path,
+    stats: &'a Path,
 }
 
 /// If shard `s` is finished and has samples that failed to download, turns
@@ -532,10 +558,14 @@ async fn download_shard(
     shared: Arc<Shared>,
     plan: &[Planned],
     journal: &Path,
-    tar: OutputStream,
-    parquet: &Path,
-    stats: &Path,
+    out: ShardOutput<'_>,
+    progress: &dyn Progress,
 ) -> Result<Counts> {
+    let ShardOutput {
+        tar,
+        parquet,
+        stats,
+    } = out;
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut done = read_journal(journal)?;
@@ -546,6 +576,7 @@ async fn download_shard(
         write_record(&mut writer, o, img).at(journal)?;
     }
     writer.flush().at(journal)?;
+    progress.advance(done.len() as u64);
     let todo: Vec<&Planned> = plan.iter().filter(|p| !done.contains_key(&p.key)).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Outcome, Vec<u8>)>();
     for p in todo {
@@ -568,6 +599,7 @@ async fn download_shard(
             since_sync = 0;
         }
         done.insert(o.key.clone(), (o, img));
+        progress.advance(1);
     }
     writer.flush().at(journal)?;
     writer.get_ref().sync_data().at(journal)?;
@@ -910,6 +942,11 @@ async fn fetch_once(
     let host = shared.host(&url.origin().ascii_serialization());
     if opts.robots && matches!(url.scheme(), "http" | "https") {
         match robots_rules(shared, &host, url).await {
+            // The host cannot be fetched at all: that, not robots.txt, is
+            // the reason (as the crawl counts it).
+            Err(cause @ (Failure::RefusedAddress(_) | Failure::Dns)) => {
+                return Err(download_failed(key, &cause));
+            }
             Err(cause) => {
                 let (mut o, img) = failed(
                     key,

@@ -437,7 +437,7 @@ impl<'a> Trainer<'a> {
             None
         };
         self.progress
-            .start("train", self.config.steps, self.position.step);
+            .start("train: steps", self.config.steps, self.position.step);
         let mut failure: Option<TrainError> = None;
         while self.position.step < end {
             // A checkpoint at the step that filled its epoch: the next one.
@@ -589,7 +589,12 @@ impl<'a> Trainer<'a> {
             if steps_this_epoch == 0 && !resumed {
                 self.progress.finish();
                 return Err(TrainError::Invalid(
-                    if counts.samples == 0 && !why.is_empty() {
+                    if counts.samples == 0 && why.is_empty() {
+                        format!(
+                            "the {} shard(s) hold no samples: no image was stored (`wit status` gives the download's failures by reason)",
+                            shards.len()
+                        )
+                    } else if counts.samples == 0 {
                         format!(
                             "one epoch of the {} shard(s) gives no usable sample: {why}",
                             shards.len()
@@ -700,9 +705,10 @@ impl<'a> Trainer<'a> {
             "samples_per_s": rate,
         });
         writeln!(out, "{line}").map_err(io(path))?;
-        self.progress.advance(1);
+        // The status first: the progress line that the step may log shows it.
         self.progress
             .message(&format!("loss {loss:.4} lr {lr:.2e} {rate:.1} samples/s"));
+        self.progress.advance(1);
         Ok(())
     }
 

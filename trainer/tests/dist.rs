@@ -302,7 +302,11 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
             // 4e-5, and Adam's normalised step carries such last bits of
             // small gradients into small biases (seen: tiny up to 7e-6,
             // tiny-RN up to 1.5e-4 per tensor; over the model 9e-8 and
-            // 1.7e-6).
+            // 1.7e-6). tiny-RN's batch-norm biases get gradients small
+            // enough that a rounding difference can flip the sign of an
+            // Adam step (lr 2e-3) in one coordinate: one run on a cold
+            // build saw 4.8e-3 on layer3.0.bn1.bias, with the whole model
+            // within 1e-7. Its weights are held per tensor to 1e-2.
             let compared = if compare_weights {
                 vec![("grads", want_grads), ("weights", want_weights)]
             } else {
@@ -315,8 +319,13 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
                 for ((name, got), (_, want)) in got.iter().zip(want) {
                     let (got, want) = (comparable(name, got), comparable(name, want));
                     let rel = relative(&got, &want);
+                    let bound = if model == "tiny-RN" && what == "weights" {
+                        1e-2
+                    } else {
+                        1e-3
+                    };
                     assert!(
-                        rel < 1e-3,
+                        rel < bound,
                         "{case}: {what} of {name} differ from one process's by {rel:e}"
                     );
                     worst = worst.max(rel);

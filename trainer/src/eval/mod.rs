@@ -91,6 +91,16 @@ pub struct EvalReport {
     pub skipped: u64,
 }
 
+/// Recall@k of a uniform random ranking of `n` candidates with one match:
+/// min(k, n) / n.
+pub fn retrieval_chance(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        k.min(n) as f64 / n as f64
+    }
+}
+
 impl EvalReport {
     /// Top-1 accuracy of a uniform random guess: 1 / classes.
     pub fn chance(&self) -> f64 {
@@ -123,6 +133,7 @@ impl EvalReport {
             })),
             "retrieval": self.retrieval.as_ref().map(|r| serde_json::json!({
                 "n": r.n, "k": r.ks, "image_to_text_recall": r.image_to_text, "text_to_image_recall": r.text_to_image,
+                "chance_recall": r.ks.iter().map(|&k| retrieval_chance(k, r.n)).collect::<Vec<_>>(),
             })),
             "skipped": self.skipped,
         })
@@ -192,6 +203,15 @@ impl EvalReport {
                     cells.join("  ")
                 ));
             }
+            let cells: Vec<String> =
+                r.ks.iter()
+                    .map(|&k| format!("R@{k} {}", pct(retrieval_chance(k, r.n))))
+                    .collect();
+            out.push_str(&format!(
+                "retrieval, chance ({} pairs): {}\n",
+                r.n,
+                cells.join("  ")
+            ));
         }
         if self.skipped > 0 {
             out.push_str(&format!(
