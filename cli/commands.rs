@@ -249,15 +249,13 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
     let dataset = open_dataset(&args.dataset.dataset)?;
     let summary = wit_crawler::run_crawl(&dataset, &opts, args.force, progress)?;
     report(Stage::Candidates, &dataset, &summary);
-    let c = &summary.counts;
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
     crate::verdict::check(
-        c,
+        &summary.counts,
         &crate::verdict::Work {
             stage: "crawl",
             unit: "URLs",
-            total: get("urls"),
-            ok: get("pages"),
+            total: &["urls"],
+            ok: "pages",
             prefix: "fail_",
             rerun: "--force (the crawl is complete: without it, a rerun does nothing)",
         },
@@ -416,15 +414,13 @@ fn download(args: DownloadArgs, progress: &dyn Progress) -> Result<()> {
         return Ok(());
     }
     report(Stage::Shards, &dataset, &summary);
-    let c = &summary.counts;
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
     crate::verdict::check(
-        c,
+        &summary.counts,
         &crate::verdict::Work {
             stage: "shards",
             unit: "images",
-            total: get("success") + get("failed_to_download") + get("failed_to_resize"),
-            ok: get("success"),
+            total: &["samples"],
+            ok: "success",
             prefix: "error_",
             rerun: "--retry-failed",
         },

@@ -16,10 +16,10 @@ pub struct Work<'a> {
     pub stage: &'a str,
     /// What one unit of work is (`URLs`, `images`).
     pub unit: &'a str,
-    /// Units of work finished, failed or not.
-    pub total: u64,
-    /// Units that succeeded.
-    pub ok: u64,
+    /// The counters whose sum is the units of work finished, failed or not.
+    pub total: &'a [&'a str],
+    /// The counter of the units that succeeded.
+    pub ok: &'a str,
     /// The prefix of the failure counters (`fail_`, `error_`).
     pub prefix: &'a str,
     /// The flags that rerun the failed work (`--force`, `--retry-failed`).
@@ -61,7 +61,9 @@ fn remedy(reason: &str, rerun: &str) -> String {
 /// # Errors
 /// Nothing succeeded: the reason and the remedy, on one line.
 pub fn check(counts: &Counts, work: &Work<'_>) -> Result<()> {
-    if work.total == 0 {
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let total: u64 = work.total.iter().map(|k| get(k)).sum();
+    if total == 0 {
         return Ok(());
     }
     let Some((reason, n)) = dominant(counts, work.prefix) else {
@@ -70,14 +72,14 @@ pub fn check(counts: &Counts, work: &Work<'_>) -> Result<()> {
     let line = format!(
         "{} of {} {} failed as {reason}: {}",
         n,
-        work.total,
+        total,
         work.unit,
         remedy(reason, work.rerun)
     );
-    if work.ok == 0 {
+    if get(work.ok) == 0 {
         bail!("{}: nothing could be fetched: {line}", work.stage);
     }
-    if n as f64 >= NEARLY_ALL * work.total as f64 {
+    if n as f64 >= NEARLY_ALL * total as f64 {
         tracing::warn!("{}: {line}", work.stage);
     }
     Ok(())
@@ -94,8 +96,8 @@ mod tests {
     const CRAWL: Work<'static> = Work {
         stage: "crawl",
         unit: "URLs",
-        total: 0,
-        ok: 0,
+        total: &["urls"],
+        ok: "pages",
         prefix: "fail_",
         rerun: "--force",
     };
@@ -103,9 +105,7 @@ mod tests {
     #[test]
     fn nothing_fetched_names_the_reason_and_the_remedy() {
         let c = counts(&[("urls", 2), ("fail_refused_address", 2), ("candidates", 0)]);
-        let err = check(&c, &Work { total: 2, ..CRAWL })
-            .unwrap_err()
-            .to_string();
+        let err = check(&c, &CRAWL).unwrap_err().to_string();
         assert_eq!(
             err,
             "crawl: nothing could be fetched: 2 of 2 URLs failed as refused_address: the hosts \
@@ -120,21 +120,23 @@ mod tests {
             ("error_robots_unreachable", 3),
             ("error_robots_unreachable_connect", 3),
             ("error_http_4xx", 1),
+            ("failed", 4),
         ]);
         assert_eq!(dominant(&c, "error_"), Some(("robots_unreachable", 3)));
         let w = Work {
-            total: 4,
-            ok: 0,
+            total: &["failed", "success"],
+            ok: "success",
             prefix: "error_",
             ..CRAWL
         };
+        let err = check(&c, &w).unwrap_err().to_string();
         assert!(
-            check(&c, &w)
-                .unwrap_err()
-                .to_string()
-                .contains("3 of 4 URLs failed as robots_unreachable: the hosts did not answer")
+            err.contains("3 of 4 URLs failed as robots_unreachable: the hosts did not answer"),
+            "{err}"
         );
-        assert!(check(&c, &Work { ok: 1, ..w }).is_ok());
-        assert!(check(&counts(&[]), &Work { total: 0, ..CRAWL }).is_ok());
+        let mut some = c.clone();
+        some.insert("success".into(), 1);
+        assert!(check(&some, &w).is_ok());
+        assert!(check(&counts(&[]), &CRAWL).is_ok());
     }
 }

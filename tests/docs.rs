@@ -27,6 +27,20 @@ fn python_blocks(md: &str) -> Vec<String> {
     out
 }
 
+/// Runs `script` with the venv's Python; its stdout, or a failure naming `what`.
+fn python(py: &std::path::Path, script: &str, what: &str) -> String {
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "failed:\n{what}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn the_analysts_page_examples_run_and_agree() {
     let page = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/analysts.md");
@@ -43,16 +57,7 @@ fn the_analysts_page_examples_run_and_agree() {
             "DATASET = {:?}\n{block}\nimport json\nprint('RESULT ' + json.dumps(result, default=int))\n",
             ds.display().to_string()
         );
-        let out = std::process::Command::new(&py)
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "example failed:\n{block}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stdout = python(&py, &script, block);
         let line = stdout
             .lines()
             .find_map(|l| l.strip_prefix("RESULT "))
@@ -134,16 +139,7 @@ fn the_analysts_page_examples_run_and_agree() {
         let call = call.replace("data/wit", &ds.display().to_string());
         let script =
             format!("import glob\nimport pyarrow.dataset as ds\nprint({call}.count_rows())\n");
-        let out = std::process::Command::new(&py)
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{call}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let rows: u64 = python(&py, &script, &call).trim().parse().unwrap();
         assert_eq!(rows, want, "{call}");
     }
 }
