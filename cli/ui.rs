@@ -258,6 +258,9 @@ mod tests {
         s.status.clear();
         assert!(!line(&s).contains("ETA"), "{}", line(&s));
         assert_eq!(duration_text(Duration::from_secs(723)), "12m 03s");
+        // A large model on a CPU: well under a sample a second, not "0".
+        assert_eq!(rate_text(0.4), "0.400");
+        assert_eq!(rate_text(1234.4), "1234");
         assert_eq!(duration_text(Duration::from_secs(11_220)), "3h 07m");
     }
 }

@@ -164,7 +164,20 @@ fn balancing_keeps_min_count_t_per_query_and_any_process_split_gives_the_same_by
     copy_dir(&ds, &copy);
     let t = 500u64;
     let t_arg = t.to_string();
-    ok(&run(&["balance", "-d", ds.to_str().unwrap(), "-t", &t_arg]));
+    let out = run(&["balance", "-d", ds.to_str().unwrap(), "-t", &t_arg]);
+    ok(&out);
+    // The log's two lines agree: the distinct pairs are what balancing keeps from.
+    let log = stderr(&out);
+    let distinct: u64 = log
+        .split(", so ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        log.contains(&format!(" of the {distinct} distinct pairs (")),
+        "{log}"
+    );
 
     // Global counts: the reduce agrees with an independent count.
     let mut counts: HashMap<u32, (u64, u64, f64)> = HashMap::new();

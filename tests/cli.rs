@@ -404,3 +404,33 @@ fn bad_input_exits_2_from_every_command() {
         assert_one_line_error(&run(&args), 2, needle);
     }
 }
+
+/// Training on shards that hold no image (every download failed) names that
+/// cause, not the batch size.
+#[test]
+fn training_on_shards_without_images_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    // An empty tar: its two zero end blocks.
+    std::fs::write(shards.join("00000.tar"), vec![0u8; 1024]).unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let o = run(&[
+        "train",
+        "-d",
+        d,
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.contains("the 1 shard(s) hold no samples: no image was stored"),
+        "{err}"
+    );
+}

@@ -577,15 +577,13 @@ fn a_download_refused_every_address_fails_naming_the_remedy() {
     let c = &manifest(&ds, "shards")["counts"];
     assert_eq!(c["error_refused_address"], 5, "{c}");
     assert!(c.get("error_robots_unreachable").is_none(), "{c}");
-    // The remedy works as said.
-    ok(&run(&[
-        "download",
-        "-d",
-        d,
-        "--allow-private",
-        "--retry-failed",
-    ]));
+    // The remedy works as said; progress is by image, also in plain lines.
+    let out = run(&["download", "-d", d, "--allow-private", "--retry-failed"]);
+    ok(&out);
     assert_eq!(manifest(&ds, "shards")["counts"]["success"], 5);
+    let log = stderr(&out);
+    assert!(log.contains("shards: images: 0/5 done, starting"), "{log}");
+    assert!(log.contains("shards: images: 5/5 done, "), "{log}");
 }
 
 /// Every shard row's reason, cause and final URL, by URL.

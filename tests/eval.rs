@@ -78,6 +78,9 @@ fn zero_shot_probe_and_retrieval_on_a_trained_model() {
         "chance (3 classes)",
         "33.33%",
         "R@10",
+        // 8 pairs: a random ranking finds the match in the first 1, 5, 10
+        // with 1/8, 5/8, 8/8.
+        "retrieval, chance (8 pairs): R@1 12.50%  R@5 62.50%  R@10 100.00%",
         "3 sample(s) skipped",
     ] {
         assert!(table.contains(want), "{want} in\n{table}");
@@ -94,6 +97,10 @@ fn zero_shot_probe_and_retrieval_on_a_trained_model() {
     // Solid colours are separable on any features.
     assert!(probe > 0.9, "probe top-1 {probe}");
     assert_eq!(report["retrieval"]["n"], 8);
+    assert_eq!(
+        report["retrieval"]["chance_recall"],
+        serde_json::json!([0.125, 0.625, 1.0])
+    );
     let confusion = &report["zero_shot"]["ensemble"]["confusion"];
     let total: u64 = confusion
         .as_array()

@@ -304,9 +304,12 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
             // tiny-RN up to 1.5e-4 per tensor; over the model 9e-8 and
             // 1.7e-6). tiny-RN's batch-norm biases get gradients small
             // enough that a rounding difference can flip the sign of an
-            // Adam step (lr 2e-3) in one coordinate: one run on a cold
-            // build saw 4.8e-3 on layer3.0.bn1.bias, with the whole model
-            // within 1e-7. Its weights are held per tensor to 1e-2.
+            // Adam step (lr 2e-3) in one coordinate: on this machine every
+            // run (cold or warm build) gives 4.8e-3 on layer3.0.bn1.bias
+            // and 1.37e-5 over the model, with its losses within 1e-5 and
+            // its first gradients within 3.6e-5 per tensor. Its weights are
+            // held to 1e-2 per tensor and 1e-4 over the model; a wrong
+            // scale of the gradient is off by 0.5.
             let compared = if compare_weights {
                 vec![("grads", want_grads), ("weights", want_weights)]
             } else {
@@ -316,16 +319,16 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
                 let got: Named = serde_json::from_value(r0[what].clone()).unwrap();
                 assert_eq!(got.len(), want.len());
                 let (mut all_got, mut all_want, mut worst) = (Vec::new(), Vec::new(), 0f64);
+                let (per_tensor, whole) = if model == "tiny-RN" && what == "weights" {
+                    (1e-2, 1e-4)
+                } else {
+                    (1e-3, 1e-5)
+                };
                 for ((name, got), (_, want)) in got.iter().zip(want) {
                     let (got, want) = (comparable(name, got), comparable(name, want));
                     let rel = relative(&got, &want);
-                    let bound = if model == "tiny-RN" && what == "weights" {
-                        1e-2
-                    } else {
-                        1e-3
-                    };
                     assert!(
-                        rel < bound,
+                        rel < per_tensor,
                         "{case}: {what} of {name} differ from one process's by {rel:e}"
                     );
                     worst = worst.max(rel);
@@ -334,7 +337,7 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
                 }
                 let rel = relative(&all_got, &all_want);
                 assert!(
-                    rel < 1e-5,
+                    rel < whole,
                     "{case}: the {what} differ from one process's by {rel:e}"
                 );
                 eprintln!(
