@@ -304,7 +304,7 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
             // tiny-RN up to 1.5e-4 per tensor; over the model 9e-8 and
             // 1.7e-6). tiny-RN's batch-norm biases get gradients small
             // enough that a rounding difference can flip the sign of an
-            // Adam step (lr 2e-3) in one coordinate: on this machine every
+            // Adam step (lr 2e-3) in one coordinate: on one CI machine every
             // run (cold or warm build) gives 4.8e-3 on layer3.0.bn1.bias
             // and 1.37e-5 over the model, with its losses within 1e-5 and
             // its first gradients within 3.6e-5 per tensor. Its weights are
