@@ -34,7 +34,7 @@ fn download_flag(key: &str) -> Option<(String, bool)> {
 /// # Errors
 /// [`BadUsage`] if the dataset cannot be read, or a recorded parameter has no
 /// flag or a value the flag does not take.
-pub fn retry_args(cli: &Command, matches: &ArgMatches) -> Result<(Vec<OsString>, Option<String>)> {
+pub fn flags(cli: &Command, matches: &ArgMatches) -> Result<(Vec<OsString>, Option<String>)> {
     let none = (Vec::new(), None);
     let Some(("download", m)) = matches.subcommand() else {
         return Ok(none);

@@ -82,7 +82,7 @@ fn parse(mut argv: Vec<OsString>) -> Result<(Cli, Option<String>), ExitCode> {
             })?;
         }
     }
-    let (extra, note) = earlier::retry_args(&cmd, &matches).map_err(fail)?;
+    let (extra, note) = earlier::flags(&cmd, &matches).map_err(fail)?;
     if !extra.is_empty() {
         splice(&mut argv, extra);
         matches = cmd.try_get_matches_from(&argv).map_err(|e| {

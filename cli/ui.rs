@@ -211,7 +211,7 @@ pub fn rate_text(r: f64) -> String {
 }
 
 /// `45s`, `12m 03s`, `3h 07m`.
-pub fn duration_text(d: Duration) -> String {
+fn duration_text(d: Duration) -> String {
     let s = d.as_secs();
     if s < 60 {
         format!("{s}s")

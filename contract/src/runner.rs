@@ -463,23 +463,31 @@ pub fn recorded_params(dir: &Path) -> Result<Option<serde_json::Value>> {
     {
         return Ok(Some(m.params));
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    if !dir.is_dir() {
         return Ok(None);
-    };
-    let mut names: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("_part-") && n.ends_with(".json"))
-        })
-        .collect();
-    names.sort();
-    Ok(names
-        .iter()
-        .filter_map(|p| read_part_stats(p))
-        .map(|s| s.params)
-        .find(|p| !p.is_null()))
+    }
+    Ok(sidecars(dir)?
+        .into_iter()
+        .filter_map(|(_, stats)| (!stats.params.is_null()).then_some(stats.params))
+        .next())
+}
+
+/// The readable part sidecars (`_part-NNNNN.json`) in `dir`, by file name.
+fn sidecars(dir: &Path) -> Result<Vec<(String, PartStats)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("_part-")
+            && name.ends_with(".json")
+            && let Some(stats) = read_part_stats(&entry.path())
+        {
+            out.push((name.to_string(), stats));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Refuses a directory holding parts or a manifest made with other parameters.
@@ -491,15 +499,8 @@ fn check_no_foreign_parts(spec: &StageSpec, hash: &str) -> Result<()> {
     {
         return Err(conflict(spec, &m.params, m.parts));
     }
-    for entry in std::fs::read_dir(&spec.dir).at(&spec.dir)? {
-        let entry = entry.at(&spec.dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("_part-")
-            && name.ends_with(".json")
-            && let Some(stats) = read_part_stats(&entry.path())
-            && stats.params_hash != hash
-        {
+    for (name, stats) in sidecars(&spec.dir)? {
+        if stats.params_hash != hash {
             let differ = if stats.params.is_null() {
                 "the part does not record them".to_string()
             } else {
