@@ -163,7 +163,7 @@ pub struct SlurmArgs {
     #[arg(long)]
     pub no_follow: bool,
     /// Seconds between two looks at the queue while following
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 2.0)]
     pub poll: f64,
 }
 
@@ -234,10 +234,10 @@ pub struct DemoCandidatesArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// Candidates in all
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 1_000_000)]
     pub rows: u64,
     /// Candidates per part
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 100_000)]
     pub part_rows: u64,
     /// Seeds every draw
     #[arg(long, value_name = "N", default_value_t = 17)]
@@ -257,16 +257,16 @@ pub struct DemoWebArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Pages with images
-    #[arg(long, value_name = "N", default_value_t = 4000)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 4000)]
     pub pages: usize,
     /// Seeds every random choice (the same seed gives the same site)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Width and height of the drawings, in pixels
-    #[arg(long, value_name = "PX", default_value_t = 64)]
+    #[arg(value_parser = at_least_one::<u32>, long, value_name = "PX", default_value_t = 64)]
     pub image_size: u32,
     /// Evaluation images per held-out class, in each of train and test
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 20)]
     pub eval_per_class: usize,
     /// After generating, serve OUT/site/ until killed
     #[arg(long)]
@@ -289,7 +289,7 @@ pub struct DemoWebArgs {
 pub struct RunArgs {
     /// Split the stage's parts among N processes (on one machine or many) and
     /// run only one share; use with --part
-    #[arg(long, value_name = "N", requires = "part")]
+    #[arg(value_parser = at_least_one::<u32>, long, value_name = "N", requires = "part")]
     pub parts: Option<u32>,
 
     /// Which share to run, 0 <= I < N: the parts whose number is I modulo N
@@ -297,7 +297,7 @@ pub struct RunArgs {
     pub part: Option<u32>,
 
     /// Worker threads [default: the number of CPUs]
-    #[arg(short, long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<usize>, short, long, value_name = "N")]
     pub jobs: Option<usize>,
 
     /// Delete this stage's earlier output and start it over (finished parts
@@ -362,7 +362,7 @@ pub struct QueriesBuildArgs {
     pub titles: Option<PathBuf>,
     /// Queries in all: sources are added in order (WordNet, words, bigrams,
     /// titles) until the list is full
-    #[arg(long, value_name = "N", default_value_t = 500_000)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 500_000)]
     pub max_queries: usize,
     /// At most this many WordNet names [default: no limit of its own]
     #[arg(long, value_name = "N")]
@@ -381,7 +381,7 @@ pub struct QueriesBuildArgs {
     pub min_count: u64,
     /// Keep bigrams whose pointwise mutual information (base 2, as NLTK
     /// computes it) is at least this
-    #[arg(long, value_name = "PMI", default_value_t = 30.0)]
+    #[arg(value_parser = finite, long, value_name = "PMI", default_value_t = 30.0)]
     pub min_pmi: f64,
     /// Ignore bigrams seen fewer times than this
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -404,7 +404,7 @@ pub struct QueriesBuildArgs {
     pub include: Vec<PathBuf>,
     /// Memory for counting, in MiB, over all threads; counts beyond it are
     /// spilled to disk and merged
-    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "MIB", default_value_t = 4096)]
     pub memory_mib: usize,
     #[command(flatten)]
     pub run: RunArgs,
@@ -450,32 +450,32 @@ pub struct CrawlArgs {
     #[arg(long, value_enum, default_value = "host")]
     pub scope: ScopeArg,
     /// Stop after this many URLs (fetched or failed)
-    #[arg(long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N")]
     pub max_pages: Option<u64>,
     /// Follow links at most this many hops from a seed
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_depth: u32,
     /// Requests at once, in all
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 32)]
     pub concurrency: usize,
     /// Requests at once to one host
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 2)]
     pub per_host: usize,
     /// Minimum seconds between two requests to one host (robots.txt
     /// Crawl-delay raises it, up to --max-crawl-delay)
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    #[arg(value_parser = non_negative, long, value_name = "SECONDS", default_value_t = 0.5)]
     pub delay: f64,
     /// The longest Crawl-delay obeyed, in seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    #[arg(value_parser = non_negative, long, value_name = "SECONDS", default_value_t = 30.0)]
     pub max_crawl_delay: f64,
     /// Seconds allowed for a whole request, body included
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 30.0)]
     pub timeout: f64,
     /// Seconds allowed to connect
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
     /// Largest page read, in bytes after decompression
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub max_page_bytes: u64,
     /// Longest redirect chain followed
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -490,10 +490,10 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "URL")]
     pub contact: Option<String>,
     /// URLs per output part (each part is committed with a frontier checkpoint)
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 1000)]
     pub part_urls: u64,
     /// Worker threads [default: the number of CPUs]
-    #[arg(short, long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<usize>, short, long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Delete the earlier crawl output and start over
     #[arg(long)]
@@ -575,7 +575,7 @@ pub struct MatchArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub min_length: usize,
     /// Drop texts longer than this many characters
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 1000)]
     pub max_length: usize,
     /// Keep texts that are a file name or a URL (dropped by default)
     #[arg(long)]
@@ -601,7 +601,7 @@ pub struct BalanceArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// t: the number of pairs a query keeps on average (CLIP and MetaCLIP: 20,000)
-    #[arg(short = 't', long, value_name = "T", default_value_t = 20_000)]
+    #[arg(value_parser = at_least_one::<u64>, short = 't', long, value_name = "T", default_value_t = 20_000)]
     pub max_per_query: u64,
     /// Seed of the per-pair random draws
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -612,6 +612,64 @@ pub struct BalanceArgs {
     pub memory_budget: u64,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// An integer flag's parser, refusing 0 (counts, sizes and limits that
+/// cannot be zero) and negative numbers; clap names the flag and the value.
+fn at_least_one<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let what = "a whole number of at least 1";
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a whole number: must be {what}"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    T::try_from(n).map_err(|_| format!("too large: must be {what} that fits"))
+}
+
+/// A number flag's value: finite, and `ok` of it, else `what` it must be.
+fn number(s: &str, ok: impl Fn(f64) -> bool, what: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        Ok(_) => Err(format!("must be {what}")),
+        Err(_) => Err(format!("not a number: must be {what}")),
+    }
+}
+
+/// A finite number above 0 (a learning rate, a timeout, a norm).
+fn positive(s: &str) -> Result<f64, String> {
+    number(s, |v| v > 0.0, "a finite number above 0")
+}
+
+/// A finite number of at least 0 (a delay, a weight decay).
+fn non_negative(s: &str) -> Result<f64, String> {
+    number(s, |v| v >= 0.0, "a finite number of at least 0")
+}
+
+/// Any finite number (a threshold that may be negative).
+fn finite(s: &str) -> Result<f64, String> {
+    number(s, |_| true, "a finite number")
+}
+
+/// A ratio of a longer to a shorter side: at least 1.
+fn at_least_one_ratio(s: &str) -> Result<f64, String> {
+    number(s, |v| v >= 1.0, "a finite number of at least 1")
+}
+
+/// `cmd` with every flag that takes a value reading `-1` or `-0.001` as
+/// its value (`--lr -0.001`), so that the flag's own validation names a
+/// negative number where it is not allowed, instead of clap taking it for
+/// an unknown flag.
+pub fn negative_numbers_are_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(negative_numbers_are_values)
 }
 
 /// Parses a size in bytes: `4096`, `512K`, `64M`, `1G`, `2T` (binary units;
@@ -652,7 +710,7 @@ pub struct DownloadArgs {
     #[command(flatten)]
     pub dataset: DatasetArg,
     /// Target image size in pixels
-    #[arg(long, value_name = "PX", default_value_t = 256)]
+    #[arg(value_parser = at_least_one::<u32>, long, value_name = "PX", default_value_t = 256)]
     pub image_size: u32,
     /// How to fit images to the size (img2dataset's modes)
     #[arg(long, value_enum, default_value = "border")]
@@ -664,31 +722,31 @@ pub struct DownloadArgs {
     #[arg(long, value_enum, default_value = "jpg")]
     pub encode_format: EncodeArg,
     /// JPEG quality
-    #[arg(long, value_name = "Q", default_value_t = 95)]
+    #[arg(value_parser = clap::value_parser!(u8).range(1..=100), long, value_name = "Q", default_value_t = 95)]
     pub encode_quality: u8,
     /// Refuse images whose shorter side is smaller
     #[arg(long, value_name = "PX", default_value_t = 0)]
     pub min_image_size: u32,
     /// Refuse images whose longer/shorter side ratio is larger
-    #[arg(long, value_name = "R")]
+    #[arg(value_parser = at_least_one_ratio, long, value_name = "R")]
     pub max_aspect_ratio: Option<f64>,
     /// Refuse images with more pixels, from their header, before decoding
-    #[arg(long, value_name = "N", default_value_t = 89_478_485)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 89_478_485)]
     pub max_pixels: u64,
     /// Samples per shard
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(value_parser = at_least_one::<u32>, long, value_name = "N", default_value_t = 10_000)]
     pub shard_size: u32,
     /// Seed of the shuffle that assigns pairs to shards
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Downloads in flight
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 64)]
     pub concurrency: usize,
     /// Downloads in flight per host
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 8)]
     pub per_host: usize,
     /// Minimum seconds between two requests to one host
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(value_parser = non_negative, long, value_name = "SECONDS", default_value_t = 0.0)]
     pub delay: f64,
     /// Retries of a failed download (timeouts, connection errors, 429, 5xx),
     /// with exponential backoff and jitter, or after Retry-After
@@ -700,13 +758,13 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_redirects: u32,
     /// Seconds allowed for a whole download
-    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 20.0)]
     pub timeout: f64,
     /// Seconds allowed to connect
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
     /// Largest image downloaded, in bytes
-    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "BYTES", default_value_t = 32 << 20)]
     pub max_bytes: u64,
     /// Do not read the image hosts' robots.txt (obeyed by default)
     #[arg(long)]
@@ -833,41 +891,41 @@ pub struct TrainArgs {
     /// Samples per optimiser step, per rank where many processes train
     /// (`mpirun`, `srun`; a build with the mpi feature): the global batch is
     /// this times the ranks (CLIP: 32,768)
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 256)]
     pub batch_size: usize,
     /// Micro-batches per step (gradient accumulation over the whole batch's
     /// negatives); divides --batch-size
-    #[arg(long, value_name = "K", default_value_t = 1)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "K", default_value_t = 1)]
     pub accum: usize,
     /// Optimiser steps; the cosine schedule reaches zero at the last
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 1000)]
     pub steps: u64,
     /// Peak learning rate
-    #[arg(long, value_name = "LR", default_value_t = 5e-4)]
+    #[arg(value_parser = positive, long, value_name = "LR", default_value_t = 5e-4)]
     pub lr: f64,
     /// Decoupled weight decay on weights (none on gains, biases, the temperature)
-    #[arg(long, value_name = "W", default_value_t = 0.2)]
+    #[arg(value_parser = non_negative, long, value_name = "W", default_value_t = 0.2)]
     pub wd: f64,
     /// Warmup steps [default: the smaller of 2,000 and a tenth of --steps]
     #[arg(long, value_name = "N")]
     pub warmup: Option<u64>,
     /// Clip the global gradient norm to this
-    #[arg(long, value_name = "NORM")]
+    #[arg(value_parser = positive, long, value_name = "NORM")]
     pub clip_norm: Option<f64>,
     /// Seed of the initialisation, the shard order, the shuffle and the crops
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Shuffle buffer of the sample stream (samples)
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 1000)]
     pub shuffle: usize,
     /// Image preprocessing threads [default: the cores]
-    #[arg(long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N")]
     pub workers: Option<usize>,
     /// Steps between checkpoints
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N", default_value_t = 1000)]
     pub checkpoint_every: u64,
     /// Checkpoints kept (the newest)
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N", default_value_t = 2)]
     pub keep: usize,
     /// Continue the run in --run from its newest checkpoint, exactly
     #[arg(long)]
@@ -896,13 +954,13 @@ pub struct TrainArgs {
     /// reading every Nth shard of an epoch; the ranks split them. Fixed for
     /// a run: keep it to resume with another number of ranks
     /// [default: the number of ranks]
-    #[arg(long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "N")]
     pub streams: Option<usize>,
     /// Samples in an epoch (OpenCLIP's name): an epoch ends after
     /// ceil(N / global batch) steps, or sooner where the shards run out;
     /// the shuffle and the crops change with the epoch [default: one pass
     /// over the shards]
-    #[arg(long, value_name = "N")]
+    #[arg(value_parser = at_least_one::<u64>, long, value_name = "N")]
     pub train_num_samples: Option<u64>,
     /// Every shard stream draws shards with replacement (OpenCLIP's name;
     /// webdataset's ResampledShards), for shard counts that do not divide
@@ -937,7 +995,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR|SHARD", num_args = 1..)]
     pub train: Vec<String>,
     /// Few-shot probe: training samples per class
-    #[arg(long, value_name = "K")]
+    #[arg(value_parser = at_least_one::<usize>, long, value_name = "K")]
     pub shots: Option<usize>,
     /// Held-out pairs (shards with txt) for image-text retrieval recall@1/5/10
     #[arg(long, value_name = "SHARD", num_args = 1..)]

@@ -54,7 +54,6 @@ fn run_options<'a>(run: &RunArgs, progress: &'a dyn Progress) -> Result<RunOptio
         _ => None,
     };
     let jobs = match run.jobs {
-        Some(0) => bail!(BadUsage("--jobs must be at least 1".into())),
         Some(j) => j,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -196,13 +195,15 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
     let mut seeds = args.seed.clone();
     if let Some(file) = &args.seeds {
         let local = wit_contract::store::fetch_input(&file.to_string_lossy())?;
-        let text = std::fs::read_to_string(local)
+        let bytes = std::fs::read(&local)
             .map_err(|e| wit_contract::Error::bad_input(file, format!("cannot read: {e}")))?;
+        let lines = wit_contract::list_file::parse(&bytes)
+            .map_err(|m| wit_contract::Error::bad_input(file, m))?;
         seeds.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
+            lines
+                .into_iter()
+                .map(|(_, l)| l)
+                .filter(|l| !l.starts_with('#')),
         );
     }
     if seeds.is_empty() {
@@ -213,7 +214,6 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
             .map_err(|_| BadUsage(format!("--{name} must be a number of seconds >= 0")).into())
     };
     let jobs = match args.jobs {
-        Some(0) => bail!(BadUsage("--jobs must be at least 1".into())),
         Some(j) => j,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -276,6 +276,12 @@ fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {
 
 fn match_(args: MatchArgs, progress: &dyn Progress) -> Result<()> {
     // Values that can only be mistakes fail before any reading.
+    if args.min_length > args.max_length {
+        bail!(BadUsage(format!(
+            "--min-length {} is above --max-length {}: no text could be kept",
+            args.min_length, args.max_length
+        )));
+    }
     let languages = if args.lang.is_empty() {
         None
     } else {
@@ -503,9 +509,6 @@ fn stats(args: StatsArgs) -> Result<()> {
 }
 
 fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
-    if args.max_per_query == 0 {
-        bail!(BadUsage("-t must be at least 1".into()));
-    }
     let opts = run_options(&args.run, progress)?;
     let dataset = open_dataset(&args.dataset.dataset)?;
     let (summary, reduced) = wit_filter::run_balance(
@@ -540,15 +543,6 @@ fn balance(args: BalanceArgs, progress: &dyn Progress) -> Result<()> {
 
 fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     use wit_trainer::train::{Precision, TrainConfig, Trainer};
-    for (flag, value) in [
-        ("--steps", args.steps),
-        ("--batch-size", args.batch_size as u64),
-        ("--accum", args.accum as u64),
-    ] {
-        if value == 0 {
-            bail!(BadUsage(format!("{flag} must be at least 1")));
-        }
-    }
     wit_trainer::runtime::prepare_cpu_training();
     // Many ranks when a launcher (mpirun, srun, torchrun) started this one.
     let ranks = wit_trainer::dist::Ranks::from_env().map_err(|e| anyhow::anyhow!(e))?;
@@ -655,7 +649,9 @@ fn train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    use wit_trainer::eval::{self, EvalSpec, data::read_class_names, zeroshot};
+    use wit_trainer::eval::{
+        self, EvalSpec, data::read_class_names, data::read_templates, zeroshot,
+    };
     if args.data.is_empty() && args.retrieval.is_empty() {
         bail!(BadUsage(
             "nothing to evaluate: give --data (zero-shot, and the probe's test set with --train) or --retrieval".into()
@@ -690,7 +686,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let device = wit_trainer::train::device(&args.device)?;
     let model = eval::load_model(&args.checkpoint, args.model.as_deref(), &device)?;
     let templates = match &args.templates {
-        Some(f) => read_class_names(f)?,
+        Some(f) => read_templates(f)?,
         None => zeroshot::openai_imagenet_templates(),
     };
     let spec = EvalSpec {

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 /// (for `download` on a stage that holds earlier work) the earlier run's
 /// parameters; returns a line to log about the latter.
 fn parse(mut argv: Vec<OsString>) -> Result<(Cli, Option<String>), ExitCode> {
-    let mut cmd = Cli::command();
+    let mut cmd = args::negative_numbers_are_values(Cli::command());
     cmd.build();
     let mut matches = cmd.clone().try_get_matches_from(&argv).map_err(clap_exit)?;
     let fail = |e: anyhow::Error| {

@@ -322,7 +322,7 @@ fn bad_input_exits_2_from_every_command() {
                 "--steps".into(),
                 "0".into(),
             ],
-            "--steps must be at least 1",
+            "'--steps <N>': must be at least 1",
         ),
         (
             vec![
@@ -332,7 +332,7 @@ fn bad_input_exits_2_from_every_command() {
                 "--batch-size".into(),
                 "0".into(),
             ],
-            "--batch-size must be at least 1",
+            "'--batch-size <N>': must be at least 1",
         ),
         (
             vec!["train".into(), "-d".into(), nods.clone()],
@@ -403,6 +403,86 @@ fn bad_input_exits_2_from_every_command() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_one_line_error(&run(&args), 2, needle);
     }
+}
+
+/// Values that can only be mistakes are refused before any work, naming
+/// the flag and the value (exit 2); a negative number after a space is
+/// read as the flag's value, not as an unknown flag. Before issue 37,
+/// `--lr nan` trained to NaN weights and `--lr=-0.001` uphill, both exit 0,
+/// and `--lr -0.001` was an unknown argument.
+#[test]
+fn numbers_that_can_only_be_mistakes_are_refused_naming_the_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "-d", d, "--model", "tiny", "--steps", "1"];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    for (extra, needle) in [
+        (
+            &["--lr", "nan"][..],
+            "invalid value 'nan' for '--lr <LR>': must be a finite number above 0",
+        ),
+        (
+            &["--lr=-0.001"],
+            "invalid value '-0.001' for '--lr <LR>': must be a finite number above 0",
+        ),
+        (
+            &["--lr", "-0.001"],
+            "invalid value '-0.001' for '--lr <LR>': must be a finite number above 0",
+        ),
+        (
+            &["--lr", "inf"],
+            "'--lr <LR>': must be a finite number above 0",
+        ),
+        (
+            &["--wd", "-0.1"],
+            "'--wd <W>': must be a finite number of at least 0",
+        ),
+        (
+            &["--clip-norm", "0"],
+            "'--clip-norm <NORM>': must be a finite number above 0",
+        ),
+        (&["--seed", "-1"], "invalid value '-1' for '--seed <N>'"),
+        (&["--shuffle", "0"], "'--shuffle <N>': must be at least 1"),
+    ] {
+        assert_one_line_error(&train(extra), 2, needle);
+    }
+    let out = tmp.path().join("c").to_str().unwrap().to_string();
+    let crawl = |extra: &[&str]| {
+        let mut a = vec!["crawl", "--out", &out, "--seed", "http://example.com/"];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    assert_one_line_error(
+        &crawl(&["--delay", "-1"]),
+        2,
+        "'--delay <SECONDS>': must be a finite number of at least 0",
+    );
+    assert_one_line_error(
+        &crawl(&["--timeout", "0"]),
+        2,
+        "'--timeout <SECONDS>': must be a finite number above 0",
+    );
+    assert_one_line_error(
+        &crawl(&["--concurrency", "0"]),
+        2,
+        "'--concurrency <N>': must be at least 1",
+    );
+    assert_one_line_error(
+        &run(&["download", "-d", d, "--max-aspect-ratio", "0.5"]),
+        2,
+        "'--max-aspect-ratio <R>': must be a finite number of at least 1",
+    );
+    assert_one_line_error(
+        &run(&["match", "-d", d, "--min-length", "50", "--max-length", "10"]),
+        2,
+        "--min-length 50 is above --max-length 10",
+    );
+    // Where a negative number is legal, it parses.
+    let o = run(&["queries", "build", "-d", d, "--min-pmi", "-2.5", "--help"]);
+    ok(&o);
 }
 
 /// Training on shards that hold no image (every download failed) names that

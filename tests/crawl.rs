@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use wit_contract::records::string_column;
-use wit_contract::schema::{self, col};
-
 use crate::server::{Gate, Reply, Server};
 use crate::util::*;
 
@@ -53,29 +50,6 @@ fn part_counts(dataset: &Path) -> BTreeMap<String, u64> {
         }
     }
     sum
-}
-
-/// Every candidate row: (page URL, image URL, text, text source).
-fn candidate_rows(dataset: &Path) -> Vec<(String, String, String, String)> {
-    let mut rows = Vec::new();
-    for (_, path) in wit_contract::layout::list_parts(&dataset.join("candidates")).unwrap() {
-        for batch in wit_contract::pq::read_file(&path, &schema::candidates()).unwrap() {
-            let batch = batch.unwrap();
-            let page = string_column(&batch, col::PAGE_URL);
-            let url = string_column(&batch, col::URL);
-            let text = string_column(&batch, col::TEXT);
-            let source = string_column(&batch, col::TEXT_SOURCE);
-            for i in 0..batch.num_rows() {
-                rows.push((
-                    page.value(i).to_string(),
-                    url.value(i).to_string(),
-                    text.value(i).to_string(),
-                    source.value(i).to_string(),
-                ));
-            }
-        }
-    }
-    rows
 }
 
 const FAST: &[&str] = &[
@@ -647,4 +621,57 @@ fn status_gives_the_crawls_time_from_its_start() {
         .unwrap_or_else(|| panic!("{text}"));
     let seconds: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(seconds >= 2.0, "{row}");
+}
+
+/// A seeds file as editors save it (a UTF-8 BOM, CRLF, blank lines and
+/// a comment) gives every seed: before issue 37 the first seed, behind
+/// the BOM, was lost with only a warning. One in UTF-16 (Notepad's
+/// "Unicode") reads the same; one in Latin-1 is refused naming the line.
+#[test]
+fn a_seeds_file_with_a_bom_loses_no_seed() {
+    let a = Server::start(|_| Reply::html("<img src=x.jpg alt=\"a red car\">"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\r\n\r\n# a comment\r\n{}\r\n",
+        a.url("/one"),
+        a.url("/two")
+    );
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend_from_slice(text.as_bytes());
+    for (name, bytes) in [("bom", bom), ("utf16", utf16)] {
+        let seeds = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&seeds, bytes).unwrap();
+        let ds = dir.path().join(name);
+        let mut args = vec!["crawl", "--out", ds.to_str().unwrap(), "--seeds"];
+        args.push(seeds.to_str().unwrap());
+        args.extend_from_slice(FAST);
+        ok(&run_within(&args, Duration::from_secs(30)));
+        assert_eq!(part_counts(&ds).get("pages"), Some(&2), "{name}");
+    }
+    let requests = a.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.as_str() == "/one").count(),
+        2,
+        "{requests:?}"
+    );
+    let latin1 = dir.path().join("latin1.txt");
+    std::fs::write(&latin1, b"http://127.0.0.1:1/caf\xe9\n").unwrap();
+    let ds = dir.path().join("latin1");
+    let o = run(&[
+        "crawl",
+        "--out",
+        ds.to_str().unwrap(),
+        "--seeds",
+        latin1.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("latin1.txt") && err.contains("not UTF-8: line 1"),
+        "{err}"
+    );
 }

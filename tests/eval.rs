@@ -152,4 +152,103 @@ fn zero_shot_probe_and_retrieval_on_a_trained_model() {
         "{}",
         crate::util::stderr(&o)
     );
+
+    // Label sets meet by class name (issue 37: folder i of each set was
+    // taken as class i, and a training set lacking a class gave a 33%
+    // probe with exit 0).
+    let checkpoint = run_dir.join("model.safetensors");
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--checkpoint", checkpoint.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.extend(["--out", out.to_str().unwrap()]);
+        run(&a)
+    };
+    let folders = |name: &str, classes: &[(&str, u32)]| {
+        for (class, n) in classes {
+            let d = dir.path().join(name).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..*n {
+                square(&d.join(format!("{k}.png")), [40 * k as u8, 90, 200], k);
+            }
+        }
+        dir.path().join(name).to_str().unwrap().to_string()
+    };
+    let (test, train) = (dir.path().join("test"), dir.path().join("train"));
+    let (test, train) = (test.to_str().unwrap(), train.to_str().unwrap());
+    let lacking = folders("train-lacking", &[("green", 3), ("red", 3)]);
+    let o = eval(&["--data", test, "--train", &lacking]);
+    let err = crate::util::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no training images of 1 of the test set's classes: `blue`"),
+        "{err}"
+    );
+    let extra = folders(
+        "train-extra",
+        &[("blue", 2), ("green", 2), ("purple", 2), ("red", 2)],
+    );
+    let o = eval(&["--data", test, "--train", &extra]);
+    let err = crate::util::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("class folders that are not among the 3 classes: `purple`"),
+        "{err}"
+    );
+    // --classes in another order than the folders (and one class with no
+    // test images): each folder's images count under its own name.
+    let uneven = folders("test-uneven", &[("blue", 2), ("green", 4), ("red", 6)]);
+    let names = dir.path().join("rgb.txt");
+    std::fs::write(&names, "red\ngreen\nblue\nyellow\n").unwrap();
+    let o = eval(&[
+        "--data",
+        &uneven,
+        "--classes",
+        names.to_str().unwrap(),
+        "--train",
+        train,
+    ]);
+    ok(&o);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["classes"],
+        serde_json::json!(["red", "green", "blue", "yellow"])
+    );
+    let rows: Vec<u64> = report["zero_shot"]["ensemble"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(rows, [6, 4, 2, 0]);
+    // A class folder the class list lacks is named.
+    std::fs::write(&names, "red\ngreen\n").unwrap();
+    let o = eval(&["--data", &uneven, "--classes", names.to_str().unwrap()]);
+    let err = crate::util::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not among the 2 classes: `blue`"), "{err}");
+    // A template without its placeholder, and a class named twice.
+    let templates = dir.path().join("t.txt");
+    std::fs::write(&templates, "a photo of a {}.\na photo of a thing.\n").unwrap();
+    let o = eval(&["--data", test, "--templates", templates.to_str().unwrap()]);
+    let err = crate::util::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 2: the template `a photo of a thing.` has no {}"),
+        "{err}"
+    );
+    std::fs::write(&names, "red\ngreen\nred\n").unwrap();
+    let o = eval(&["--data", test, "--classes", names.to_str().unwrap()]);
+    let err = crate::util::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 3 names the class `red` again (first on line 1)"),
+        "{err}"
+    );
 }

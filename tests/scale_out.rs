@@ -1070,3 +1070,88 @@ fn the_config_files_store_table_sets_the_endpoint_and_credentials() {
         stderr(&out)
     );
 }
+
+/// Object-store locations are a bucket and a raw key, as S3 users write
+/// them: an archive that boto3 (the AWS SDK for Python) put under a key
+/// with `#`, `?`, `%`, spaces and non-ASCII letters is read by `wit
+/// extract` from the URL written with that key as it is, giving the same
+/// candidates as the local file; a key that is not there is named in the
+/// error. Before issue 37, `#` started a fragment: `no such object`.
+#[test]
+fn store_keys_are_taken_as_written() {
+    let Some(s3) = s3() else { return };
+    let Some(py) = python_with(&["boto3"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("b.warc.gz");
+    std::fs::write(&archive, warc_file(7, 10)).unwrap();
+    let local = tmp.path().join("local");
+    ok(&run(&[
+        "extract",
+        archive.to_str().unwrap(),
+        "-d",
+        local.to_str().unwrap(),
+    ]));
+
+    let base = s3.prefix("keys");
+    let prefix = base.strip_prefix(&format!("s3://{S3_BUCKET}/")).unwrap();
+    let key = format!("{prefix}/in/crawl #1/b?v=2 100% é.warc.gz");
+    let put = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(
+            r#"
+import sys, boto3
+endpoint, bucket, key, path, ak, sk = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak,
+                  aws_secret_access_key=sk, region_name="us-east-1")
+s3.put_object(Bucket=bucket, Key=key, Body=open(path, "rb").read())
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=key.split("/")[0])["Contents"]]
+assert keys == [key], keys
+"#,
+        )
+        .args([
+            &s3.endpoint,
+            S3_BUCKET,
+            &key,
+            archive.to_str().unwrap(),
+            S3_KEY,
+            S3_SECRET,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
+    let url = format!("s3://{S3_BUCKET}/{key}");
+    let ds = tmp.path().join("ds");
+    let out = run_env(s3, &["extract", &url, "-d", ds.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let rows = |d: &Path| -> BTreeSet<(String, String)> {
+        candidate_rows(d).into_iter().map(|r| (r.1, r.2)).collect()
+    };
+    assert!(!rows(&local).is_empty());
+    assert_eq!(rows(&ds), rows(&local));
+
+    let missing = format!("s3://{S3_BUCKET}/{prefix}/in/crawl #2/b.warc.gz");
+    let out = run_env(
+        s3,
+        &[
+            "extract",
+            &missing,
+            "-d",
+            tmp.path().join("none").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no such object (key `{prefix}/in/crawl #2/b.warc.gz`)"
+        )),
+        "{err}"
+    );
+}

@@ -62,6 +62,17 @@ impl Lcg {
 /// Writes a `candidates` stage of `parts` parts with `rows` generated rows each,
 /// through the real stage runner, so it has sidecars and a manifest.
 pub fn write_candidates(dataset: &Path, parts: u32, rows: usize) {
+    write_candidates_with(dataset, parts, rows, |_, _, _| {});
+}
+
+/// [`write_candidates`], each row passed to `fill` (with its part and
+/// index) before it is written, to set the optional columns.
+pub fn write_candidates_with(
+    dataset: &Path,
+    parts: u32,
+    rows: usize,
+    fill: impl Fn(&mut Candidate, u32, usize) + Sync,
+) {
     let spec = StageSpec {
         stage: Stage::Candidates,
         dir: Dataset::new(dataset).stage_dir(Stage::Candidates),
@@ -92,12 +103,14 @@ pub fn write_candidates(dataset: &Path, parts: u32, rows: usize) {
                 if i % 7 == 0 {
                     text = format!("zz{i}");
                 }
-                Candidate::new(
+                let mut c = Candidate::new(
                     format!("http://img.example/{part}/{i}.jpg"),
                     text.trim_end(),
                     "alt",
                     format!("http://page.example/{part}"),
-                )
+                );
+                fill(&mut c, part, i);
+                c
             })
             .collect();
         let batch = candidates_to_batch(&rows)?;
@@ -565,4 +578,29 @@ rm -f /run/slurmctld.pid /run/slurmd.pid; /usr/sbin/slurmctld; /usr/sbin/slurmd"
     }
     skip("Slurm started but its node never became idle (see /var/log/slurm/)");
     false
+}
+
+/// Every candidate row: (page URL, image URL, text, text source).
+pub fn candidate_rows(dataset: &Path) -> Vec<(String, String, String, String)> {
+    use wit_contract::records::string_column;
+    use wit_contract::schema::col;
+    let mut rows = Vec::new();
+    for (_, path) in wit_contract::layout::list_parts(&dataset.join("candidates")).unwrap() {
+        for batch in wit_contract::pq::read_file(&path, &schema::candidates()).unwrap() {
+            let batch = batch.unwrap();
+            let page = string_column(&batch, col::PAGE_URL);
+            let url = string_column(&batch, col::URL);
+            let text = string_column(&batch, col::TEXT);
+            let source = string_column(&batch, col::TEXT_SOURCE);
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    page.value(i).to_string(),
+                    url.value(i).to_string(),
+                    text.value(i).to_string(),
+                    source.value(i).to_string(),
+                ));
+            }
+        }
+    }
+    rows
 }

@@ -10,7 +10,7 @@
 //! - [`pq`]: deterministic Parquet writing and schema-checked reading.
 //! - [`manifest`]: `_manifest.json` and the per-part sidecars.
 //! - [`runner`]: [`run_stage`], the resumable, shardable stage runner every stage uses.
-//! - [`query_list`]: the `queries.json` format.
+//! - [`query_list`]: the `queries.json` format; [`list_file`]: hand-written files of one entry a line.
 //! - [`text`]: caption rules more than one stage applies (file names, URLs).
 //! - [`wds`]: WebDataset tar shards: writing, reading, brace patterns, shuffles.
 //! - [`store`]: datasets and inputs on object storage (`s3://`, `gs://`, `az://`, `http(s)://`).
@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod layout;
+pub mod list_file;
 pub mod manifest;
 pub mod pq;
 pub mod progress;

@@ -17,6 +17,8 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, IoContext, Result};
 
+mod conform;
+
 /// Rows per record batch when reading.
 pub const READ_BATCH_ROWS: usize = 8192;
 
@@ -265,7 +267,7 @@ fn read_selected(
                 format!("missing column `{}`", field.name()),
             ));
         };
-        if !types_match(got.data_type(), field.data_type()) {
+        if !conform::convertible(got.data_type(), field.data_type()) {
             return Err(Error::bad_input(
                 path,
                 format!(
@@ -295,8 +297,7 @@ fn read_selected(
     let expected = SchemaRef::new(expected.clone());
     let path = path.to_path_buf();
     Ok(reader.map(move |batch| {
-        let batch =
-            batch.map_err(|e| Error::bad_input(&path, format!("corrupt Parquet data: {e}")))?;
+        let batch = batch.map_err(|e| Error::bad_input(&path, decode_failure(&e)))?;
         // The decoder grows its buffers by doubling: give the slack back, so
         // that callers that keep what they read (a bucket from each of many
         // files) hold the data, not up to twice it.
@@ -309,11 +310,13 @@ fn read_selected(
                 Some(p) => {
                     let mut column = columns[*p].take().expect("each column once");
                     column.shrink_to_fit();
-                    column
+                    conform::conform(column, field.data_type()).map_err(|m| {
+                        Error::bad_input(&path, format!("column `{}` {m}", field.name()))
+                    })
                 }
-                None => arrow_array::new_null_array(field.data_type(), rows),
+                None => Ok(arrow_array::new_null_array(field.data_type(), rows)),
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         RecordBatch::try_new(expected.clone(), columns)
             .map_err(|e| Error::bad_input(&path, format!("columns do not fit the contract: {e}")))
     }))
@@ -366,13 +369,17 @@ fn row_groups_holding(
     Ok(out)
 }
 
-/// Types match if equal, ignoring the names and nullability of list items
-/// (writers in other languages name them `element` or `item`).
-fn types_match(got: &arrow_schema::DataType, want: &arrow_schema::DataType) -> bool {
-    use arrow_schema::DataType::*;
-    match (got, want) {
-        (List(a), List(b)) | (LargeList(a), List(b)) => types_match(a.data_type(), b.data_type()),
-        _ => got == want,
+/// What a page that cannot be decoded is: a compression codec this build
+/// lacks (LZO, which the parquet crate does not implement) named as such,
+/// anything else as damage.
+fn decode_failure(e: &impl std::fmt::Display) -> String {
+    let e = e.to_string();
+    if e.contains("Disabled feature at compile time") || e.contains("not supported") {
+        format!(
+            "written with a compression codec wit cannot read ({e}); rewrite it with zstd, snappy, gzip, brotli or lz4"
+        )
+    } else {
+        format!("corrupt Parquet data: {e}")
     }
 }
 

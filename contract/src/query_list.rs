@@ -21,8 +21,8 @@ pub fn read_query_list(path: &Path) -> Result<Vec<String>> {
 /// Parses the bytes of a query list; see [`read_query_list`]. Errors are messages
 /// without the file name.
 pub fn parse_query_list(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = crate::list_file::decode(bytes)?;
+    let text = text.as_str();
     let queries = if text.trim_start().starts_with('[') {
         let values: Vec<serde_json::Value> =
             serde_json::from_str(text).map_err(|e| format!("not a JSON array of strings: {e}"))?;

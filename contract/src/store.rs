@@ -94,9 +94,11 @@ impl Location {
         if !is_url(s) {
             return Ok(Location::Local(PathBuf::from(s)));
         }
-        let url =
-            url::Url::parse(s).map_err(|e| Error::bad_input(s, format!("malformed URL: {e}")))?;
-        if url.scheme() == "file" {
+        if s.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("file://"))
+        {
+            let url = url::Url::parse(s)
+                .map_err(|e| Error::bad_input(s, format!("malformed URL: {e}")))?;
             let path = url.to_file_path().map_err(|()| {
                 Error::bad_input(s, "a file:// URL must name an absolute local path")
             })?;
@@ -117,6 +119,63 @@ pub enum Scheme {
     Azure,
     /// Plain HTTP(S), read-only.
     Http,
+}
+
+/// A store URL taken apart: `s3://BUCKET/KEY` (and `gs://`, `az://`) as
+/// S3 users write them, the key raw (every character S3 allows, `#`, `?`,
+/// spaces and `%` included, is part of it: the AWS CLI reads `s3://` URIs
+/// the same way); `http(s)://` by the WHATWG URL rules, its path
+/// percent-encoded.
+struct StoreUrl {
+    /// The scheme, lower case.
+    scheme: String,
+    /// The bucket (or account, container) or the HTTP host.
+    host: String,
+    /// The key (prefix) under it; percent-encoded for HTTP.
+    key: String,
+    /// `scheme://host[:port]`, for HTTP.
+    origin: String,
+}
+
+impl StoreUrl {
+    fn split(url: &str) -> Result<StoreUrl> {
+        let refuse_credentials = |shown: String| {
+            // Said without echoing the secret.
+            Error::bad_input(
+                shown,
+                "credentials in a URL are refused (they would end up in logs and manifests): \
+                 give them in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the cloud's own variables",
+            )
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::bad_input(url, "malformed URL: no scheme://"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "http" || scheme == "https" {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| Error::bad_input(url, format!("malformed URL: {e}")))?;
+            let host = parsed.host_str().unwrap_or("").to_string();
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(refuse_credentials(format!("{scheme}://{host}")));
+            }
+            return Ok(StoreUrl {
+                scheme,
+                host,
+                key: parsed.path().to_string(),
+                origin: parsed.origin().ascii_serialization(),
+            });
+        }
+        let (host, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some((_, after)) = host.rsplit_once('@') {
+            return Err(refuse_credentials(format!("{scheme}://{after}")));
+        }
+        Ok(StoreUrl {
+            scheme,
+            host: host.to_string(),
+            key: key.to_string(),
+            origin: String::new(),
+        })
+    }
 }
 
 /// A prefix in an object store: `s3://bucket/prefix`.
@@ -209,18 +268,8 @@ impl Remote {
             .collect();
         all.extend_from_slice(options);
         let options = all.as_slice();
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::bad_input(url, format!("malformed URL: {e}")))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            // Say so without echoing the secret.
-            let shown = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
-            return Err(Error::bad_input(
-                shown,
-                "credentials in a URL are refused (they would end up in logs and manifests): \
-                 give them in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the cloud's own variables",
-            ));
-        }
-        let scheme = match parsed.scheme() {
+        let split = StoreUrl::split(url)?;
+        let scheme = match split.scheme.as_str() {
             "s3" | "s3a" => Scheme::S3,
             "gs" => Scheme::Gcs,
             "az" | "azure" | "abfs" | "abfss" => Scheme::Azure,
@@ -234,7 +283,7 @@ impl Remote {
                 ));
             }
         };
-        let host = parsed.host_str().unwrap_or("");
+        let host = split.host.as_str();
         if host.is_empty() {
             return Err(Error::bad_input(url, "the URL names no bucket or host"));
         }
@@ -243,7 +292,7 @@ impl Remote {
         };
         // Rustls needs one process-wide crypto provider; ring (no C build).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let base = format!("{}://{host}", parsed.scheme());
+        let base = format!("{}://{host}", split.scheme);
         let retry = retry_config();
         let store: Arc<dyn ObjectStore> = match scheme {
             Scheme::S3 => {
@@ -269,7 +318,7 @@ impl Remote {
                 Arc::new(with_options!(b, options).build().map_err(bad)?)
             }
             Scheme::Http => {
-                let origin = parsed.origin().ascii_serialization();
+                let origin = split.origin.clone();
                 Arc::new(
                     object_store::http::HttpBuilder::new()
                         .with_url(origin)
@@ -282,8 +331,12 @@ impl Remote {
                 )
             }
         };
-        let prefix = ObjPath::from_url_path(parsed.path())
-            .map_err(|e| Error::bad_input(url, format!("malformed object path: {e}")))?;
+        let prefix = match scheme {
+            // An HTTP path is percent-encoded; a key is taken as written.
+            Scheme::Http => ObjPath::from_url_path(&split.key),
+            _ => ObjPath::parse(&split.key),
+        }
+        .map_err(|e| Error::bad_input(url, format!("malformed object key: {e}")))?;
         Ok(Remote {
             url: url.trim_end_matches('/').to_string(),
             scheme,
@@ -322,7 +375,9 @@ impl Remote {
     fn err(&self, rel: &str, e: object_store::Error) -> Error {
         let at = PathBuf::from(self.child_url(rel));
         match &e {
-            object_store::Error::NotFound { .. } => Error::bad_input(at, "no such object"),
+            object_store::Error::NotFound { .. } => {
+                Error::bad_input(at, format!("no such object (key `{}`)", self.path(rel)))
+            }
             _ => {
                 let msg = short(&e);
                 if is_user_error(&msg) {

@@ -141,29 +141,21 @@ pub fn read_paths_listing(listing: &str, base_url: &str) -> Result<Vec<String>> 
             .map_err(|e| Error::bad_input(listing, format!("not a readable gzip file: {e}")))?;
         bytes = out;
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::bad_input(listing, "not a text file of paths"))?;
+    let lines = wit_contract::list_file::parse(&bytes)
+        .map_err(|m| Error::bad_input(listing, format!("lists no archives: it {m}")))?;
     let base = format!("{}/", base_url.trim_end_matches('/'));
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
+    for (n, line) in lines {
         if line.chars().any(|c| c.is_whitespace() || c.is_control()) || line.contains("://") {
             return Err(Error::bad_input(
                 listing,
                 format!(
-                    "line {}: `{}` is not a path relative to --base-url",
-                    i + 1,
+                    "line {n}: `{}` is not a path relative to --base-url",
                     line.chars().take(80).collect::<String>()
                 ),
             ));
         }
         out.push(format!("{base}{}", line.trim_start_matches('/')));
-    }
-    if out.is_empty() {
-        return Err(Error::bad_input(listing, "lists no archives"));
     }
     Ok(out)
 }

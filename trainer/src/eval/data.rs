@@ -72,18 +72,41 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(out)
 }
 
-/// Class names from a file, one per line (blank lines ignored).
+/// Class names from a file, one per line (line i names class i; blank
+/// lines ignored; read as every list file is, [`wit_contract::list_file`]).
 ///
 /// # Errors
-/// An unreadable file.
+/// An unreadable file, one that is not UTF-8 text, holds no name or names
+/// a class twice.
 pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
-    Ok(std::fs::read_to_string(path)
-        .map_err(io(path))?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    let lines = wit_contract::list_file::read_numbered(path)?;
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (n, name) in &lines {
+        if let Some(m) = first.insert(name.as_str(), *n) {
+            return Err(Error::Invalid(format!(
+                "{}: line {n} names the class `{name}` again (first on line {m})",
+                path.display()
+            )));
+        }
+    }
+    Ok(lines.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Prompt templates from a file, one per line, each holding `{}` where the
+/// class name goes (as open_clip's templates do).
+///
+/// # Errors
+/// As [`read_class_names`]'s file reading; a template without `{}`,
+/// named by its line.
+pub fn read_templates(path: &Path) -> Result<Vec<String>> {
+    let lines = wit_contract::list_file::read_numbered(path)?;
+    if let Some((n, t)) = lines.iter().find(|(_, t)| !t.contains("{}")) {
+        return Err(Error::Invalid(format!(
+            "{}: line {n}: the template `{t}` has no {{}} for the class name",
+            path.display()
+        )));
+    }
+    Ok(lines.into_iter().map(|(_, l)| l).collect())
 }
 
 /// Calls `each` with every sample of `source`: a directory of class

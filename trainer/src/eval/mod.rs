@@ -241,6 +241,94 @@ fn labelled(set: &FeatureSet, classes: usize, what: &str) -> Result<(FeatureSet,
     Ok((set.select(&keep), (set.len() - keep.len()) as u64))
 }
 
+/// Relabels `set`, whose labels index `names` (a folder layout's classes;
+/// empty for shards, whose labels already index the class list), to index
+/// `classes`, joining them by name.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the folders that are not among `classes`.
+fn join_by_name(
+    set: &mut data::Encoded,
+    names: &[String],
+    classes: &[String],
+    flag: &str,
+    source: &[String],
+) -> Result<()> {
+    if names.is_empty() || names == classes {
+        return Ok(());
+    }
+    let index: std::collections::HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let extra: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !index.contains_key(n))
+        .collect();
+    if !extra.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{flag} {}: class folders that are not among the {} classes: {}",
+            source.join(" "),
+            classes.len(),
+            name_list(&extra)
+        )));
+    }
+    let map: Vec<usize> = names.iter().map(|n| index[n.as_str()]).collect();
+    for labels in [&mut set.features.labels, &mut set.embeddings.labels] {
+        for l in labels.iter_mut().filter(|l| **l != usize::MAX) {
+            *l = map[*l];
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a probe whose training set has no sample of a class the test
+/// set has: the probe could never predict it, and every test image of it
+/// would count as an error of the features.
+///
+/// # Errors
+/// [`Error::Invalid`] naming those classes.
+fn untrained_classes(
+    train: &FeatureSet,
+    test: &FeatureSet,
+    classes: &[String],
+    source: &[String],
+) -> Result<()> {
+    let mut seen = vec![false; classes.len()];
+    for &l in &train.labels {
+        seen[l] = true;
+    }
+    let mut tested = vec![false; classes.len()];
+    for &l in &test.labels {
+        tested[l] = true;
+    }
+    let missing: Vec<&str> = (0..classes.len())
+        .filter(|&c| tested[c] && !seen[c])
+        .map(|c| classes[c].as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "--train {}: no training images of {} of the test set's classes: {}; a linear probe \
+         cannot learn a class it never sees (add them, or leave those classes out of --data)",
+        source.join(" "),
+        missing.len(),
+        name_list(&missing)
+    )))
+}
+
+/// Class names for an error line: the first ten, then how many more.
+fn name_list(names: &[&str]) -> String {
+    let shown: Vec<String> = names.iter().take(10).map(|n| format!("`{n}`")).collect();
+    match names.len() {
+        n if n > 10 => format!("{} and {} more", shown.join(", "), n - 10),
+        _ => shown.join(", "),
+    }
+}
+
 /// Runs the evaluations `spec` asks for.
 ///
 /// # Errors
@@ -257,10 +345,10 @@ pub fn evaluate(model: &Clip, spec: &EvalSpec, device: &Device) -> Result<EvalRe
         skipped: 0,
     };
     if !spec.data.is_empty() {
-        let (enc, names) = data::encode(model, &spec.data, size, spec.workers, device)?;
+        let (mut enc, names) = data::encode(model, &spec.data, size, spec.workers, device)?;
         report.skipped += enc.skipped;
         if report.classes.is_empty() {
-            report.classes = names;
+            report.classes = names.clone();
         }
         if report.classes.is_empty() {
             return Err(Error::Invalid(format!(
@@ -268,6 +356,8 @@ pub fn evaluate(model: &Clip, spec: &EvalSpec, device: &Device) -> Result<EvalRe
                 spec.data.join(" ")
             )));
         }
+        // Folders name their classes: joined to the class list by name.
+        join_by_name(&mut enc, &names, &report.classes, "--data", &spec.data)?;
         let c = report.classes.len();
         let (emb, unlabelled) = labelled(&enc.embeddings, c, &spec.data.join(" "))?;
         let (feat, _) = labelled(&enc.features, c, &spec.data.join(" "))?;
@@ -285,10 +375,20 @@ pub fn evaluate(model: &Clip, spec: &EvalSpec, device: &Device) -> Result<EvalRe
             report.ensemble = Some(scores(&zeroshot::logits(&images, &ens)?, &emb.labels, c));
         }
         if let Some(train) = &spec.train {
-            let (tr, _) = data::encode(model, train, size, spec.workers, device)?;
+            let (mut tr, train_names) = data::encode(model, train, size, spec.workers, device)?;
             report.skipped += tr.skipped;
+            if train_names.is_empty() && spec.classes.is_none() {
+                return Err(Error::Invalid(format!(
+                    "--train {}: shards label their samples by class index, and nothing names \
+                     those classes; give --classes (line i names class i) so that they join \
+                     the test set's folders by name",
+                    train.join(" ")
+                )));
+            }
+            join_by_name(&mut tr, &train_names, &report.classes, "--train", train)?;
             let (tr, unlabelled) = labelled(&tr.features, c, &train.join(" "))?;
             report.skipped += unlabelled;
+            untrained_classes(&tr, &emb, &report.classes, train)?;
             let (fit, val) = probe::split(&tr, c, 0.2, spec.shots, 0);
             report.probe = Some(probe::linear_probe(
                 &fit,
