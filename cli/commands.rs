@@ -259,7 +259,11 @@ fn crawl(args: CrawlArgs, progress: &dyn Progress) -> Result<()> {
             prefix: "fail_",
             rerun: "--force (the crawl is complete: without it, a rerun does nothing)",
         },
-    )
+    )?;
+    if let Some(why) = crate::verdict::no_candidates(&summary.counts) {
+        tracing::warn!("crawl: {why}");
+    }
+    Ok(())
 }
 
 fn extract(args: ExtractArgs, progress: &dyn Progress) -> Result<()> {

@@ -85,6 +85,38 @@ pub fn check(counts: &Counts, work: &Work<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Why pages were fetched and gave no candidate, from the crawl's
+/// counters: `None` where some candidate was found or no page fetched.
+pub fn no_candidates(counts: &Counts) -> Option<String> {
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let pages = get("pages");
+    if pages == 0 || get("candidates") > 0 {
+        return None;
+    }
+    let images = get("images");
+    let mut why = vec![format!("{images} images")];
+    for (key, what) in [
+        ("images_tiny", "declared tiny"),
+        ("images_no_url", "without a URL"),
+        ("images_placeholder", "placeholders"),
+        ("texts_boilerplate", "texts that describe nothing"),
+        ("pages_noindex", "pages marked noindex"),
+        ("links_out_of_scope", "links out of scope"),
+        ("refresh_out_of_scope", "refreshes out of scope"),
+        ("redirect_out_of_scope", "redirects out of scope"),
+        ("fail_robots", "URLs robots.txt disallows"),
+    ] {
+        if get(key) > 0 {
+            why.push(format!("{} {what}", get(key)));
+        }
+    }
+    Some(format!(
+        "{pages} pages fetched and no candidate found: {} (an image needs a URL and an alt, \
+         title or figcaption text)",
+        why.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -675,3 +675,76 @@ fn a_seeds_file_with_a_bom_loses_no_seed() {
         "{err}"
     );
 }
+
+/// A page that sends the browser on with `<meta http-equiv="refresh">`
+/// (or the HTTP `Refresh` header) is followed there, as a redirect is:
+/// counted, and held to the checks a link gets (robots, scope, a loop).
+/// Before issue 37 such an entry page gave one page, 0 candidates and
+/// exit 0, saying nothing.
+#[test]
+fn meta_refresh_and_the_refresh_header_are_followed_with_a_links_checks() {
+    let a = Server::start(|path| match path {
+        "/robots.txt" => Reply::with_type(200, "text/plain", "User-agent: *\nDisallow: /private\n"),
+        "/" => Reply::html(
+            "<html><head><meta http-equiv=\"Refresh\" content=\"0; URL='/home'\"></head>\
+             <body>Moved.</body></html>",
+        ),
+        "/home" => Reply::html(
+            "<img src=car.jpg alt=\"a red car on a bridge\"><a href=/header>next</a>",
+        ),
+        "/header" => Reply::Full {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "text/html".into()),
+                ("Refresh".into(), "1;url=/after-header".into()),
+            ],
+            body: b"<p>wait</p>".to_vec(),
+        },
+        "/after-header" => Reply::html(
+            "<img src=boat.jpg alt=\"a small boat at sea\">\
+             <meta http-equiv=refresh content=\"0;url=/private/x\">",
+        ),
+        "/loop" => Reply::html("<meta http-equiv=refresh content=\"0;url=/loop2\">"),
+        "/loop2" => Reply::html("<meta http-equiv=refresh content=\"0;url=/loop\">"),
+        "/away" => Reply::html("<meta http-equiv=refresh content=\"0;url=http://other.invalid/\">"),
+        _ => Reply::html("<p>other</p>"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let seeds: Vec<String> = ["/", "/loop", "/away"].iter().map(|p| a.url(p)).collect();
+    let mut args = vec!["crawl", "--out", ds.to_str().unwrap()];
+    for s in &seeds {
+        args.extend(["--seed", s.as_str()]);
+    }
+    args.extend_from_slice(FAST);
+    ok(&run_within(&args, Duration::from_secs(30)));
+    let texts: BTreeSet<String> = candidate_rows(&ds).into_iter().map(|r| r.2).collect();
+    assert_eq!(
+        texts,
+        BTreeSet::from(["a red car on a bridge".to_string(), "a small boat at sea".to_string()])
+    );
+    let counts = part_counts(&ds);
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    // /, /home, /header, /after-header, /loop, /loop2, /away
+    assert_eq!(get("pages"), 7, "{counts:?}");
+    assert_eq!(get("refreshes"), 6, "{counts:?}");
+    assert_eq!(get("refresh_loop"), 1, "{counts:?}");
+    assert_eq!(get("refresh_out_of_scope"), 1, "{counts:?}");
+    assert_eq!(get("fail_robots"), 1, "{counts:?}");
+    let requests = a.requests();
+    assert!(!requests.iter().any(|r| r.starts_with("/private")), "{requests:?}");
+
+    // A crawl that finds pages but no candidate says why.
+    let b = Server::start(|_| Reply::html("<img src=a.jpg><img src=b.jpg alt=image>"));
+    let ds = dir.path().join("empty");
+    let seed = b.url("/");
+    let mut args = vec!["crawl", "--out", ds.to_str().unwrap(), "--seed", &seed];
+    args.extend_from_slice(FAST);
+    let o = run_within(&args, Duration::from_secs(30));
+    ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("crawl: 1 pages fetched and no candidate found: 2 images, 1 texts that describe nothing"),
+        "{err}"
+    );
+}

@@ -333,6 +333,20 @@ struct Job {
     chain: Vec<String>,
 }
 
+/// Why a navigation (a redirect, a refresh) is not followed.
+enum Refused {
+    /// The target is not a URL the crawler can fetch.
+    BadUrl,
+    /// The target is already in the chain.
+    Loop,
+    /// The chain is longer than `max_redirects`.
+    Limit,
+    /// The target is outside the crawl's scope.
+    OutOfScope,
+    /// The target was already queued or fetched.
+    Seen,
+}
+
 /// What a task reports.
 enum Done {
     Page {
@@ -341,6 +355,9 @@ enum Done {
         rows: Vec<Candidate>,
         links: Vec<String>,
         frames: Vec<String>,
+        /// Where a refresh (the `Refresh` header, else the page's
+        /// `<meta http-equiv="refresh">`) sends a browser.
+        refresh: Option<Url>,
         counts: Counts,
     },
     Redirect {
@@ -667,6 +684,7 @@ impl Crawler<'_> {
                 rows,
                 links,
                 frames,
+                refresh,
                 counts,
             } => {
                 let job = self.task_done(id);
@@ -681,30 +699,35 @@ impl Crawler<'_> {
                     }
                 }
                 self.finish_url_counted();
+                // A refresh is a navigation without a link, as a browser
+                // makes it: a new URL at the page's depth, with the checks
+                // a redirect gets (robots and the address policy when it
+                // is fetched).
+                if let Some(to) = refresh {
+                    bump(&mut self.part_counts, "refreshes", 1);
+                    let refused = match self.navigate(job, &to) {
+                        Ok(()) => None,
+                        Err(Refused::BadUrl) => Some("refresh_bad_url"),
+                        Err(Refused::Loop) => Some("refresh_loop"),
+                        Err(Refused::Limit) => Some("refresh_limit"),
+                        Err(Refused::OutOfScope) => Some("refresh_out_of_scope"),
+                        Err(Refused::Seen) => Some("refresh_to_seen"),
+                    };
+                    if let Some(r) = refused {
+                        bump(&mut self.part_counts, r, 1);
+                    }
+                }
             }
             Done::Redirect { id, to } => {
-                let mut job = self.task_done(id);
+                let job = self.task_done(id);
                 bump(&mut self.part_counts, "redirects", 1);
-                let target = normalize(to.as_str()).map(|u| u.to_string());
-                let reason = match &target {
-                    Err(_) => Some("fail_bad_redirect"),
-                    Ok(t) if job.chain.contains(t) => Some("fail_redirect_loop"),
-                    Ok(_) if job.chain.len() as u32 > self.opts.max_redirects => {
-                        Some("fail_redirect_limit")
-                    }
-                    Ok(_) if !self.scope.admits(&to) => Some("redirect_out_of_scope"),
-                    Ok(t) if !self.frontier.mark_seen(t) => Some("redirect_to_seen"),
-                    Ok(_) => None,
-                };
-                match (reason, target) {
-                    (Some(r), _) => self.fail(r),
-                    (None, Ok(t)) => {
-                        job.chain.push(t.clone());
-                        job.entry.url = t;
-                        job.attempts = 0;
-                        self.park(job, false);
-                    }
-                    (None, Err(_)) => unreachable!("an error target has a reason"),
+                match self.navigate(job, &to) {
+                    Ok(()) => {}
+                    Err(Refused::BadUrl) => self.fail("fail_bad_redirect"),
+                    Err(Refused::Loop) => self.fail("fail_redirect_loop"),
+                    Err(Refused::Limit) => self.fail("fail_redirect_limit"),
+                    Err(Refused::OutOfScope) => self.fail("redirect_out_of_scope"),
+                    Err(Refused::Seen) => self.fail("redirect_to_seen"),
                 }
             }
             Done::Retry { id, after } => {
@@ -760,6 +783,32 @@ impl Crawler<'_> {
             Pushed::TooDeep => "links_too_deep",
             Pushed::NotCrawlable => "links_not_crawlable",
         })
+    }
+
+    /// Sends `job` on to `to` (a redirect's `Location`, a page's refresh),
+    /// as a browser navigates: the target joins the job's chain and waits
+    /// for its host; or why it is refused.
+    fn navigate(&mut self, mut job: Job, to: &Url) -> std::result::Result<(), Refused> {
+        let target = normalize(to.as_str())
+            .map(|u| u.to_string())
+            .map_err(|_| Refused::BadUrl)?;
+        if job.chain.contains(&target) {
+            return Err(Refused::Loop);
+        }
+        if job.chain.len() as u32 > self.opts.max_redirects {
+            return Err(Refused::Limit);
+        }
+        if !self.scope.admits(to) {
+            return Err(Refused::OutOfScope);
+        }
+        if !self.frontier.mark_seen(&target) {
+            return Err(Refused::Seen);
+        }
+        job.chain.push(target.clone());
+        job.entry.url = target;
+        job.attempts = 0;
+        self.park(job, false);
+        Ok(())
     }
 
     /// A URL is done, for `reason`.
@@ -955,12 +1004,19 @@ async fn fetch_page(client: &Client, id: u64, url: Url, attempts: u32, limits: &
             c
         })
         .collect();
+    let refresh = resp
+        .header("refresh")
+        .and_then(crate::html::refresh_target)
+        .and_then(|to| url.join(to).ok())
+        .or_else(|| page.refresh.as_deref().and_then(|u| Url::parse(u).ok()))
+        .filter(|to| matches!(to.scheme(), "http" | "https") && to.as_str() != url.as_str());
     Done::Page {
         id,
         url,
         rows,
         links: page.links,
         frames: page.frames,
+        refresh,
         counts,
     }
 }

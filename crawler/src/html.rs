@@ -151,7 +151,8 @@ pub struct PageCandidates {
     pub tiny: u64,
     /// Images skipped: their only URL is a placeholder (a `data:` URI, a
     /// spacer such as `blank.gif`, or one `src` shared by several images
-    /// with different texts) and no lazy-loading attribute or `<noscript>`
+    /// with different texts, one of them marked as lazy-loaded) and no
+    /// lazy-loading attribute or `<noscript>`
     /// fallback names the real one.
     pub placeholder: u64,
     /// Candidates whose URL came from a lazy-loading attribute or a
@@ -173,6 +174,45 @@ pub struct PageCandidates {
     /// The page's `<meta name="robots">` says `noindex` (or `none`): its
     /// images are not used.
     pub noindex: bool,
+    /// Where the page's `<meta http-equiv="refresh">` sends a browser: the
+    /// absolute http(s) URL of its `url=` part, unless it is the page
+    /// itself (a timed reload). Not subject to `nofollow`: a browser goes
+    /// there without a click.
+    pub refresh: Option<String>,
+}
+
+/// The URL of a declarative refresh (`<meta http-equiv="refresh">`'s
+/// content, or the HTTP `Refresh` header): `5; url=next.html`,
+/// `0;URL='next.html'`, `0, next.html`, as the HTML standard's "shared
+/// declarative refresh steps" parse it; `None` where it names no URL (a
+/// reload of the page itself) or its delay is not a number.
+pub fn refresh_target(content: &str) -> Option<&str> {
+    let s = content.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let digits = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    if digits == 0 || !s[..digits].starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let s = s[digits..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let s = s
+        .strip_prefix([';', ','])
+        .unwrap_or(s)
+        .trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let s = match s.get(..3) {
+        Some(u) if u.eq_ignore_ascii_case("url") => {
+            let rest = s[3..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+            match rest.strip_prefix('=') {
+                Some(r) => r.trim_start_matches(|c: char| c.is_ascii_whitespace()),
+                None => s,
+            }
+        }
+        _ => s,
+    };
+    let url = match s.chars().next() {
+        Some(q @ ('\'' | '"')) => s[1..].split(q).next().unwrap_or(""),
+        _ => s,
+    };
+    let url = url.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    (!url.is_empty()).then_some(url)
 }
 
 /// Single words that describe no image.
@@ -308,6 +348,8 @@ struct Scan {
     /// `<meta name content>` says `nofollow`, `noindex`.
     nofollow: bool,
     noindex: bool,
+    /// The first `<meta http-equiv="refresh">`'s content.
+    refresh: Option<String>,
     /// `<a href>` and `<area href>`: the `href`, and whether `rel` says
     /// `nofollow`.
     links: Vec<(String, bool)>,
@@ -437,6 +479,16 @@ fn scan_pass(input: &str, scan: &Rc<RefCell<Scan>>, depth: u32) {
             s.non_ascii |= [&s.lang, &s.xml_lang]
                 .iter()
                 .any(|v| v.as_ref().is_some_and(|v| !v.is_ascii()));
+            Ok(())
+        }),
+        element!("meta[http-equiv][content]", |el| {
+            let equiv = el.get_attribute("http-equiv").unwrap_or_default();
+            let mut s = scan.borrow_mut();
+            if equiv.trim().eq_ignore_ascii_case("refresh") && s.refresh.is_none() {
+                let content = el.get_attribute("content").unwrap_or_default();
+                s.non_ascii |= !content.is_ascii();
+                s.refresh = Some(attr_value(content));
+            }
             Ok(())
         }),
         element!("meta[name][content]", |el| {
@@ -682,6 +734,16 @@ fn extract_page(
         .or_else(|| content_language.map(|c| c.split(',').next().unwrap_or("").trim().to_string()))
         .filter(|l| !l.is_empty());
     (out.nofollow, out.noindex) = (scan.nofollow, scan.noindex);
+    out.refresh = scan
+        .refresh
+        .as_deref()
+        .and_then(refresh_target)
+        .and_then(|u| link_url(Some(u), &base))
+        .filter(|u| {
+            let mut page = page.clone();
+            page.set_fragment(None);
+            u != page.as_str()
+        });
     if !out.nofollow {
         let mut seen_links: HashSet<String> = HashSet::new();
         for (href, nofollow) in &scan.links {
@@ -826,9 +888,12 @@ enum NoUrl {
 }
 
 /// The `src` values that several `<img>` of the page share with different
-/// texts: a spacer swapped out by a script, not an image of each text.
+/// texts, at least one of them marked as lazy-loaded ([`marked_lazy`]): a
+/// spacer swapped out by a script, not an image of each text. Without a
+/// mark, a shared `src` is one image shown several times, each with its
+/// own text (a documentation page's example figure): real pairs.
 fn shared_sources(imgs: &[Img]) -> HashSet<String> {
-    let mut by_src: std::collections::HashMap<&str, (u32, HashSet<&str>)> =
+    let mut by_src: std::collections::HashMap<&str, (u32, HashSet<&str>, bool)> =
         std::collections::HashMap::new();
     for img in imgs {
         if let Some(src) = img.attr("src").map(str::trim) {
@@ -837,13 +902,28 @@ fn shared_sources(imgs: &[Img]) -> HashSet<String> {
             if let Some(alt) = img.attr("alt") {
                 e.1.insert(alt.trim());
             }
+            e.2 |= marked_lazy(img);
         }
     }
     by_src
         .into_iter()
-        .filter(|(_, (n, alts))| *n >= 3 && alts.len() >= 2)
+        .filter(|(_, (n, alts, marked))| *n >= 3 && alts.len() >= 2 && *marked)
         .map(|(src, _)| src.to_string())
         .collect()
+}
+
+/// Whether anything marks an `<img>` as one a script loads later: a
+/// lazy-loading attribute (of [`LAZY_SRC`], [`LAZY_SRCSET`], or any name
+/// holding `lazy`, even empty), a class naming it (`lazyload`, `lazy`,
+/// `js-lazy`, `b-lazy`), or a `<noscript>` copy right after it. Native
+/// `loading="lazy"` is no mark: its `src` is the real image.
+fn marked_lazy(img: &Img) -> bool {
+    let lazy_name = |n: &str| n.contains("lazy") || LAZY_SRC.contains(&n) || LAZY_SRCSET.contains(&n);
+    img.fallback.is_some()
+        || img.attrs.iter().any(|(n, v)| {
+            (n != "loading" && n != "class" && lazy_name(n))
+                || (n == "class" && v.split_ascii_whitespace().any(|c| c.to_ascii_lowercase().contains("lazy")))
+        })
 }
 
 /// Whether a `src` value is a stand-in for the real image.
@@ -1011,9 +1091,12 @@ mod tests {
             <img class="lazyload" data-sizes="auto" alt="A boat at sea">
             <noscript><img src="/photos/boat.jpg"></noscript>
             <img src="/static/blank.gif" alt="A spacer with no real image">
-            <img src="/s/p.gif" alt="First of a gallery">
-            <img src="/s/p.gif" alt="Second of a gallery">
-            <img src="/s/p.gif" alt="Third of a gallery">
+            <img src="/s/p.gif" class="lazy" alt="First of a gallery">
+            <img src="/s/p.gif" class="lazy" alt="Second of a gallery">
+            <img src="/s/p.gif" class="lazy" alt="Third of a gallery">
+            <img src="/photos/figure.png" alt="The figure, first shown">
+            <img src="/photos/figure.png" alt="The figure again, cropped">
+            <img src="/photos/figure.png" alt="The figure a third time">
             <img src="/photos/loading-dock.jpg" alt="Trucks at a loading dock">
         </body></html>"#;
         let got = extract("http://example.org/page.html", html, None);
@@ -1039,6 +1122,18 @@ mod tests {
                 ("http://example.org/photos/horse.jpg", "A horse on a beach"),
                 ("http://example.org/photos/boat.jpg", "A boat at sea"),
                 (
+                    "http://example.org/photos/figure.png",
+                    "The figure, first shown"
+                ),
+                (
+                    "http://example.org/photos/figure.png",
+                    "The figure again, cropped"
+                ),
+                (
+                    "http://example.org/photos/figure.png",
+                    "The figure a third time"
+                ),
+                (
                     "http://example.org/photos/loading-dock.jpg",
                     "Trucks at a loading dock"
                 ),
@@ -1048,7 +1143,8 @@ mod tests {
         assert_eq!(got.repeats, 1);
         // cat, dog, owl, fox, horse and boat from a lazy attribute or a fallback.
         assert_eq!(got.lazy, 6);
-        // The lone spacer and the three images of one shared `src`.
+        // The lone spacer and the three lazy images of one shared `src`;
+        // not the figure shown three times, which nothing marks as lazy.
         assert_eq!(got.placeholder, 4);
         assert_eq!(got.no_url, 0);
     }
