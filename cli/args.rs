@@ -141,9 +141,12 @@ Run a pipeline (a TOML file: the dataset, the stages with their flags, tasks \
 and resources; docs/scale-out.md) as one Slurm job array per stage: task I of \
 a stage of N tasks runs `wit STAGE --parts N --part I`, each stage starts \
 once the one before completed (afterok), and a stage behind a failed one is \
-cancelled. The scripts are written to --out; without --dry-run they are \
+cancelled. A stage of more tasks than the cluster lets one array hold \
+(MaxArraySize) is split into several arrays, each running its own range of \
+parts. The scripts are written to --out; without --dry-run they are \
 submitted with sbatch and followed until every task has ended, and the tasks \
-that failed are named with the last line of their log. Submitting the same \
+that failed are named with the last line of their log; where sbatch refuses \
+a script, the jobs already submitted are cancelled and named. Submitting the same \
 pipeline again runs only the parts that are not complete. Credentials are \
 passed to the tasks in the environment (Slurm exports it), never written.";
 
@@ -165,6 +168,11 @@ pub struct SlurmArgs {
     /// Seconds between two looks at the queue while following
     #[arg(value_parser = positive, long, value_name = "SECONDS", default_value_t = 2.0)]
     pub poll: f64,
+    /// The most tasks one job array may hold (a stage of more is split into
+    /// several arrays) [default: the cluster's MaxArraySize, from `scontrol
+    /// show config`; Slurm's default 1001 where there is no scontrol]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
+    pub max_array_size: Option<u32>,
 }
 
 /// `wit cat`

@@ -822,7 +822,21 @@ fn slurm(args: SlurmArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&logs).with_context(|| logs.display().to_string())?;
     let workdir = std::env::current_dir().context("the current directory")?;
-    let scripts = slurm::scripts(&pipeline, &wit, &workdir, &logs);
+    let limits = match args.max_array_size {
+        Some(n) => slurm::Limits { max_array_size: n },
+        None => match slurm::Limits::query() {
+            Ok(l) => l,
+            Err(e) if args.dry_run => {
+                tracing::info!(
+                    "slurm: the cluster's limits are unknown here ({e}); writing for Slurm's defaults (MaxArraySize {})",
+                    slurm::Limits::DEFAULT.max_array_size
+                );
+                slurm::Limits::DEFAULT
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let scripts = slurm::scripts(&pipeline, &wit, &workdir, &logs, limits)?;
     let paths = slurm::write_scripts(&scripts, &out)?;
     if args.dry_run {
         for (s, p) in scripts.iter().zip(&paths) {
@@ -833,10 +847,11 @@ fn slurm(args: SlurmArgs) -> Result<()> {
     let jobs = slurm::submit(&scripts, &paths)?;
     for j in &jobs {
         println!(
-            "{}\tjob {}\t{} task(s)\tlogs {}",
+            "{}\tjob {}\tparts {}-{}\tlogs {}",
             j.name,
             j.id,
-            j.tasks,
+            j.first,
+            j.first + j.tasks - 1,
             j.log_pattern.display()
         );
     }

@@ -689,9 +689,9 @@ fn meta_refresh_and_the_refresh_header_are_followed_with_a_links_checks() {
             "<html><head><meta http-equiv=\"Refresh\" content=\"0; URL='/home'\"></head>\
              <body>Moved.</body></html>",
         ),
-        "/home" => Reply::html(
-            "<img src=car.jpg alt=\"a red car on a bridge\"><a href=/header>next</a>",
-        ),
+        "/home" => {
+            Reply::html("<img src=car.jpg alt=\"a red car on a bridge\"><a href=/header>next</a>")
+        }
         "/header" => Reply::Full {
             status: 200,
             headers: vec![
@@ -721,7 +721,10 @@ fn meta_refresh_and_the_refresh_header_are_followed_with_a_links_checks() {
     let texts: BTreeSet<String> = candidate_rows(&ds).into_iter().map(|r| r.2).collect();
     assert_eq!(
         texts,
-        BTreeSet::from(["a red car on a bridge".to_string(), "a small boat at sea".to_string()])
+        BTreeSet::from([
+            "a red car on a bridge".to_string(),
+            "a small boat at sea".to_string()
+        ])
     );
     let counts = part_counts(&ds);
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
@@ -732,7 +735,10 @@ fn meta_refresh_and_the_refresh_header_are_followed_with_a_links_checks() {
     assert_eq!(get("refresh_out_of_scope"), 1, "{counts:?}");
     assert_eq!(get("fail_robots"), 1, "{counts:?}");
     let requests = a.requests();
-    assert!(!requests.iter().any(|r| r.starts_with("/private")), "{requests:?}");
+    assert!(
+        !requests.iter().any(|r| r.starts_with("/private")),
+        "{requests:?}"
+    );
 
     // A crawl that finds pages but no candidate says why.
     let b = Server::start(|_| Reply::html("<img src=a.jpg><img src=b.jpg alt=image>"));
@@ -744,7 +750,9 @@ fn meta_refresh_and_the_refresh_header_are_followed_with_a_links_checks() {
     ok(&o);
     let err = stderr(&o);
     assert!(
-        err.contains("crawl: 1 pages fetched and no candidate found: 2 images, 1 texts that describe nothing"),
+        err.contains(
+            "crawl: 1 pages fetched and no candidate found: 2 images, 1 texts that describe nothing"
+        ),
         "{err}"
     );
 }

@@ -287,6 +287,14 @@ fn the_demo_pipeline_on_s3_as_slurm_job_arrays_equals_one_local_process() {
     );
     assert!(out.status.success(), "{}", show(&out));
     eprintln!("slurm pipeline took {:.1} s", clock.elapsed().as_secs_f64());
+    // The cluster's MaxArraySize (2) split each stage of 3 tasks in two arrays.
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for chunk in ["03-match.0", "03-match.1", "04-balance.1", "05-download.1"] {
+        assert!(
+            listing.contains(&format!("{chunk}\tjob ")),
+            "{chunk} not submitted (is the test Slurm's MaxArraySize {SLURM_MAX_ARRAY_SIZE}?):\n{listing}"
+        );
+    }
     let r = remote(s3, &url);
 
     // At least 3 parts per partitioned stage, all on the store.
@@ -887,6 +895,78 @@ fn a_corrupt_part_or_a_killed_task_fails_alone_and_a_resubmission_redoes_only_wh
 }
 
 #[test]
+fn a_refused_submission_cancels_and_names_what_was_submitted_before_it() {
+    let Some(()) = slurm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.toml");
+    // The second stage asks for a partition the cluster lacks: sbatch refuses
+    // it after the first stage was submitted.
+    std::fs::write(
+        &file,
+        format!(
+            "dataset = \"{}\"\n[[stage]]\ncommand = \"match\"\ntasks = 3\nthrottle = 1\n\
+             [[stage]]\ncommand = \"balance\"\npartition = \"nosuch\"\n",
+            tmp.path().join("ds").display()
+        ),
+    )
+    .unwrap();
+    let out = run(&[
+        "slurm",
+        file.to_str().unwrap(),
+        "--out",
+        tmp.path().join("slurm").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with(
+            "error: sbatch: 02-balance was refused: invalid partition specified: nosuch; \
+             Batch job submission failed: Invalid partition name specified. "
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("sbatch: sbatch:") && !err.contains("error: sbatch: error:"),
+        "{err}"
+    );
+    // Both chunks of the first stage were submitted, then cancelled, and named.
+    let ids: Vec<String> = line
+        .split("(job ")
+        .skip(1)
+        .map(|s| s.split(')').next().unwrap().to_string())
+        .collect();
+    assert!(
+        line.contains("Cancelled what was already submitted: 01-match.0 (job "),
+        "{line}"
+    );
+    assert!(line.contains(", 01-match.1 (job "), "{line}");
+    assert_eq!(ids.len(), 2, "{line}");
+    // Nothing is left queued: the second chunk, held behind the first
+    // (throttle 1), was cancelled; the first may have run before the cancel.
+    for (i, id) in ids.iter().enumerate() {
+        let show_job = Command::new("scontrol")
+            .args(["show", "job", "-o", id])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&show_job.stdout);
+        assert!(!text.trim().is_empty(), "job {id} unknown to Slurm");
+        for record in text.lines().filter(|l| !l.trim().is_empty()) {
+            let state = record
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("JobState="))
+                .unwrap_or_default();
+            let ended = if i == 1 {
+                state == "CANCELLED"
+            } else {
+                ["CANCELLED", "COMPLETED", "FAILED"].contains(&state)
+            };
+            assert!(ended, "job {id}: {record}");
+        }
+    }
+}
+
+#[test]
 fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("p.toml");
@@ -902,6 +982,8 @@ fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
         "--dry-run",
         "--out",
         out_dir.to_str().unwrap(),
+        "--max-array-size",
+        "4",
     ]);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -927,6 +1009,42 @@ fn slurm_dry_run_and_kube_write_their_files_and_bad_pipelines_exit_2() {
             .unwrap();
         assert!(ok_bash.success(), "{s} is not valid bash");
     }
+
+    // Arrays of at most 3 tasks: each stage of 4 in two, the second adding 3
+    // to the array index.
+    let chunked = tmp.path().join("chunked");
+    let out = run(&[
+        "slurm",
+        file.to_str().unwrap(),
+        "--dry-run",
+        "--out",
+        chunked.to_str().unwrap(),
+        "--max-array-size",
+        "3",
+    ]);
+    ok(&out);
+    let text = std::fs::read_to_string(chunked.join("05-download.1.sbatch")).unwrap();
+    for want in [
+        "#SBATCH --array=0-0%2",
+        "--parts 4 --part \"$((SLURM_ARRAY_TASK_ID + 3))\"",
+        "#SBATCH --output=",
+    ] {
+        assert!(text.contains(want), "{want} not in\n{text}");
+    }
+    let text = std::fs::read_to_string(chunked.join("05-download.0.sbatch")).unwrap();
+    assert!(text.contains("#SBATCH --array=0-2%2"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&chunked)
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sbatch"))
+            .count(),
+        8
+    );
 
     let kube = tmp.path().join("kube");
     ok(&run(&[

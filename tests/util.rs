@@ -468,6 +468,10 @@ fn start_s3() -> Option<S3Server> {
     None
 }
 
+/// The test cluster's `MaxArraySize`: so low that the pipelines' stages of 3
+/// tasks are split into several job arrays.
+pub const SLURM_MAX_ARRAY_SIZE: u32 = 2;
+
 /// A real single-node Slurm (Debian's `slurm-wlm` and `munge`, installed with
 /// apt where missing), its daemons started directly, once per test binary,
 /// and stopped by PID when the binary exits. `None` (see [`skip`]) where it
@@ -535,6 +539,7 @@ ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nJobAcctGatherType=jobac
 AccountingStorageType=accounting_storage/none\nJobCompType=jobcomp/none\nSwitchType=switch/none\n\
 MpiDefault=none\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\n\
 SchedulerType=sched/backfill\nSchedulerParameters=sched_interval=1\nMinJobAge=600\n\
+MaxArraySize={SLURM_MAX_ARRAY_SIZE}\n\
 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=16000 State=UNKNOWN\n\
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
     );

@@ -188,7 +188,9 @@ pub struct PageCandidates {
 /// reload of the page itself) or its delay is not a number.
 pub fn refresh_target(content: &str) -> Option<&str> {
     let s = content.trim_start_matches(|c: char| c.is_ascii_whitespace());
-    let digits = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let digits = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     if digits == 0 || !s[..digits].starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
@@ -918,11 +920,14 @@ fn shared_sources(imgs: &[Img]) -> HashSet<String> {
 /// `js-lazy`, `b-lazy`), or a `<noscript>` copy right after it. Native
 /// `loading="lazy"` is no mark: its `src` is the real image.
 fn marked_lazy(img: &Img) -> bool {
-    let lazy_name = |n: &str| n.contains("lazy") || LAZY_SRC.contains(&n) || LAZY_SRCSET.contains(&n);
+    let lazy_name =
+        |n: &str| n.contains("lazy") || LAZY_SRC.contains(&n) || LAZY_SRCSET.contains(&n);
     img.fallback.is_some()
         || img.attrs.iter().any(|(n, v)| {
             (n != "loading" && n != "class" && lazy_name(n))
-                || (n == "class" && v.split_ascii_whitespace().any(|c| c.to_ascii_lowercase().contains("lazy")))
+                || (n == "class"
+                    && v.split_ascii_whitespace()
+                        .any(|c| c.to_ascii_lowercase().contains("lazy")))
         })
 }
 
