@@ -288,6 +288,17 @@ pub fn debian_package(name: &str, probe: &str) -> Option<PathBuf> {
     Some(root)
 }
 
+/// The HTML root of Debian's python-sklearn-doc (947 pages reached from
+/// its index; its pages show some example figures several times, each with
+/// its own alt text), downloaded once; `None` (a skip) where apt cannot fetch it.
+pub fn sklearn_docs() -> Option<PathBuf> {
+    let pkg = debian_package(
+        "python-sklearn-doc",
+        "usr/share/doc/python-sklearn-doc/html/index.html",
+    )?;
+    Some(pkg.join("usr/share/doc/python-sklearn-doc/html"))
+}
+
 /// The HTML root of Debian's python-skimage-doc (198 pages with images and
 /// alt texts), downloaded once; `None` (a skip) where apt cannot fetch it.
 pub fn skimage_docs() -> Option<PathBuf> {

@@ -860,16 +860,12 @@ const LAZY_SRC: &[&str] = &[
 const LAZY_SRCSET: &[&str] = &["data-srcset", "data-lazy-srcset", "data-original-set"];
 
 /// File names (their stem's words) of the spacer images pages put in `src`
-/// until a script swaps the real one in.
+/// until a script swaps the real one in, or put as layout spacers: taken
+/// for placeholders wherever they appear.
 const SPACER_WORDS: &[&str] = &[
     "blank",
     "spacer",
-    "pixel",
-    "px",
     "transparent",
-    "trans",
-    "clear",
-    "empty",
     "placeholder",
     "lazy",
     "lazyload",
@@ -877,9 +873,12 @@ const SPACER_WORDS: &[&str] = &[
     "loader",
     "spinner",
     "1x1",
-    "grey",
-    "gray",
 ];
+
+/// Spacer words that also name real pictures (`gray.jpg`, `clear.png`,
+/// `pixel.jpg`): a placeholder only on an `<img>` marked as lazy-loaded
+/// ([`marked_lazy`]).
+const SPACER_WORDS_IF_LAZY: &[&str] = &["pixel", "px", "trans", "clear", "empty", "grey", "gray"];
 
 /// Why an `<img>` gives no URL.
 enum NoUrl {
@@ -931,8 +930,11 @@ fn marked_lazy(img: &Img) -> bool {
         })
 }
 
-/// Whether a `src` value is a stand-in for the real image.
-fn is_placeholder(src: &str, shared: &HashSet<String>) -> bool {
+/// Whether a `src` value is a stand-in for the real image: a `data:` URI,
+/// a `src` of [`shared_sources`], or a spacer's file name (every word of
+/// its stem in [`SPACER_WORDS`], or in [`SPACER_WORDS_IF_LAZY`] too where
+/// the `<img>` is `marked` lazy).
+fn is_placeholder(src: &str, shared: &HashSet<String>, marked: bool) -> bool {
     if src.starts_with("data:") || shared.contains(src) {
         return true;
     }
@@ -943,7 +945,12 @@ fn is_placeholder(src: &str, shared: &HashSet<String>) -> bool {
         .split(['-', '_', '.', ' '])
         .filter(|w| !w.is_empty())
         .peekable();
-    words.peek().is_some() && words.all(|w| SPACER_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+    words.peek().is_some()
+        && words.all(|w| {
+            let w = w.to_ascii_lowercase();
+            SPACER_WORDS.contains(&w.as_str())
+                || (marked && SPACER_WORDS_IF_LAZY.contains(&w.as_str()))
+        })
 }
 
 /// The URL of an `<img>`, read as a browser running the page's lazy-loading
@@ -980,7 +987,8 @@ fn image_url(el: &Img, base: &Url, shared: &HashSet<String>) -> Result<(String, 
         return Ok((url, true));
     }
     let src = el.attr("src").map(str::trim).filter(|s| !s.is_empty());
-    let placeholder = src.is_some_and(|s| is_placeholder(s, shared));
+    let marked = marked_lazy(el);
+    let placeholder = src.is_some_and(|s| is_placeholder(s, shared, marked));
     if let Some(url) = src.filter(|s| !placeholder && usable(s)).and_then(resolve) {
         return Ok((url, false));
     }
@@ -1001,7 +1009,7 @@ fn image_url(el: &Img, base: &Url, shared: &HashSet<String>) -> Result<(String, 
         .as_ref()
         .and_then(Option::as_deref)
         .filter(usable)
-        .filter(|s| !is_placeholder(s.trim(), shared))
+        .filter(|s| !is_placeholder(s.trim(), shared, marked))
         .and_then(resolve);
     match fallback {
         Some(url) => Ok((url, true)),
@@ -1103,6 +1111,9 @@ mod tests {
             <img src="/photos/figure.png" alt="The figure again, cropped">
             <img src="/photos/figure.png" alt="The figure a third time">
             <img src="/photos/loading-dock.jpg" alt="Trucks at a loading dock">
+            <img src="/photos/gray.jpg" alt="A grey heron by a pond">
+            <img class="lazyload" src="/static/pixel.gif" alt="A lamp on a desk">
+            <noscript><img src="/photos/lamp.jpg"></noscript>
         </body></html>"#;
         let got = extract("http://example.org/page.html", html, None);
         let pairs: Vec<(&str, &str)> = got
@@ -1142,14 +1153,20 @@ mod tests {
                     "http://example.org/photos/loading-dock.jpg",
                     "Trucks at a loading dock"
                 ),
+                (
+                    "http://example.org/photos/gray.jpg",
+                    "A grey heron by a pond"
+                ),
+                ("http://example.org/photos/lamp.jpg", "A lamp on a desk"),
             ]
         );
         // The horse twice (the lazy <img> and its <noscript> one): kept once.
         assert_eq!(got.repeats, 1);
-        // cat, dog, owl, fox, horse and boat from a lazy attribute or a fallback.
-        assert_eq!(got.lazy, 6);
+        // cat, dog, owl, fox, horse, boat and lamp from a lazy attribute or a fallback.
+        assert_eq!(got.lazy, 7);
         // The lone spacer and the three lazy images of one shared `src`;
-        // not the figure shown three times, which nothing marks as lazy.
+        // not the figure shown three times nor the photo named gray.jpg,
+        // which nothing marks as lazy.
         assert_eq!(got.placeholder, 4);
         assert_eq!(got.no_url, 0);
     }
