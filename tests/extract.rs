@@ -432,3 +432,112 @@ fn a_real_site_gives_the_committed_candidates_and_links() {
     }
     assert_eq!(got.len(), want.len(), "pages read vs committed");
 }
+
+/// Every `WARC-Date` form W3C-DTF allows (WARC/1.1 §5.4), as Python's
+/// `datetime` reads it (a reduced form as its period's first instant, the
+/// W3C note's own reading), and as warcio's `iso_date_to_datetime` reads the
+/// forms it handles; forms no spec allows are counted, their candidates kept.
+#[test]
+fn every_w3c_dtf_warc_date_gives_the_fetch_time() {
+    let Some(py) = python_with(&["warcio"]) else {
+        return;
+    };
+    let dates = [
+        "2024",
+        "2024-05",
+        "2024-05-01",
+        "2024-05-01T10:20Z",
+        "2024-05-01T10:20:30Z",
+        "2024-05-01T10:20:30.25Z",
+        "2024-05-01T10:20:30.123456789Z",
+        "2024-05-01T10:20+02:00",
+        "2024-05-01T10:20:30-05:30",
+        "2024-05-01T10:20:30.5+01:00",
+    ];
+    let unreadable = ["2024-5-1", "2024-05-01T10:20", "May 1 2024", "2024-02-30"];
+    let dir = tempfile::tempdir().unwrap();
+    let warc = dir.path().join("dates.warc");
+    let mut body = String::new();
+    for (i, date) in dates.iter().chain(&unreadable).enumerate() {
+        let html = format!(
+            "<html><body><img src=\"/i{i}.jpg\" alt=\"A red kite over a hill {i}\"></body></html>"
+        );
+        let http = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}",
+            html.len()
+        );
+        body.push_str(&format!(
+            "WARC/1.1\r\nWARC-Type: response\r\nWARC-Target-URI: http://example.org/p{i}\r\n\
+             WARC-Date: {date}\r\nWARC-Record-ID: <urn:uuid:d-{i}>\r\n\
+             Content-Type: application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n{http}\r\n\r\n",
+            http.len()
+        ));
+    }
+    std::fs::write(&warc, body).unwrap();
+    let ds = dir.path().join("ds");
+    ok(&run(&[
+        "extract",
+        "-d",
+        ds.to_str().unwrap(),
+        warc.to_str().unwrap(),
+    ]));
+
+    let mut got: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for (_, path) in wit_contract::layout::list_parts(&ds.join("candidates")).unwrap() {
+        for batch in wit_contract::pq::read_file(&path, &schema::candidates()).unwrap() {
+            let batch = batch.unwrap();
+            let page = string_column(&batch, col::PAGE_URL);
+            let time = batch
+                .column_by_name(col::FETCH_TIME)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+                .unwrap();
+            for r in 0..batch.num_rows() {
+                let t = (!arrow_array::Array::is_null(time, r)).then(|| time.value(r));
+                got.insert(page.value(r).to_string(), t);
+            }
+        }
+    }
+    let script = r#"
+import sys, json, datetime
+from warcio.timeutils import iso_date_to_datetime
+utc = datetime.timezone.utc
+out = []
+for d in json.loads(sys.argv[1]):
+    full = d + "-01" * (3 - len(d.split("-"))) if "T" not in d else d
+    t = datetime.datetime.fromisoformat(full.replace("Z", "+00:00"))
+    t = t.replace(tzinfo=utc) if t.tzinfo is None else t
+    ms = round(t.timestamp() * 1000)
+    # warcio where it reads the form (dates of a day and Z times).
+    if len(d.split("-")) == 3 and ("T" not in d or d.endswith("Z")):
+        w = iso_date_to_datetime(d).replace(tzinfo=utc)
+        assert abs(w.timestamp() * 1000 - ms) < 1, (d, w, t)
+    out.append(ms)
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(serde_json::to_string(&dates).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+    for (i, (date, ms)) in dates.iter().zip(&want).enumerate() {
+        let page = format!("http://example.org/p{i}");
+        // Python's datetime keeps microseconds: within a millisecond.
+        let t = got[&page].unwrap_or_else(|| panic!("{date}: no fetch time"));
+        assert!((t - ms).abs() <= 1, "{date}: {t} against {ms}");
+    }
+    for i in dates.len()..dates.len() + unreadable.len() {
+        assert_eq!(got[&format!("http://example.org/p{i}")], None);
+    }
+    let counts = sidecar(&ds, 0)["counts"].clone();
+    assert_eq!(counts["warc_date_unreadable"], 4, "{counts}");
+    assert_eq!(counts["candidates"], 14, "{counts}");
+}

@@ -50,7 +50,7 @@ use wit_net::http::{Client, ClientOptions, Failure, Head, Response};
 use wit_net::robots::{Fetched, Robots, Rules};
 
 use crate::frontier::{Entry, Frontier, Kind, Pushed};
-use crate::html::{ROBOTS_TOKEN, decode_html, extract};
+use crate::html::{ROBOTS_TOKEN, decode_html, extract_in};
 use crate::urls::normalize;
 
 /// URLs that may wait in host queues per global concurrency slot.
@@ -977,8 +977,8 @@ async fn fetch_page(client: &Client, id: u64, url: Url, attempts: u32, limits: &
         .map_or(0, |d| d.as_millis() as i64);
     let language = resp.header("content-language").map(str::to_string);
     let mut counts = Counts::new();
-    let (text, _, bad_bytes) = decode_html(&resp.body, content_type.as_deref());
-    let page = extract(url.as_str(), &text, language.as_deref());
+    let (text, encoding, bad_bytes) = decode_html(&resp.body, content_type.as_deref());
+    let page = extract_in(url.as_str(), &text, language.as_deref(), encoding);
     bump(&mut counts, "pages", 1);
     bump(&mut counts, "page_bytes", resp.body.len() as u64);
     if bad_bytes {

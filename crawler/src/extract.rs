@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 use wit_contract::layout::part_file_name;
 use wit_contract::records::{Candidate, candidates_to_batch};
@@ -17,7 +16,7 @@ use wit_contract::{
     Counts, Dataset, Error, Result, RunOptions, Stage, StageSpec, Summary, pq, run_stage, schema,
 };
 
-use crate::html::{clean_text, extract_images_from_body};
+use crate::html::{clean_text, extract_images_from_body, resolve_url};
 use crate::warc::{Record, parse_http, read_records_from};
 
 /// Runs the extract stage over `archives` (part `i` reads `archives[i]`).
@@ -101,11 +100,21 @@ pub fn extract_archive_at(archive: &str) -> Result<(Vec<Candidate>, Counts)> {
             "metadata" => from_wat(&record, &mut add),
             _ => Vec::new(),
         };
-        let fetch_time = record
-            .header("WARC-Date")
-            .and_then(|d| humantime::parse_rfc3339_weak(d).ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64);
+        // A record without a readable date keeps its candidates, with a
+        // null fetch time, counted.
+        let fetch_time = match record.header("WARC-Date") {
+            None => {
+                add("warc_date_missing", 1);
+                None
+            }
+            Some(d) => {
+                let ms = crate::warc::warc_date_ms(d);
+                if ms.is_none() {
+                    add("warc_date_unreadable", 1);
+                }
+                ms
+            }
+        };
         for mut c in found {
             add(&format!("candidates_{}", c.text_source), 1);
             c.origin = origin.clone();
@@ -268,8 +277,42 @@ struct WatPayload<'a> {
 
 #[derive(serde::Deserialize, Default)]
 struct WatResponse<'a> {
+    #[serde(rename = "Headers", default)]
+    headers: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(rename = "HTML-Metadata", borrow)]
     html: Option<WatHtml<'a>>,
+}
+
+impl WatResponse<'_> {
+    /// The page's encoding, as far as a WAT record tells it: the charset of
+    /// the HTTP `Content-Type`, else of a `<meta>` (`charset`, or
+    /// `http-equiv` `Content-Type`); UTF-8 where neither says (the WAT
+    /// holds no bytes to sniff).
+    fn encoding(&self) -> &'static encoding_rs::Encoding {
+        let header = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .and_then(|(_, v)| v.as_str())
+            .and_then(crate::html::content_type_encoding);
+        let meta = || {
+            self.html.as_ref()?.head.metas.iter().find_map(|m| {
+                let get = |key: &str| {
+                    m.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                        .and_then(|(_, v)| v.as_str())
+                };
+                if let Some(label) = get("charset") {
+                    return encoding_rs::Encoding::for_label(label.trim().as_bytes());
+                }
+                get("http-equiv")
+                    .filter(|h| h.trim().eq_ignore_ascii_case("content-type"))
+                    .and(get("content"))
+                    .and_then(crate::html::content_type_encoding)
+            })
+        };
+        header.or_else(meta).unwrap_or(encoding_rs::UTF_8)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -286,6 +329,8 @@ struct WatHead<'a> {
     base: Option<Cow<'a, str>>,
     #[serde(rename = "Title", borrow)]
     title: Option<Cow<'a, str>>,
+    #[serde(rename = "Metas", default)]
+    metas: Vec<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -315,6 +360,7 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
     let Some(page_url) = envelope.header.target_uri.as_deref() else {
         return Vec::new();
     };
+    let encoding = envelope.payload.response.encoding();
     let Some(html) = envelope.payload.response.html else {
         return Vec::new();
     };
@@ -326,7 +372,7 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
         .head
         .base
         .as_deref()
-        .and_then(|b| page.join(b).ok())
+        .and_then(|b| resolve_url(&page, b, encoding))
         .unwrap_or_else(|| page.clone());
     let title = html
         .head
@@ -341,7 +387,11 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
             continue;
         }
         add("images", 1);
-        let Some(url) = link.url.as_deref().and_then(|u| base.join(u.trim()).ok()) else {
+        let Some(url) = link
+            .url
+            .as_deref()
+            .and_then(|u| resolve_url(&base, u.trim(), encoding))
+        else {
             add("images_no_url", 1);
             continue;
         };
@@ -371,7 +421,50 @@ fn from_wat(record: &Record, add: &mut impl FnMut(&str, u64)) -> Vec<Candidate> 
 
 #[cfg(test)]
 mod tests {
-    use super::may_hold_images;
+    use super::*;
+
+    fn wat_record(headers: &str, metas: &str) -> Record {
+        let json = format!(
+            r#"{{"Envelope":{{"WARC-Header-Metadata":{{"WARC-Target-URI":"http://example.org/p/"}},
+            "Payload-Metadata":{{"HTTP-Response-Metadata":{{"Headers":{{{headers}}},
+            "HTML-Metadata":{{"Head":{{"Title":"t","Metas":[{metas}]}},
+            "Links":[{{"path":"IMG@/src","url":"/i.jpg?q=caf\u00e9&k=\u65e5","alt":"A cup of coffee"}}]}}}}}}}}}}"#
+        );
+        Record {
+            offset: 0,
+            headers: vec![("WARC-Type".into(), "metadata".into())],
+            block: json.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_wat_links_query_is_encoded_in_the_pages_declared_encoding() {
+        let mut counts = Counts::new();
+        let mut add = |k: &str, n: u64| *counts.entry(k.to_string()).or_default() += n;
+        let cases = [
+            (
+                r#""Content-Type":"text/html; charset=windows-1252""#,
+                "",
+                "caf%E9&k=%26%2326085%3B",
+            ),
+            (
+                "",
+                r#"{"http-equiv":"Content-Type","content":"text/html; charset=iso-8859-1"}"#,
+                "caf%E9&k=%26%2326085%3B",
+            ),
+            ("", r#"{"charset":"shift_jis"}"#, "caf%26%23233%3B&k=%93%FA"),
+            (r#""Content-Type":"text/html""#, "", "caf%C3%A9&k=%E6%97%A5"),
+        ];
+        for (headers, metas, query) in cases {
+            let got = from_wat(&wat_record(headers, metas), &mut add);
+            assert_eq!(got.len(), 1, "{headers} {metas}");
+            assert_eq!(
+                got[0].url,
+                format!("http://example.org/i.jpg?q={query}"),
+                "{headers} {metas}"
+            );
+        }
+    }
 
     #[test]
     fn only_bodies_without_an_img_tag_are_passed_over() {

@@ -23,13 +23,14 @@ use wit_contract::records::Candidate;
 
 /// Decodes an HTML body: the byte-order mark, else the charset of the HTTP
 /// `Content-Type`, else a `<meta>` charset in the first 1024 bytes, else a
-/// statistical guess (chardetng). Returns the text and the encoding's name.
+/// statistical guess (chardetng). Returns the text and the encoding (which
+/// [`extract_in`] needs to resolve the page's URLs).
 /// Also says whether the body held bytes invalid in that encoding (replaced
 /// by U+FFFD).
-pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static str, bool) {
+pub fn decode_html(body: &[u8], content_type: Option<&str>) -> (String, &'static Encoding, bool) {
     let encoding = known_encoding(body, content_type).unwrap_or_else(|| guess_encoding(body));
     let (text, _, had_errors) = encoding.decode(body);
-    (text.into_owned(), encoding.name(), had_errors)
+    (text.into_owned(), encoding, had_errors)
 }
 
 /// The encoding of an HTML body where no statistics are needed: its
@@ -90,15 +91,23 @@ pub fn extract_images_from_body(
 ) -> PageCandidates {
     if let Some(encoding) = known_encoding(body, content_type) {
         let (text, _, _) = encoding.decode(body);
-        return extract_page(page_url, &text, content_language, false).0;
+        return extract_page(page_url, &text, content_language, false, encoding).0;
     }
-    let (text, _, _) = encoding_rs::WINDOWS_1252.decode(body);
-    let (page, non_ascii) = extract_page(page_url, &text, content_language, false);
+    let cp1252 = encoding_rs::WINDOWS_1252;
+    let (text, _, _) = cp1252.decode(body);
+    let (page, non_ascii) = extract_page(page_url, &text, content_language, false, cp1252);
     if !non_ascii {
         return page;
     }
-    let (text, _, _) = guess_encoding(body).decode(body);
-    extract_page(page_url, &text, content_language, false).0
+    let encoding = guess_encoding(body);
+    let (text, _, _) = encoding.decode(body);
+    extract_page(page_url, &text, content_language, false, encoding).0
+}
+
+/// The encoding a `Content-Type` value's `charset` names (a WHATWG
+/// Encoding label), if any.
+pub fn content_type_encoding(content_type: &str) -> Option<&'static Encoding> {
+    charset_param(content_type).and_then(|l| Encoding::for_label(l.as_bytes()))
 }
 
 fn charset_param(content_type: &str) -> Option<String> {
@@ -692,8 +701,80 @@ fn scan_pass(input: &str, scan: &Rc<RefCell<Scan>>, depth: u32) {
 /// an SVG `<title>` is not taken for the page's title and a stray end tag
 /// between an image and its `<noscript>` fallback ends their adjacency
 /// (ARCHITECTURE.md, the extract stage).
+///
+/// The page is taken as decoded from UTF-8; [`extract_in`] for another encoding.
 pub fn extract(page_url: &str, html: &str, content_language: Option<&str>) -> PageCandidates {
-    extract_page(page_url, html, content_language, true).0
+    extract_in(page_url, html, content_language, encoding_rs::UTF_8)
+}
+
+/// [`extract`] of a page decoded from `encoding`: the query of each URL it
+/// holds is encoded in that encoding, as a browser encodes it (WHATWG URL
+/// standard, the URL parser's encoding; HTML: a document's URLs are parsed
+/// with its encoding), a character the encoding lacks as `%26%23NNN%3B`.
+pub fn extract_in(
+    page_url: &str,
+    html: &str,
+    content_language: Option<&str>,
+    encoding: &'static Encoding,
+) -> PageCandidates {
+    extract_page(page_url, html, content_language, true, encoding).0
+}
+
+/// `query` in `encoding`, each character it lacks as `%26%23NNN%3B` (the
+/// decimal reference `&#NNN;` percent-encoded: the WHATWG URL standard's
+/// "percent-encode after encoding"); the `url` crate percent-encodes the rest.
+fn encode_query(encoding: &'static Encoding, query: &str) -> Vec<u8> {
+    use encoding_rs::EncoderResult;
+    let mut encoder = encoding.new_encoder();
+    let mut out = Vec::with_capacity(query.len() + 16);
+    let mut rest = query;
+    loop {
+        let room = encoder
+            .max_buffer_length_from_utf8_without_replacement(rest.len())
+            .unwrap_or(rest.len() * 4 + 16);
+        out.reserve(room);
+        let (result, read) =
+            encoder.encode_from_utf8_to_vec_without_replacement(rest, &mut out, true);
+        rest = &rest[read..];
+        match result {
+            EncoderResult::InputEmpty => return out,
+            EncoderResult::OutputFull => {}
+            EncoderResult::Unmappable(c) => {
+                out.extend_from_slice(format!("%26%23{}%3B", u32::from(c)).as_bytes());
+            }
+        }
+    }
+}
+
+/// A document's base URL and encoding: what its relative URLs resolve against.
+struct Base {
+    url: Url,
+    encoding: &'static Encoding,
+}
+
+impl Base {
+    fn join(&self, raw: &str) -> Option<Url> {
+        resolve_url(&self.url, raw, self.encoding)
+    }
+}
+
+/// `raw` (a URL as a document of `encoding` holds it) parsed against
+/// `base`: its query encoded in the encoding's output encoding (UTF-8 for
+/// UTF-16 and `replacement`), which the `url` crate applies to http, https,
+/// file and ftp URLs only, as the WHATWG URL standard says. `None` where it
+/// is no URL.
+pub fn resolve_url(base: &Url, raw: &str, encoding: &'static Encoding) -> Option<Url> {
+    let encoding = encoding.output_encoding();
+    if encoding == encoding_rs::UTF_8 {
+        return base.join(raw).ok();
+    }
+    let encode: &dyn Fn(&str) -> std::borrow::Cow<'_, [u8]> =
+        &|s| std::borrow::Cow::Owned(encode_query(encoding, s));
+    Url::options()
+        .base_url(Some(base))
+        .encoding_override(Some(encode))
+        .parse(raw)
+        .ok()
 }
 
 /// [`extract`], reading links and frames or not; also says whether
@@ -704,6 +785,7 @@ fn extract_page(
     html: &str,
     content_language: Option<&str>,
     links: bool,
+    encoding: &'static Encoding,
 ) -> (PageCandidates, bool) {
     let mut out = PageCandidates::default();
     let Ok(page) = Url::parse(page_url) else {
@@ -718,11 +800,18 @@ fn extract_page(
         unreachable!("the scan's handlers are dropped with its rewriters");
     };
     let non_ascii = scan.non_ascii;
-    let base = scan
-        .base
-        .as_deref()
-        .and_then(|h| page.join(h).ok())
-        .unwrap_or_else(|| page.clone());
+    let document = Base {
+        url: page.clone(),
+        encoding,
+    };
+    let base = Base {
+        url: scan
+            .base
+            .as_deref()
+            .and_then(|h| document.join(h))
+            .unwrap_or_else(|| page.clone()),
+        encoding,
+    };
     let title = scan
         .title
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -827,12 +916,12 @@ fn extract_page(
 /// The product token the crawler answers to in robots rules and meta tags.
 pub const ROBOTS_TOKEN: &str = wit_net::ROBOTS_TOKEN;
 
-fn link_url(raw: Option<&str>, base: &Url) -> Option<String> {
+fn link_url(raw: Option<&str>, base: &Base) -> Option<String> {
     let raw = raw?.trim();
     if raw.is_empty() || raw.starts_with('#') {
         return None;
     }
-    let mut url = base.join(raw).ok()?;
+    let mut url = base.join(raw)?;
     url.set_fragment(None);
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
@@ -958,7 +1047,7 @@ fn is_placeholder(src: &str, shared: &HashSet<String>, marked: bool) -> bool {
 /// and `srcset` (a lazy attribute, a `<noscript>` fallback): a lazy
 /// attribute; else `src` unless it is a placeholder; else `srcset`'s first
 /// candidate; else the `<img>` of a `<noscript>` right after it.
-fn image_url(el: &Img, base: &Url, shared: &HashSet<String>) -> Result<(String, bool), NoUrl> {
+fn image_url(el: &Img, base: &Base, shared: &HashSet<String>) -> Result<(String, bool), NoUrl> {
     let usable = |v: &&str| {
         let v = v.trim();
         !v.is_empty() && !v.starts_with("data:") && !v.starts_with("javascript:")
@@ -972,7 +1061,7 @@ fn image_url(el: &Img, base: &Url, shared: &HashSet<String>) -> Result<(String, 
             .filter(|u| usable(&u.as_str()))
     };
     let resolve = |raw: &str| -> Option<String> {
-        let url = base.join(raw.trim()).ok()?;
+        let url = base.join(raw.trim())?;
         matches!(url.scheme(), "http" | "https").then(|| url.to_string())
     };
     let lazy = LAZY_SRC
@@ -1037,11 +1126,14 @@ mod tests {
             let theirs = d.guess(None, chardetng::Utf8Detection::Allow);
             assert_eq!(theirs, encoding_rs::UTF_8, "{body:?}");
             let (text, name, bad) = decode_html(body, None);
-            assert_eq!((text.as_bytes(), name, bad), (body, "UTF-8", false));
+            assert_eq!(
+                (text.as_bytes(), name, bad),
+                (body, encoding_rs::UTF_8, false)
+            );
         }
         // Not UTF-8: chardetng still decides.
         let (_, name, _) = decode_html(b"<p>caf\xe9 cr\xe8me br\xfbl\xe9e</p>", None);
-        assert_eq!(name, "windows-1252");
+        assert_eq!(name, encoding_rs::WINDOWS_1252);
     }
 
     #[test]
@@ -1088,6 +1180,51 @@ mod tests {
         );
         // "logo" and the file name are boilerplate.
         assert_eq!(got.boilerplate, 2);
+    }
+
+    #[test]
+    fn a_query_is_encoded_in_the_pages_encoding_as_a_browser_does() {
+        // WHATWG URL standard: the path is always UTF-8; the query of an
+        // http(s) URL is encoded in the document's encoding, a character it
+        // lacks as the decimal reference `&#NNN;`, percent-encoded; `'` is in
+        // the special-query percent-encode set.
+        let page = "<html><body>\
+            <img src=\"/img/caf\u{e9}.jpg?q=caf\u{e9}&e=\u{20ac}&k=&#26085;&#26412;&a='\" alt=\"A cup of coffee on a table\">\
+            </body></html>";
+        let cases = [
+            (
+                encoding_rs::WINDOWS_1252,
+                "http://example.org/img/caf%C3%A9.jpg?q=caf%E9&e=%80&k=%26%2326085%3B%26%2326412%3B&a=%27",
+            ),
+            // 本 is 0x96 0x7B in Shift_JIS; 0x7B (`{`) is outside the set.
+            (
+                encoding_rs::SHIFT_JIS,
+                "http://example.org/img/caf%C3%A9.jpg?q=caf%26%23233%3B&e=%26%238364%3B&k=%93%FA%96{&a=%27",
+            ),
+            (
+                encoding_rs::UTF_8,
+                "http://example.org/img/caf%C3%A9.jpg?q=caf%C3%A9&e=%E2%82%AC&k=%E6%97%A5%E6%9C%AC&a=%27",
+            ),
+            // UTF-16's output encoding is UTF-8.
+            (
+                encoding_rs::UTF_16LE,
+                "http://example.org/img/caf%C3%A9.jpg?q=caf%C3%A9&e=%E2%82%AC&k=%E6%97%A5%E6%9C%AC&a=%27",
+            ),
+        ];
+        for (encoding, want) in cases {
+            let got = extract_in("http://example.org/p/", page, None, encoding);
+            let urls: Vec<&str> = got.candidates.iter().map(|c| c.url.as_str()).collect();
+            assert_eq!(urls, [want], "{}", encoding.name());
+        }
+        // From the bytes, with the encoding declared.
+        let (body, _, _) = encoding_rs::WINDOWS_1252.encode(page);
+        let got = extract_images_from_body(
+            "http://example.org/p/",
+            &body,
+            Some("text/html; charset=windows-1252"),
+            None,
+        );
+        assert_eq!(got.candidates[0].url, cases[0].1);
     }
 
     #[test]
@@ -1337,8 +1474,8 @@ mod tests {
             let (body, _, _) = encoding.encode(page);
             assert!(std::str::from_utf8(&body).is_err(), "{page}");
             let (text, name, _) = decode_html(&body, Some("text/html"));
-            assert_eq!(name, encoding.name(), "chardetng's guess for {page}");
-            let want = extract_page("http://example.org/", &text, None, false).0;
+            assert_eq!(name, encoding, "chardetng's guess for {page}");
+            let want = extract_page("http://example.org/", &text, None, false, encoding).0;
             let got =
                 extract_images_from_body("http://example.org/", &body, Some("text/html"), None);
             assert!(!want.candidates.is_empty());

@@ -32,6 +32,78 @@ impl Record {
     }
 }
 
+/// A `WARC-Date` as milliseconds since the Unix epoch, UTC.
+///
+/// WARC/1.1 (ISO 28500:2017, §5.4) allows every W3C-DTF form
+/// (<https://www.w3.org/TR/NOTE-datetime>): `YYYY`, `YYYY-MM`, `YYYY-MM-DD`,
+/// `YYYY-MM-DDThh:mmTZD`, `YYYY-MM-DDThh:mm:ssTZD` and
+/// `YYYY-MM-DDThh:mm:ss.sTZD`, where TZD is `Z` or `+hh:mm`/`-hh:mm`; WARC/1.0
+/// writes `YYYY-MM-DDThh:mm:ssZ`. A reduced form is read as the first
+/// instant of its year, month or day, UTC. `None` for anything else (an
+/// invalid day, a missing TZD after a time, other separators).
+pub fn warc_date_ms(value: &str) -> Option<i64> {
+    let v = value.trim();
+    let (date, time) = match v.split_once(['T', 't']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (v, None),
+    };
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let fields: Vec<&str> = date.split('-').collect();
+    let ok = match fields.as_slice() {
+        [y] => digits(y, 4),
+        [y, m] => digits(y, 4) && digits(m, 2),
+        [y, m, d] => digits(y, 4) && digits(m, 2) && digits(d, 2),
+        _ => false,
+    };
+    if !ok || (time.is_some() && fields.len() != 3) {
+        return None;
+    }
+    let month = fields.get(1).copied().unwrap_or("01");
+    let day = fields.get(2).copied().unwrap_or("01");
+    let (clock, offset_min) = match time {
+        None => ("00:00:00".to_string(), 0),
+        Some(t) => {
+            let (clock, offset) = match t.strip_suffix(['Z', 'z']) {
+                Some(c) => (c, 0),
+                None => {
+                    let at = t.rfind(['+', '-'])?;
+                    let (h, m) = t[at + 1..].split_once(':')?;
+                    if !digits(h, 2) || !digits(m, 2) {
+                        return None;
+                    }
+                    let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
+                    let sign = if t.as_bytes()[at] == b'-' { -1 } else { 1 };
+                    (&t[..at], sign * minutes)
+                }
+            };
+            let parts: Vec<&str> = clock.split(':').collect();
+            let clock = match parts.as_slice() {
+                [h, m] if digits(h, 2) && digits(m, 2) => format!("{h}:{m}:00"),
+                [h, m, s] if digits(h, 2) && digits(m, 2) => {
+                    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+                    if !digits(whole, 2)
+                        || frac.is_empty()
+                        || !frac.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return None;
+                    }
+                    // humantime reads at most nine fractional digits.
+                    format!("{h}:{m}:{whole}.{}", &frac[..frac.len().min(9)])
+                }
+                _ => return None,
+            };
+            (clock, offset)
+        }
+    };
+    let utc =
+        humantime::parse_rfc3339_weak(&format!("{}-{month}-{day}T{clock}Z", fields[0])).ok()?;
+    let ms = match utc.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).ok()?,
+        Err(before) => -i64::try_from(before.duration().as_millis()).ok()?,
+    };
+    Some(ms - offset_min * 60_000)
+}
+
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
