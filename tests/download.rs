@@ -782,3 +782,89 @@ fn redirects_are_followed_with_every_hop_checked_and_unreachable_robots_name_the
     assert_eq!(causes["robots_unreachable: connect"], 2, "{causes}");
     assert_eq!(causes["robots_unreachable: http_5xx"], 1, "{causes}");
 }
+
+/// JPEG coding processes and image formats the specs allow and Pillow
+/// decodes (shards/tests/fixtures/jpeg-arith/make.sh wrote the
+/// arithmetic-coded ones): decoded to the pixels Pillow gives, oriented as
+/// `ImageOps.exif_transpose`; a truncated file fails as damage, as in Pillow.
+#[test]
+fn spec_valid_images_decode_to_the_pixels_pillow_gives() {
+    use wit_shards::resize::{Encoding, ImageOptions, ResizeMode, process};
+    let Some(py) = python_with(&["pillow"]) else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shards/tests/fixtures/jpeg-arith");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "avif"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let script = r#"
+import sys, json
+from PIL import Image, ImageOps
+out = {}
+for f in sys.argv[1:]:
+    try:
+        im = ImageOps.exif_transpose(Image.open(f)).convert("RGB")
+        out[f] = [im.width, im.height, im.tobytes().hex()]
+    except Exception as e:
+        out[f] = str(e)
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pillow: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let opts = ImageOptions {
+        mode: ResizeMode::No,
+        encoding: Encoding::Png,
+        ..ImageOptions::default()
+    };
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let theirs = &pillow[f.to_str().unwrap()];
+        let ours = process(&std::fs::read(f).unwrap(), &opts);
+        let Some(theirs) = theirs.as_array() else {
+            // Pillow refuses it: so do we, as damage.
+            let e = ours.expect_err(&name);
+            assert_eq!(e.key(), "decode_error", "{name}: {e} (Pillow: {theirs})");
+            continue;
+        };
+        let p = ours.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let img = image::load_from_memory(&p.bytes).unwrap().to_rgb8();
+        let (w, h) = (theirs[0].as_u64().unwrap(), theirs[1].as_u64().unwrap());
+        assert_eq!(
+            (u64::from(img.width()), u64::from(img.height())),
+            (w, h),
+            "{name}"
+        );
+        let want = hex(theirs[2].as_str().unwrap());
+        let diffs: Vec<u8> = img
+            .as_raw()
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        let max = diffs.iter().copied().max().unwrap_or(0);
+        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+        eprintln!("{name}: {w} x {h}, max |ours - Pillow| {max}, mean {mean:.3}");
+        assert!(max <= 2 && mean <= 0.5, "{name}: max {max}, mean {mean}");
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

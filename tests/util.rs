@@ -191,8 +191,13 @@ pub fn python_with(packages: &[&str]) -> Option<PathBuf> {
         .iter()
         .copied()
         .filter(|p| {
+            // The module a distribution installs, where its name differs.
+            let module = match *p {
+                "pillow" => "PIL",
+                p => p,
+            };
             !Command::new(&python)
-                .args(["-c", &format!("import {p}")])
+                .args(["-c", &format!("import {module}")])
                 .status()
                 .is_ok_and(|s| s.success())
         })

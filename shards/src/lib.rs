@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod download;
+mod jpeg;
 mod plan;
 pub mod resize;
 

@@ -214,6 +214,15 @@ pub fn process(bytes: &[u8], opts: &ImageOptions) -> Result<Processed, ImageFail
 
 /// Decodes to oriented 8-bit RGB under the pixel limit.
 fn decode(bytes: &[u8], opts: &ImageOptions) -> Result<image::RgbImage, ImageFailure> {
+    match crate::jpeg::frame(bytes) {
+        Some(crate::jpeg::Frame::Arithmetic) => {
+            return crate::jpeg::decode_arithmetic(bytes, opts.max_pixels);
+        }
+        Some(crate::jpeg::Frame::Unsupported(process)) => {
+            return Err(ImageFailure::Unsupported(process.into()));
+        }
+        _ => {}
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageFailure::Decode(e.to_string()))?;
