@@ -10,6 +10,7 @@
 //!   `NNNNN_stats.json`).
 #![deny(missing_docs)]
 
+mod avif;
 mod download;
 mod jpeg;
 mod plan;

@@ -223,6 +223,9 @@ fn decode(bytes: &[u8], opts: &ImageOptions) -> Result<image::RgbImage, ImageFai
         }
         _ => {}
     }
+    if crate::avif::is_avif(bytes) {
+        return crate::avif::decode_rgb(bytes, opts.max_pixels);
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageFailure::Decode(e.to_string()))?;
@@ -254,19 +257,22 @@ fn decode(bytes: &[u8], opts: &ImageOptions) -> Result<image::RgbImage, ImageFai
         DynamicImage::from_decoder(decoder).map_err(|e| ImageFailure::Decode(e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(if img.color().has_alpha() {
-        let rgba = img.to_rgba8();
-        let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
-        for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
-            let a = u16::from(px[3]);
-            for c in 0..3 {
-                // Over white: c*a + 255*(255-a), rounded, /255.
-                out[c] = ((u16::from(px[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
-            }
-        }
-        rgb
+        over_white(&img.to_rgba8())
     } else {
         img.to_rgb8()
     })
+}
+
+/// RGBA composited over white: `c*a + 255*(255-a)`, rounded, `/255`.
+pub(crate) fn over_white(rgba: &image::RgbaImage) -> image::RgbImage {
+    let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
+    for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
+        let a = u16::from(px[3]);
+        for c in 0..3 {
+            out[c] = ((u16::from(px[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    rgb
 }
 
 /// The resized pixels (RGB8, row-major) and their size.

@@ -78,3 +78,48 @@ fn shared_images_decode_or_fail_with_a_reason() {
         "several failure reasons: {by_reason:?}"
     );
 }
+
+/// The arithmetic-coded JPEGs and the AVIF files of tests/fixtures/spec-valid,
+/// each damaged in many ways (bytes overwritten, cut short): every copy is
+/// stored or fails with a counted reason, none panics.
+#[test]
+fn damaged_arithmetic_jpeg_and_avif_fail_with_a_reason() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec-valid");
+    let mut all = Vec::new();
+    files(&root, &mut all);
+    all.retain(|p| p.extension().is_some_and(|x| x == "jpg" || x == "avif"));
+    all.sort();
+    assert!(all.len() >= 8, "{all:?}");
+    let opts = ImageOptions::default();
+    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // SplitMix64 draws: where and what to overwrite.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for path in &all {
+        let bytes = std::fs::read(path).unwrap();
+        for i in 0..60 {
+            let mut damaged = bytes.clone();
+            if i % 3 == 0 {
+                damaged.truncate((next() as usize) % bytes.len());
+            } else {
+                for _ in 0..1 + i % 4 {
+                    let at = (next() as usize) % damaged.len();
+                    damaged[at] = next() as u8;
+                }
+            }
+            let key = match process(&damaged, &opts) {
+                Ok(_) => "stored",
+                Err(e) => e.key(),
+            };
+            *by_reason.entry(key).or_default() += 1;
+        }
+    }
+    eprintln!("damaged copies: {by_reason:?}");
+    assert!(by_reason.get("decode_error").copied().unwrap_or(0) > 0, "{by_reason:?}");
+}
