@@ -121,5 +121,8 @@ fn damaged_arithmetic_jpeg_and_avif_fail_with_a_reason() {
         }
     }
     eprintln!("damaged copies: {by_reason:?}");
-    assert!(by_reason.get("decode_error").copied().unwrap_or(0) > 0, "{by_reason:?}");
+    assert!(
+        by_reason.get("decode_error").copied().unwrap_or(0) > 0,
+        "{by_reason:?}"
+    );
 }
