@@ -1273,3 +1273,50 @@ assert keys == [key], keys
         "{err}"
     );
 }
+
+/// `--force` on a dataset on the store starts each stage over with its new
+/// parameters: the runner's stages (`match`) and those that run passes
+/// before it (`balance`, `download`) alike.
+#[test]
+fn force_on_a_store_starts_every_stage_over() {
+    let Some(s3) = s3() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let web = demo_web(tmp.path(), 40);
+    let url = s3.prefix("force");
+    let r = remote(s3, &url);
+    let ok_env = |args: &[&str]| {
+        let out = run_env(s3, args);
+        assert!(out.status.success(), "{}", show(&out));
+    };
+    let queries = queries_file();
+    ok_env(&["queries", "import", queries.to_str().unwrap(), "-d", &url]);
+    let mut crawl = vec!["crawl", "-d", &url, "--seed", &web.url];
+    crawl.extend_from_slice(CRAWL);
+    ok_env(&crawl);
+    let stage = |cmd: &str, args: &[&str], extra: &[&str]| {
+        let mut all = vec![cmd, "-d", &url];
+        all.extend_from_slice(args);
+        all.extend_from_slice(extra);
+        ok_env(&all);
+    };
+    stage("match", MATCH, &[]);
+    stage("balance", BALANCE, &[]);
+    stage("download", DOWNLOAD, &[]);
+    let params = |name: &str| -> serde_json::Value {
+        let m: serde_json::Value =
+            serde_json::from_slice(&r.get(&format!("{name}/_manifest.json")).unwrap().unwrap())
+                .unwrap();
+        m["params"].clone()
+    };
+    assert_eq!(params("balanced")["t"], 20);
+    assert_eq!(params("shards")["image_size"], 32);
+
+    // Other parameters, forced: each stage runs again and records them.
+    stage("match", MATCH, &["--force", "--min-length", "3"]);
+    stage("balance", &["-t", "5"], &["--force"]);
+    let mut download: Vec<&str> = DOWNLOAD.to_vec();
+    download[2] = "24";
+    stage("download", &download, &["--force"]);
+    assert_eq!(params("balanced")["t"], 5);
+    assert_eq!(params("shards")["image_size"], 24);
+}

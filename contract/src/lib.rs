@@ -38,5 +38,5 @@ pub use manifest::{Counts, Manifest};
 pub use progress::{NoProgress, Progress};
 pub use runner::{
     OpenStage, PartContext, RunOptions, Share, StageSpec, Summary, check_params, params_diff,
-    recorded_params, run_stage, run_stage_to_end, stage_complete,
+    recorded_params, run_stage, run_stage_to_end, stage_complete, start_over,
 };

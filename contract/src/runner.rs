@@ -85,6 +85,25 @@ pub struct RunOptions<'a> {
     pub progress: &'a dyn Progress,
 }
 
+/// Deletes a stage's earlier output (`--force`), here and, where the
+/// dataset lives on a store, on the store: the one place every stage starts
+/// over, those that run passes before [`run_stage`] included.
+///
+/// # Errors
+/// [`Error::Usage`] with a `share` (other processes may be writing the
+/// stage); [`Error::Io`] or a store error naming what could not be deleted.
+pub fn start_over(dir: &Path, share: Option<Share>) -> Result<()> {
+    if share.is_some() {
+        return Err(Error::Usage(
+            "--force cannot be combined with --parts/--part: other processes may be writing the same stage".into(),
+        ));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).at(dir)?;
+    }
+    crate::store::delete_stage(dir)
+}
+
 /// What one call of [`run_stage`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -208,15 +227,7 @@ where
     let start = Instant::now();
     let hash = params_hash(&spec.params, spec.parts);
     if opts.force {
-        if opts.share.is_some() {
-            return Err(Error::Usage(
-                "--force cannot be combined with --parts/--part: other processes may be writing the same stage".into(),
-            ));
-        }
-        if spec.dir.exists() {
-            std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
-        }
-        crate::store::delete_stage(&spec.dir)?;
+        start_over(&spec.dir, opts.share)?;
     }
     std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
     crate::store::pull_stage_meta(&spec.dir)?;
@@ -763,10 +774,7 @@ impl OpenStage {
     pub fn open(spec: StageSpec, force: bool) -> Result<OpenStage> {
         let hash = params_hash(&spec.params, 0);
         if force {
-            if spec.dir.exists() {
-                std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
-            }
-            crate::store::delete_stage(&spec.dir)?;
+            start_over(&spec.dir, None)?;
         }
         std::fs::create_dir_all(&spec.dir).at(&spec.dir)?;
         crate::store::pull_stage_meta(&spec.dir)?;

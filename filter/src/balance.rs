@@ -202,14 +202,7 @@ pub fn run_balance(
         }),
     };
     if opts.force {
-        if opts.share.is_some() {
-            return Err(Error::Usage(
-                "--force cannot be combined with --parts/--part: other processes may be writing the same stage".into(),
-            ));
-        }
-        if spec.dir.exists() {
-            std::fs::remove_dir_all(&spec.dir).at(&spec.dir)?;
-        }
+        wit_contract::start_over(&spec.dir, opts.share)?;
     } else {
         check_params(&spec)?;
     }

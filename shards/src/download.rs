@@ -228,14 +228,7 @@ pub fn run_download(
         params,
     };
     if run.force {
-        if run.share.is_some() {
-            return Err(Error::Usage(
-                "--force cannot be combined with --parts/--part: other processes may be writing the same stage".into(),
-            ));
-        }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).at(&dir)?;
-        }
+        wit_contract::start_over(&dir, run.share)?;
     } else {
         check_params(&spec)?;
     }
