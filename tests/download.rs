@@ -856,7 +856,7 @@ print(json.dumps(out))
             (w, h),
             "{name}"
         );
-        let want = hex(theirs[2].as_str().unwrap());
+        let want = unhex(theirs[2].as_str().unwrap());
         let diffs: Vec<u8> = img
             .as_raw()
             .iter()
@@ -868,11 +868,4 @@ print(json.dumps(out))
         eprintln!("{name}: {w} x {h}, max |ours - Pillow| {max}, mean {mean:.3}");
         assert!(max <= 2 && mean <= 0.5, "{name}: max {max}, mean {mean}");
     }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }

@@ -601,6 +601,14 @@ rm -f /run/slurmctld.pid /run/slurmd.pid; /usr/sbin/slurmctld; /usr/sbin/slurmd"
     false
 }
 
+/// The bytes a hex string (as Python's `bytes.hex()` writes it) holds.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 /// Every candidate row: (page URL, image URL, text, text source).
 pub fn candidate_rows(dataset: &Path) -> Vec<(String, String, String, String)> {
     use wit_contract::records::string_column;

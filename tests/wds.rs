@@ -39,14 +39,7 @@ fn python_read(py: &Path, shard: &Path) -> Vec<(String, BTreeMap<String, Vec<u8>
                 .as_object()
                 .unwrap()
                 .iter()
-                .map(|(k, hex)| {
-                    let hex = hex.as_str().unwrap();
-                    let bytes = (0..hex.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                        .collect();
-                    (k.clone(), bytes)
-                })
+                .map(|(k, hex)| (k.clone(), unhex(hex.as_str().unwrap())))
                 .collect();
             (s["key"].as_str().unwrap().to_string(), fields)
         })
